@@ -1,0 +1,398 @@
+"""HansardGPT: nanochat's GPT (Oct-Dec 2025) as a transformers v5 model.
+
+Self-contained (imports only torch, transformers and the config beside it) so that `save_pretrained` ships it to
+the Hub and `trust_remote_code=True` loads it without hansard_hf installed. Weight names are those of transformers'
+`NanoChatForCausalLM`, so export to the native class is a state-dict copy.
+
+Block: pre-norm with weightless RMSNorm; a norm after the token embedding and before the head; attention with
+separate q/k/v/o projections, RoPE (nanochat's sign) then weightless QK-norm; MLP fc1 -> relu(x)^2 -> fc2; untied
+embedding and lm_head; logits soft-capped `cap * tanh(logits / cap)` in fp32.
+"""
+
+import math
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import initialization as init
+from transformers.activations import ACT2FN
+from transformers.cache_utils import Cache, DynamicCache
+from transformers.generation import GenerationMixin
+from transformers.masking_utils import create_causal_mask
+from transformers.modeling_layers import GradientCheckpointingLayer
+from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutputWithPast
+from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS, PreTrainedModel, slice_logits_to_keep
+
+from .configuration_hansard_gpt import HansardGPTConfig
+
+
+def rms_norm(x: torch.Tensor, eps: float) -> torch.Tensor:
+    """RMSNorm without a learnable weight, computed in fp32."""
+    return F.rms_norm(x.float(), (x.size(-1),), eps=eps).type_as(x)
+
+
+class HansardGPTRotaryEmbedding(nn.Module):
+    """RoPE frequencies (half-split layout); cos/sin are computed per call from `position_ids`."""
+
+    inv_freq: torch.Tensor
+
+    def __init__(self, config: HansardGPTConfig):
+        super().__init__()
+        self.config = config
+        self.register_buffer("inv_freq", self.compute_inv_freq(config), persistent=False)
+
+    @staticmethod
+    def compute_inv_freq(config: HansardGPTConfig, device=None) -> torch.Tensor:
+        base, dim = config.rope_parameters["rope_theta"], config.head_dim
+        return 1.0 / (base ** (torch.arange(0, dim, 2, dtype=torch.float, device=device) / dim))
+
+    @torch.no_grad()
+    def forward(self, x: torch.Tensor, position_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        freqs = position_ids[..., None].float() * self.inv_freq.to(device=x.device, dtype=torch.float)
+        emb = torch.cat((freqs, freqs), dim=-1)
+        return emb.cos().to(x.dtype), emb.sin().to(x.dtype)
+
+
+def rotate_half(x: torch.Tensor) -> torch.Tensor:
+    """nanochat's rotation sign: (x1, x2) -> (x2, -x1)."""
+    x1, x2 = x.chunk(2, dim=-1)
+    return torch.cat((x2, -x1), dim=-1)
+
+
+def apply_rotary_pos_emb(q, k, cos, sin):
+    cos, sin = cos.unsqueeze(1), sin.unsqueeze(1)
+    return q * cos + rotate_half(q) * sin, k * cos + rotate_half(k) * sin
+
+
+def repeat_kv(hidden_states: torch.Tensor, n_rep: int) -> torch.Tensor:
+    """(batch, kv_heads, seq, dim) -> (batch, kv_heads * n_rep, seq, dim)."""
+    if n_rep == 1:
+        return hidden_states
+    batch, kv_heads, seq, dim = hidden_states.shape
+    hidden_states = hidden_states[:, :, None].expand(batch, kv_heads, n_rep, seq, dim)
+    return hidden_states.reshape(batch, kv_heads * n_rep, seq, dim)
+
+
+def zero_init(linear: nn.Linear) -> nn.Linear:
+    """Mark a projection that nanochat initialises to zero (read by `_init_weights`)."""
+    linear.zero_init = True
+    return linear
+
+
+def eager_attention_forward(module, query, key, value, attention_mask, scaling, dropout=0.0, **kwargs):
+    key, value = repeat_kv(key, module.num_key_value_groups), repeat_kv(value, module.num_key_value_groups)
+    attn_weights = torch.matmul(query, key.transpose(2, 3)) * scaling
+    if attention_mask is not None:
+        attn_weights = attn_weights + attention_mask
+    attn_weights = F.softmax(attn_weights, dim=-1, dtype=torch.float32).to(query.dtype)
+    attn_weights = F.dropout(attn_weights, p=dropout, training=module.training)
+    attn_output = torch.matmul(attn_weights, value).transpose(1, 2).contiguous()
+    return attn_output, attn_weights
+
+
+class HansardGPTAttention(nn.Module):
+    def __init__(self, config: HansardGPTConfig, layer_idx: int):
+        super().__init__()
+        self.config = config
+        self.layer_idx = layer_idx
+        self.head_dim = config.head_dim
+        self.num_key_value_groups = config.num_attention_heads // config.num_key_value_heads
+        self.scaling = self.head_dim**-0.5
+        self.is_causal = True
+        q_dim, kv_dim, bias = config.num_attention_heads * self.head_dim, config.num_key_value_heads * self.head_dim, config.attention_bias
+        self.q_proj = nn.Linear(config.hidden_size, q_dim, bias=bias)
+        self.k_proj = nn.Linear(config.hidden_size, kv_dim, bias=bias)
+        self.v_proj = nn.Linear(config.hidden_size, kv_dim, bias=bias)
+        self.o_proj = zero_init(nn.Linear(q_dim, config.hidden_size, bias=bias))
+
+    def forward(self, hidden_states, position_embeddings, attention_mask=None, past_key_values=None, **kwargs):
+        input_shape = hidden_states.shape[:-1]
+        hidden_shape = (*input_shape, -1, self.head_dim)
+        query = self.q_proj(hidden_states).view(hidden_shape).transpose(1, 2)
+        key = self.k_proj(hidden_states).view(hidden_shape).transpose(1, 2)
+        value = self.v_proj(hidden_states).view(hidden_shape).transpose(1, 2)
+
+        query, key = apply_rotary_pos_emb(query, key, *position_embeddings)
+        eps = self.config.rms_norm_eps
+        query, key = rms_norm(query, eps), rms_norm(key, eps)  # QK-norm after RoPE, as nanochat
+        if past_key_values is not None:
+            key, value = past_key_values.update(key, value, self.layer_idx)
+
+        attention_interface: Callable = ALL_ATTENTION_FUNCTIONS.get_interface(
+            self.config._attn_implementation, eager_attention_forward
+        )
+        attn_output, attn_weights = attention_interface(
+            self,
+            query,
+            key,
+            value,
+            attention_mask,
+            dropout=self.config.attention_dropout if self.training else 0.0,
+            scaling=self.scaling,
+            **kwargs,
+        )
+        return self.o_proj(attn_output.reshape(*input_shape, -1).contiguous()), attn_weights
+
+
+class HansardGPTMLP(nn.Module):
+    def __init__(self, config: HansardGPTConfig):
+        super().__init__()
+        self.fc1 = nn.Linear(config.hidden_size, config.intermediate_size, bias=False)
+        self.fc2 = zero_init(nn.Linear(config.intermediate_size, config.hidden_size, bias=False))
+        self.act_fn = ACT2FN[config.hidden_act]
+
+    def forward(self, x):
+        return self.fc2(self.act_fn(self.fc1(x)))
+
+
+class HansardGPTDecoderLayer(GradientCheckpointingLayer):
+    def __init__(self, config: HansardGPTConfig, layer_idx: int):
+        super().__init__()
+        self.eps = config.rms_norm_eps
+        self.self_attn = HansardGPTAttention(config, layer_idx)
+        self.mlp = HansardGPTMLP(config)
+
+    def forward(self, hidden_states, position_embeddings, attention_mask=None, past_key_values=None, **kwargs):
+        attn_output, _ = self.self_attn(
+            rms_norm(hidden_states, self.eps), position_embeddings, attention_mask, past_key_values, **kwargs
+        )
+        hidden_states = hidden_states + attn_output
+        return hidden_states + self.mlp(rms_norm(hidden_states, self.eps))
+
+
+class HansardGPTPreTrainedModel(PreTrainedModel):
+    config_class = HansardGPTConfig
+    config: HansardGPTConfig
+    base_model_prefix = "model"
+    supports_gradient_checkpointing = True
+    _no_split_modules = ["HansardGPTDecoderLayer"]
+    _skip_keys_device_placement = ["past_key_values"]
+    _supports_sdpa = True
+    _supports_flash_attn = True
+    _supports_flex_attn = True
+    _can_compile_fullgraph = True
+    _supports_attention_backend = True
+
+    @torch.no_grad()
+    def _init_weights(self, module):
+        """nanochat (Oct 2025) init. Linear: N(0, 1/sqrt(fan_in) * min(1, sqrt(fan_out/fan_in))), except o_proj, fc2
+        and lm_head (marked `zero_init`): zero; embedding: N(0, 1). Rotary frequencies are recomputed because
+        from_pretrained leaves non-persistent buffers uninitialised. Loaded weights are never overwritten."""
+        if isinstance(module, nn.Linear):
+            fan_out, fan_in = module.weight.shape
+            if getattr(module, "zero_init", False):
+                init.zeros_(module.weight)
+            else:
+                init.normal_(module.weight, mean=0.0, std=min(1.0, math.sqrt(fan_out / fan_in)) / math.sqrt(fan_in))
+            if module.bias is not None:
+                init.zeros_(module.bias)
+        elif isinstance(module, nn.Embedding):
+            init.normal_(module.weight, mean=0.0, std=1.0)
+        elif isinstance(module, HansardGPTRotaryEmbedding):
+            init.copy_(module.inv_freq, module.compute_inv_freq(module.config, module.inv_freq.device))
+
+    def save_pretrained(self, save_directory, *args, **kwargs):
+        """Save as usual, with an `auto_map` for AutoConfig, AutoModel and AutoModelForCausalLM so the folder
+        loads with `trust_remote_code=True` through either Auto class."""
+        module = type(self).__module__.rsplit(".", 1)[-1]
+        self.config.auto_map = {
+            **(getattr(self.config, "auto_map", None) or {}),
+            "AutoModel": f"{module}.HansardGPTModel",
+            "AutoModelForCausalLM": f"{module}.HansardGPTForCausalLM",
+        }
+        return super().save_pretrained(save_directory, *args, **kwargs)
+
+    def floating_point_ops(self, input_dict, exclude_embeddings: bool = True) -> int:
+        """Training FLOPs of one batch by nanochat's estimate (the Trainer's `total_flos`)."""
+        batch, seq_len = input_dict[self.main_input_name].shape[:2]
+        return self.config.flops_per_token(seq_len) * batch * seq_len
+
+
+class HansardGPTModel(HansardGPTPreTrainedModel):
+    def __init__(self, config: HansardGPTConfig):
+        super().__init__(config)
+        self.embed_tokens = nn.Embedding(config.vocab_size, config.hidden_size)
+        self.layers = nn.ModuleList(HansardGPTDecoderLayer(config, i) for i in range(config.num_hidden_layers))
+        self.rotary_emb = HansardGPTRotaryEmbedding(config)
+        self.gradient_checkpointing = False
+        self.post_init()
+
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.LongTensor | None = None,
+        past_key_values: Cache | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        use_cache: bool | None = None,
+        **kwargs,
+    ) -> BaseModelOutputWithPast:
+        if (input_ids is None) == (inputs_embeds is None):
+            raise ValueError("Pass exactly one of input_ids or inputs_embeds.")
+        if inputs_embeds is None:
+            inputs_embeds = self.embed_tokens(input_ids)
+        if use_cache is None:  # no cache while training: packed documents need a cache-free mask
+            use_cache = self.config.use_cache and not self.training
+        if use_cache and past_key_values is None:
+            past_key_values = DynamicCache(config=self.config)
+        if position_ids is None:
+            past_seen = past_key_values.get_seq_length() if past_key_values is not None else 0
+            position_ids = (torch.arange(inputs_embeds.shape[1], device=inputs_embeds.device) + past_seen).unsqueeze(0)
+
+        # With no attention_mask and no cache, position_ids that restart mark packed documents: block-causal mask.
+        mask = create_causal_mask(
+            config=self.config,
+            inputs_embeds=inputs_embeds,
+            attention_mask=attention_mask,
+            past_key_values=past_key_values,
+            position_ids=position_ids,
+        )
+        position_embeddings = self.rotary_emb(inputs_embeds, position_ids)
+        hidden_states = rms_norm(inputs_embeds, self.config.rms_norm_eps)  # norm right after the embedding
+        for layer in self.layers:
+            hidden_states = layer(
+                hidden_states,
+                position_embeddings=position_embeddings,
+                attention_mask=mask,
+                past_key_values=past_key_values,
+                **kwargs,
+            )
+        hidden_states = rms_norm(hidden_states, self.config.rms_norm_eps)
+        return BaseModelOutputWithPast(last_hidden_state=hidden_states, past_key_values=past_key_values)
+
+
+def softcap_logits(logits: torch.Tensor, cap: float | None) -> torch.Tensor:
+    """`cap * tanh(logits / cap)` in fp32 (no cap when `cap` is None)."""
+    logits = logits.float()
+    return logits if cap is None else cap * torch.tanh(logits / cap)
+
+
+class _ChunkedSoftcapCrossEntropy(torch.autograd.Function):
+    """Summed cross-entropy of `softcap(hidden @ weight.T)` over rows, one chunk of rows at a time.
+
+    The gradients are computed chunk by chunk during the forward pass (as Liger's fused linear cross-entropy does),
+    so at most two `chunk_size x vocab` fp32 buffers exist at once and nothing is recomputed in backward.
+    """
+
+    @staticmethod
+    def forward(ctx, hidden, weight, labels, cap, chunk_size, ignore_index):
+        weight_c = weight.to(hidden.dtype)
+        grad_hidden = torch.empty_like(hidden) if ctx.needs_input_grad[0] else None
+        grad_weight = torch.zeros_like(weight, dtype=torch.float32) if ctx.needs_input_grad[1] else None
+        total = torch.zeros((), dtype=torch.float32, device=hidden.device)
+        for start in range(0, hidden.shape[0], chunk_size):
+            h, y = hidden[start : start + chunk_size], labels[start : start + chunk_size]
+            logits = (h @ weight_c.T).float()
+            if cap is not None:
+                tanh = logits.div_(cap).tanh_()
+                logits = tanh * cap
+            valid = y != ignore_index
+            target = y.masked_fill(~valid, 0)
+            lse = torch.logsumexp(logits, dim=-1)
+            total += ((lse - logits.gather(1, target[:, None]).squeeze(1)) * valid).sum()
+            if grad_hidden is None and grad_weight is None:
+                continue
+            dlogits = logits.sub_(lse[:, None]).exp_()  # softmax, in place
+            dlogits[torch.arange(len(y), device=y.device), target] -= 1.0
+            dlogits.mul_(valid[:, None])
+            if cap is not None:
+                dlogits.mul_(tanh.square_().neg_().add_(1.0))  # d(cap * tanh(x / cap)) / dx = 1 - tanh^2
+            dlogits = dlogits.to(h.dtype)
+            if grad_hidden is not None:
+                grad_hidden[start : start + chunk_size] = dlogits @ weight_c
+            if grad_weight is not None:
+                grad_weight += (dlogits.T @ h).float()
+        ctx.weight_dtype = weight.dtype
+        ctx.save_for_backward(grad_hidden, grad_weight)
+        return total
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        grad_hidden, grad_weight = ctx.saved_tensors
+        if grad_hidden is not None:
+            grad_hidden = grad_hidden * grad_output.to(grad_hidden.dtype)
+        if grad_weight is not None:
+            grad_weight = (grad_weight * grad_output).to(ctx.weight_dtype)
+        return grad_hidden, grad_weight, None, None, None, None
+
+
+def chunked_softcap_cross_entropy(
+    hidden_states: torch.Tensor,
+    weight: torch.Tensor,
+    labels: torch.Tensor,
+    softcap: float | None,
+    chunk_size: int,
+    num_items_in_batch: torch.Tensor | int | None = None,
+    ignore_index: int = -100,
+    shift_labels: torch.Tensor | None = None,
+    **kwargs,
+) -> torch.Tensor:
+    """The loss of transformers' `ForCausalLMLoss` on soft-capped logits, without materialising the logits.
+
+    Labels are shifted inside (or `shift_labels` given); the sum over target tokens is divided by
+    `num_items_in_batch` when the Trainer passes it, else by the number of targets.
+    """
+    if shift_labels is None:
+        shift_labels = F.pad(labels, (0, 1), value=ignore_index)[..., 1:]
+    hidden = hidden_states.reshape(-1, hidden_states.shape[-1])
+    targets = shift_labels.reshape(-1).to(hidden.device)
+    total = _ChunkedSoftcapCrossEntropy.apply(hidden, weight, targets, softcap, chunk_size, ignore_index)
+    if num_items_in_batch is None:
+        return total / (targets != ignore_index).sum()
+    if torch.is_tensor(num_items_in_batch):
+        num_items_in_batch = num_items_in_batch.to(total.device)
+    return total / num_items_in_batch
+
+
+class HansardGPTForCausalLM(HansardGPTPreTrainedModel, GenerationMixin):
+    _tp_plan = {"lm_head": "colwise_gather_output"}
+    _pp_plan = {"lm_head": (["hidden_states"], ["logits"])}
+
+    def __init__(self, config: HansardGPTConfig):
+        super().__init__(config)
+        self.model = HansardGPTModel(config)
+        self.vocab_size = config.vocab_size
+        self.lm_head = zero_init(nn.Linear(config.hidden_size, config.vocab_size, bias=False))
+        self.post_init()
+
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.LongTensor | None = None,
+        past_key_values: Cache | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        labels: torch.LongTensor | None = None,
+        use_cache: bool | None = None,
+        logits_to_keep: int | torch.Tensor = 0,
+        **kwargs,
+    ) -> CausalLMOutputWithPast:
+        """With `labels`, the loss is the soft-capped cross-entropy computed in chunks of `config.loss_chunk_size`
+        tokens (`num_items_in_batch` from the Trainer is honoured); in training mode no logits are returned then,
+        so the full fp32 logits of a long batch never exist."""
+        outputs = self.model(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            past_key_values=past_key_values,
+            inputs_embeds=inputs_embeds,
+            use_cache=use_cache,
+            **kwargs,
+        )
+        hidden_states = outputs.last_hidden_state
+        cap, chunk = self.config.final_logit_softcapping, self.config.loss_chunk_size
+        loss = logits = None
+        if labels is not None and chunk > 0:
+            loss = chunked_softcap_cross_entropy(hidden_states, self.lm_head.weight, labels, cap, chunk, **kwargs)
+        if labels is None or chunk <= 0 or not self.training:
+            logits = softcap_logits(self.lm_head(slice_logits_to_keep(hidden_states, logits_to_keep)), cap)
+        if labels is not None and loss is None:
+            loss = self.loss_function(logits, labels, self.vocab_size, **kwargs)
+        return CausalLMOutputWithPast(loss=loss, logits=logits, past_key_values=outputs.past_key_values)
+
+
+HansardGPTModel.register_for_auto_class("AutoModel")
+HansardGPTForCausalLM.register_for_auto_class("AutoModelForCausalLM")
+
+__all__ = ["HansardGPTPreTrainedModel", "HansardGPTModel", "HansardGPTForCausalLM", "chunked_softcap_cross_entropy"]

@@ -1,0 +1,41 @@
+"""Shared fixtures. Tests never reach the network: the Hub is offline and caches live in a temporary folder."""
+
+import os
+import tempfile
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_HOME", tempfile.mkdtemp(prefix="hansard-hf-tests-hf-home-"))
+os.environ.setdefault("WANDB_MODE", "offline")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+from hansard_hf import HansardGPTConfig, HansardGPTForCausalLM  # noqa: E402
+
+TINY = dict(depth=2, aspect_ratio=32, head_dim=16, vocab_size=97, max_position_embeddings=64)
+
+
+def tiny_config(**overrides) -> HansardGPTConfig:
+    """A 2-layer, 64-wide model: four heads of 16."""
+    return HansardGPTConfig(**{**TINY, **overrides})
+
+
+def randomized(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
+    """Fill every weight with noise: nanochat's zero-initialised projections would hide bugs in parity tests."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.copy_(torch.randn(parameter.shape, generator=generator) * 0.5)
+    return model.eval()
+
+
+@pytest.fixture
+def tiny_model() -> HansardGPTForCausalLM:
+    torch.manual_seed(0)
+    return randomized(HansardGPTForCausalLM(tiny_config()))
+
+
+@pytest.fixture
+def input_ids() -> torch.Tensor:
+    return torch.randint(0, TINY["vocab_size"], (2, 24), generator=torch.Generator().manual_seed(1))
