@@ -100,7 +100,8 @@ class HansardGPTAttention(nn.Module):
         self.num_key_value_groups = config.num_attention_heads // config.num_key_value_heads
         self.scaling = self.head_dim**-0.5
         self.is_causal = True
-        q_dim, kv_dim, bias = config.num_attention_heads * self.head_dim, config.num_key_value_heads * self.head_dim, config.attention_bias
+        q_dim, kv_dim = config.num_attention_heads * self.head_dim, config.num_key_value_heads * self.head_dim
+        bias = config.attention_bias
         self.q_proj = nn.Linear(config.hidden_size, q_dim, bias=bias)
         self.k_proj = nn.Linear(config.hidden_size, kv_dim, bias=bias)
         self.v_proj = nn.Linear(config.hidden_size, kv_dim, bias=bias)

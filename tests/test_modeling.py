@@ -149,3 +149,14 @@ def test_nanochat_initialisation():
     assert wide.weight.std().item() == pytest.approx(math.sqrt(16 / 64) / math.sqrt(64), rel=0.15)
     # untrained: zero lm_head -> uniform next-token distribution
     assert torch.allclose(model(torch.tensor([[1, 2, 3]])).logits, torch.zeros(1, 3, 4000))
+
+
+@pytest.mark.slow
+@torch.no_grad()
+def test_flex_attention_matches_sdpa_with_packed_documents(tiny_model, input_ids):
+    """flex_attention (compiled on first use; forward only: it has no CPU backward) agrees with sdpa."""
+    positions = torch.cat([torch.arange(10), torch.arange(14)])[None].expand(2, -1)
+    sdpa = tiny_model(input_ids, position_ids=positions, use_cache=False).logits
+    tiny_model.set_attn_implementation("flex_attention")
+    flex = tiny_model(input_ids, position_ids=positions, use_cache=False).logits
+    assert (sdpa - flex).abs().max() < 1e-4
