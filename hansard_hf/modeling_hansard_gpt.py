@@ -321,7 +321,7 @@ class _ChunkedSoftcapCrossEntropy(torch.autograd.Function):
 def chunked_softcap_cross_entropy(
     hidden_states: torch.Tensor,
     weight: torch.Tensor,
-    labels: torch.Tensor,
+    labels: torch.Tensor | None,
     softcap: float | None,
     chunk_size: int,
     num_items_in_batch: torch.Tensor | int | None = None,
@@ -369,9 +369,9 @@ class HansardGPTForCausalLM(HansardGPTPreTrainedModel, GenerationMixin):
         logits_to_keep: int | torch.Tensor = 0,
         **kwargs,
     ) -> CausalLMOutputWithPast:
-        """With `labels`, the loss is the soft-capped cross-entropy computed in chunks of `config.loss_chunk_size`
-        tokens (`num_items_in_batch` from the Trainer is honoured); in training mode no logits are returned then,
-        so the full fp32 logits of a long batch never exist."""
+        """With `labels` (shifted inside) or `shift_labels` (already the next tokens), the loss is the soft-capped
+        cross-entropy computed in chunks of `config.loss_chunk_size` tokens (`num_items_in_batch` from the Trainer
+        is honoured); in training mode no logits are returned then, so the full fp32 logits never exist."""
         outputs = self.model(
             input_ids=input_ids,
             attention_mask=attention_mask,
@@ -383,12 +383,13 @@ class HansardGPTForCausalLM(HansardGPTPreTrainedModel, GenerationMixin):
         )
         hidden_states = outputs.last_hidden_state
         cap, chunk = self.config.final_logit_softcapping, self.config.loss_chunk_size
+        has_targets = labels is not None or kwargs.get("shift_labels") is not None
         loss = logits = None
-        if labels is not None and chunk > 0:
+        if has_targets and chunk > 0:
             loss = chunked_softcap_cross_entropy(hidden_states, self.lm_head.weight, labels, cap, chunk, **kwargs)
-        if labels is None or chunk <= 0 or not self.training:
+        if not has_targets or chunk <= 0 or not self.training:
             logits = softcap_logits(self.lm_head(slice_logits_to_keep(hidden_states, logits_to_keep)), cap)
-        if labels is not None and loss is None:
+        if has_targets and loss is None:
             loss = self.loss_function(logits, labels, self.vocab_size, **kwargs)
         return CausalLMOutputWithPast(loss=loss, logits=logits, past_key_values=outputs.past_key_values)
 

@@ -1,0 +1,61 @@
+"""Evaluation: bits per byte (nanochat's formula) for any causal LM, without materialising full logits."""
+
+import math
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+
+
+def next_token_targets(batch: dict) -> torch.Tensor:
+    """The next-token targets of a batch: `shift_labels` as given, or `labels` shifted left (-100 = ignore)."""
+    if "shift_labels" in batch:
+        return batch["shift_labels"]
+    return F.pad(batch["labels"], (0, 1), value=-100)[..., 1:]
+
+
+@torch.no_grad()
+def token_nats(model, input_ids: torch.Tensor, targets: torch.Tensor, chunk_size: int = 4096) -> torch.Tensor:
+    """Per-token cross-entropy in nats (0 where the target is -100), computed `chunk_size` tokens at a time from
+    the backbone's hidden states and the output embedding, with the config's final logit softcap if any."""
+    hidden = model.base_model(input_ids=input_ids, use_cache=False).last_hidden_state
+    hidden = hidden.reshape(-1, hidden.shape[-1])
+    weight = model.get_output_embeddings().weight.to(hidden.dtype)
+    cap = getattr(model.config, "final_logit_softcapping", None)
+    flat = targets.reshape(-1).to(hidden.device)
+    nats = torch.empty(flat.shape, dtype=torch.float32, device=hidden.device)
+    for start in range(0, flat.numel(), chunk_size):
+        logits = (hidden[start : start + chunk_size] @ weight.T).float()
+        if cap is not None:
+            logits = cap * torch.tanh(logits / cap)
+        nats[start : start + chunk_size] = F.cross_entropy(
+            logits, flat[start : start + chunk_size], ignore_index=-100, reduction="none"
+        )
+    return nats.view(targets.shape)
+
+
+@torch.no_grad()
+def evaluate_bpb(model, batches, token_bytes: torch.Tensor | None = None) -> dict[str, float]:
+    """Mean next-token loss in nats and, given `token_bytes`, nanochat's bits per byte.
+
+    bpb = summed nats over summed target bytes / ln 2, special tokens (0 bytes) excluded from both sums.
+    `batches` yields dicts with `input_ids` and `shift_labels` (or `labels`); `token_bytes[id]` is the byte length
+    of token `id`. Under torch.distributed the sums are reduced across ranks.
+    """
+    device = next(model.parameters()).device
+    sums = torch.zeros(4, dtype=torch.float64, device=device)  # nats on byte tokens, bytes, all nats, all targets
+    for batch in batches:
+        targets = next_token_targets(batch).to(device)
+        nats = token_nats(model, batch["input_ids"].to(device), targets).double()
+        valid = targets != -100
+        nbytes = token_bytes.to(device)[targets.clamp(min=0)] * valid if token_bytes is not None else valid
+        sums += torch.stack([(nats * (nbytes > 0)).sum(), nbytes.sum(), nats.sum(), valid.sum()])
+    if dist.is_available() and dist.is_initialized():
+        dist.all_reduce(sums)
+    byte_nats, nbytes, nats, count = sums.tolist()
+    if count == 0 or nbytes == 0:
+        raise ValueError("evaluate_bpb: the evaluation batches hold no targets (empty split?).")
+    metrics = {"loss": nats / count}
+    if token_bytes is not None:
+        metrics["bpb"] = byte_nats / (math.log(2) * nbytes)
+    return metrics

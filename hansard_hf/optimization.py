@@ -1,0 +1,150 @@
+"""nanochat's optimizer set-up as one torch optimizer, plus its LR and momentum schedules.
+
+Muon (matrix_lr, scaled by max(1, rows/cols)^0.5) for every 2-D weight inside the blocks; AdamW (betas 0.8/0.95,
+eps 1e-10, no weight decay) for the embedding at embedding_lr and lm_head at unembedding_lr, both scaled by
+(hidden_size / 768)^-0.5. One `torch.optim.Optimizer` holds both kinds of group, as the Trainer, accelerate,
+checkpointing and FSDP2 expect.
+"""
+
+import math
+
+import torch
+from torch.optim.lr_scheduler import LambdaLR
+
+from .muon import lr_scale, nesterov_momentum, orthogonalize
+
+
+def param_groups(model, matrix_lr=0.02, embedding_lr=0.2, unembedding_lr=0.004) -> list[dict]:
+    """nanochat's groups for a HansardGPTForCausalLM (or NanoChatForCausalLM): Muon first, then the two AdamW groups."""
+    scale = (model.config.hidden_size / 768) ** -0.5
+    embedding, unembedding = model.get_input_embeddings().weight, model.get_output_embeddings().weight
+    matrices, other = [], []
+    for name, parameter in model.named_parameters():
+        if parameter is embedding or parameter is unembedding:
+            continue
+        (matrices if parameter.ndim == 2 and ".layers." in f".{name}" else other).append(name)
+    if other:
+        raise ValueError(
+            f"No optimizer group for parameters {other}: nanochat's optimizer covers 2-D block weights, the embedding "
+            "and lm_head only (set attention_bias=False)."
+        )
+    named = dict(model.named_parameters())
+    return [
+        dict(params=[named[n] for n in matrices], lr=matrix_lr, use_muon=True),
+        dict(params=[embedding], lr=embedding_lr * scale, use_muon=False),
+        dict(params=[unembedding], lr=unembedding_lr * scale, use_muon=False),
+    ]
+
+
+class MuonAdamW(torch.optim.Optimizer):
+    """Muon for groups with `use_muon=True`, AdamW (torch's update rule) for the others.
+
+    `ns_dtype` is the Newton-Schulz dtype: "auto" is bf16 on CUDA and fp32 elsewhere. `orthogonalized` counts the
+    matrices this process ran Newton-Schulz on (under DDP, about 1/world_size of them each step).
+    """
+
+    def __init__(self, params, momentum=0.95, betas=(0.8, 0.95), eps=1e-10, weight_decay=0.0, ns_steps=5,
+                 ns_dtype="auto"):
+        defaults = dict(use_muon=False, momentum=momentum, nesterov=True, ns_steps=ns_steps, betas=betas, eps=eps,
+                        weight_decay=weight_decay)
+        super().__init__(params, defaults)
+        self.ns_dtype = ns_dtype
+        self.orthogonalized = 0
+
+    def _ns_dtype(self, parameter: torch.Tensor) -> torch.dtype:
+        if self.ns_dtype == "auto":
+            return torch.bfloat16 if parameter.is_cuda else torch.float32
+        return getattr(torch, self.ns_dtype) if isinstance(self.ns_dtype, str) else self.ns_dtype
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            (self._muon_step if group["use_muon"] else self._adamw_step)(group)
+        return loss
+
+    def _muon_step(self, group):
+        params = [p for p in group["params"] if p.grad is not None]
+        if not params:
+            return
+        updates = []
+        for p in params:
+            state = self.state[p]
+            if "momentum_buffer" not in state:
+                state["momentum_buffer"] = torch.zeros_like(p.grad)
+            update = nesterov_momentum(p.grad, state["momentum_buffer"], group["momentum"])
+            updates.append(update if group["nesterov"] else state["momentum_buffer"])
+        orthogonal, done = orthogonalize(updates, group["ns_steps"], self._ns_dtype(params[0]))
+        self.orthogonalized += done
+        for p, o in zip(params, orthogonal):
+            if group["weight_decay"]:
+                p.mul_(1 - group["lr"] * group["weight_decay"])
+            p.add_(o.to(p.dtype), alpha=-group["lr"] * lr_scale(p.shape))
+
+    def _adamw_step(self, group):
+        beta1, beta2 = group["betas"]
+        for p in group["params"]:
+            if p.grad is None:
+                continue
+            state = self.state[p]
+            if not state:
+                state["step"] = torch.tensor(0.0)
+                state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+                state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+            state["step"] = state["step"] + 1  # not in place: a loaded state dict may share this tensor
+            step = state["step"].item()
+            p.mul_(1 - group["lr"] * group["weight_decay"])
+            state["exp_avg"].lerp_(p.grad, 1 - beta1)
+            state["exp_avg_sq"].mul_(beta2).addcmul_(p.grad, p.grad, value=1 - beta2)
+            bias_correction1, bias_correction2 = 1 - beta1**step, 1 - beta2**step
+            denom = (state["exp_avg_sq"].sqrt() / math.sqrt(bias_correction2)).add_(group["eps"])
+            p.addcdiv_(state["exp_avg"], denom, value=-group["lr"] / bias_correction1)
+
+
+WARMDOWN_SHAPES = ("linear", "cosine")
+
+
+def lr_multiplier(step, total_steps, warmup_ratio=0.0, warmdown_ratio=0.2, final_lr_frac=0.0, shape="linear"):
+    """nanochat's LR multiplier: linear warmup, constant, then a warmdown to final_lr_frac over the last steps."""
+    warmup, warmdown = round(warmup_ratio * total_steps), round(warmdown_ratio * total_steps)
+    if step < warmup:
+        return (step + 1) / warmup
+    if warmdown == 0 or step <= total_steps - warmdown:
+        return 1.0
+    progress = max(total_steps - step, 0) / warmdown  # 1 at the start of the warmdown, 0 at the end
+    if shape == "cosine":
+        progress = 0.5 * (1 - math.cos(math.pi * progress))
+    return progress + (1 - progress) * final_lr_frac
+
+
+def muon_momentum(step, start=0.85, end=0.95, warmup_steps=300):
+    """nanochat's Muon momentum: linear from `start` to `end` over the first `warmup_steps` steps."""
+    fraction = min(step / warmup_steps, 1.0) if warmup_steps > 0 else 1.0
+    return (1 - fraction) * start + fraction * end
+
+
+class NanochatSchedule(LambdaLR):
+    """Sets every group's lr to initial_lr x lr_multiplier(step) and the Muon groups' momentum, once per step."""
+
+    def __init__(self, optimizer, total_steps, warmup_ratio=0.0, warmdown_ratio=0.2, final_lr_frac=0.0,
+                 warmdown_shape="linear", momentum_warmup_steps=300):
+        if warmdown_shape not in WARMDOWN_SHAPES:
+            raise ValueError(f"warmdown_shape={warmdown_shape!r}: use one of {WARMDOWN_SHAPES}.")
+        self.momentum_warmup_steps = momentum_warmup_steps
+        super().__init__(
+            optimizer,
+            lambda step: lr_multiplier(step, total_steps, warmup_ratio, warmdown_ratio, final_lr_frac, warmdown_shape),
+        )
+
+    def step(self, epoch=None):
+        super().step(epoch)
+        for group in self.optimizer.param_groups:
+            if group.get("use_muon"):
+                group["momentum"] = muon_momentum(self.last_epoch, warmup_steps=self.momentum_warmup_steps)
+
+    def multiplier(self, step: int | None = None) -> float:
+        """The LR multiplier of optimizer step `step` (0-based; default: the next step)."""
+        return self.lr_lambdas[0](self.last_epoch if step is None else step)

@@ -1,0 +1,192 @@
+"""HansardTrainingArguments and HansardTrainer: nanochat's training algorithm inside transformers' Trainer.
+
+The Trainer builds one MuonAdamW optimizer and nanochat's LR/momentum schedule, derives the step count from the
+Chinchilla ratio and the gradient accumulation from the token batch size, logs tokens/s and MFU, reports
+validation bits per byte, and keeps the Trainer's checkpoint/resume, accelerate and callback machinery.
+"""
+
+import logging
+import time
+from dataclasses import dataclass, field
+
+import torch
+from torch.utils.data import SequentialSampler
+from transformers import Trainer, TrainingArguments
+from transformers.trainer_utils import IntervalStrategy
+
+from .evaluation import evaluate_bpb
+from .optimization import MuonAdamW, NanochatSchedule, param_groups
+
+logger = logging.getLogger(__name__)
+
+# Dense bf16 peak FLOP/s by GPU name (nanochat's table); the first name found in the device name wins.
+PEAK_FLOPS = {
+    "H100 PCIe": 756e12,
+    "H100 NVL": 835e12,
+    "H100": 989e12,
+    "H200": 989e12,
+    "GH200": 989e12,
+    "B200": 2250e12,
+    "A100": 312e12,
+    "L40S": 362e12,
+    "A10G": 125e12,
+    "L4": 121e12,
+}
+
+
+def peak_flops(device: torch.device) -> float | None:
+    """Peak bf16 FLOP/s of a CUDA device by its name; None on CPU or an unknown GPU."""
+    if device.type != "cuda":
+        return None
+    name = torch.cuda.get_device_name(device)
+    return next((flops for key, flops in PEAK_FLOPS.items() if key in name), None)
+
+
+def batch_plan(total_batch_size: int, device_batch_size: int, max_seq_len: int, world_size: int, strict: bool):
+    """(device batch, gradient accumulation) giving exactly `total_batch_size` tokens per optimizer step.
+
+    The device batch is the largest one <= the requested size that divides the rows each rank needs per step.
+    """
+    rows, remainder = divmod(total_batch_size, max_seq_len * world_size)
+    if remainder or rows == 0:
+        raise ValueError(
+            f"total_batch_size={total_batch_size} is not a multiple of max_seq_len x world_size = "
+            f"{max_seq_len} x {world_size}: choose a total_batch_size that is."
+        )
+    if device_batch_size < 1:
+        raise ValueError(f"device_batch_size={device_batch_size} must be >= 1.")
+    used = next(b for b in range(min(device_batch_size, rows), 0, -1) if rows % b == 0)
+    if used != device_batch_size:
+        message = (
+            f"device_batch_size={device_batch_size} x max_seq_len={max_seq_len} x world_size={world_size} does not "
+            f"divide total_batch_size={total_batch_size}"
+        )
+        if strict:
+            raise ValueError(message + "; pick a device_batch_size that divides " + f"{rows} (or drop strict_batch_size).")
+        logger.warning("%s: using device_batch_size=%d with %d accumulation steps.", message, used, rows // used)
+    return used, rows // used
+
+
+@dataclass
+class HansardTrainingArguments(TrainingArguments):
+    """TrainingArguments with nanochat's knobs; batch size and accumulation are derived from token counts."""
+
+    embedding_lr: float = field(default=0.2, metadata={"help": "AdamW LR of the token embedding, times (hidden/768)^-0.5."})
+    unembedding_lr: float = field(default=0.004, metadata={"help": "AdamW LR of lm_head, times (hidden/768)^-0.5."})
+    matrix_lr: float = field(default=0.02, metadata={"help": "Muon LR of the 2-D block weights (x max(1, rows/cols)^0.5)."})
+    warmup_ratio: float = field(default=0.0, metadata={"help": "Fraction of the steps spent warming the LR up linearly."})
+    warmdown_ratio: float = field(default=0.2, metadata={"help": "Fraction of the steps at the end spent decaying the LR."})
+    final_lr_frac: float = field(default=0.0, metadata={"help": "LR multiplier reached at the last step."})
+    warmdown_shape: str = field(default="linear", metadata={"help": "Shape of the warmdown: 'linear' (nanochat) or 'cosine'."})
+    momentum_warmup_steps: int = field(default=300, metadata={"help": "Muon momentum rises 0.85 -> 0.95 over these steps."})
+    muon_ns_dtype: str = field(default="auto", metadata={"help": "Newton-Schulz dtype: 'auto' (bf16 on CUDA, fp32 on CPU), 'bfloat16' or 'float32'."})
+    target_param_data_ratio: float = field(default=20.0, metadata={"help": "Training tokens per parameter; sets max_steps unless max_steps > 0."})
+    total_batch_size: int = field(default=524288, metadata={"help": "Tokens per optimizer step, over all ranks and accumulation steps."})
+    device_batch_size: int = field(default=32, metadata={"help": "Rows per device per micro-step (lowered to divide total_batch_size if needed)."})
+    max_seq_len: int = field(default=2048, metadata={"help": "Tokens per row."})
+    strict_batch_size: bool = field(default=False, metadata={"help": "Fail instead of lowering device_batch_size when it does not divide."})
+    eval_every: int = field(default=250, metadata={"help": "Report validation bits per byte (eval_bpb) every this many steps; 0 disables."})
+    core_metric_every: int = field(default=1000, metadata={"help": "Run the CORE / Hansard benchmarks every this many steps (evaluation issue); 0 disables."})
+    save_every: int = field(default=2000, metadata={"help": "Save a resumable checkpoint every this many steps; 0 saves only at the end."})
+    sample_every: int = field(default=2000, metadata={"help": "Log greedy samples of fixed prompts every this many steps (evaluation issue); 0 disables."})
+    # Trainer defaults that cost a host sync or deviate from nanochat
+    max_grad_norm: float = field(default=0.0, metadata={"help": "Gradient clipping norm; 0 = none (nanochat)."})
+    logging_nan_inf_filter: bool = field(default=False, metadata={"help": "Filter nan/inf losses (a host sync per step)."})
+    average_tokens_across_devices: bool = field(default=False, metadata={"help": "Gather token counts across ranks every step."})
+    ddp_find_unused_parameters: bool | None = field(default=False, metadata={"help": "DDP unused-parameter search."})
+    train_sampling_strategy: str = field(default="sequential", metadata={"help": "Packed rows are read in order."})
+    dataloader_drop_last: bool = field(default=True, metadata={"help": "Every micro-batch has device_batch_size rows."})
+    remove_unused_columns: bool = field(default=False, metadata={"help": "Keep every batch key (shift_labels too)."})
+    logging_steps: float = field(default=10, metadata={"help": "Log loss, lrm, tokens/s and MFU every this many steps."})
+
+    def __post_init__(self):
+        self.per_device_train_batch_size = self.per_device_eval_batch_size = self.device_batch_size
+        if self.eval_every > 0:
+            self.eval_strategy, self.eval_steps = "steps", self.eval_every
+        if self.save_every > 0:
+            self.save_strategy, self.save_steps = "steps", self.save_every
+        super().__post_init__()
+
+    def resolve(self, num_parameters: int) -> None:
+        """Derive the micro-batch, the accumulation and (unless given) max_steps for this world size."""
+        used, accumulation = batch_plan(
+            self.total_batch_size, self.device_batch_size, self.max_seq_len, self.world_size, self.strict_batch_size
+        )
+        self.per_device_train_batch_size = self.per_device_eval_batch_size = used
+        self.gradient_accumulation_steps = accumulation
+        if self.max_steps <= 0:
+            self.max_steps = int(self.target_param_data_ratio * num_parameters // self.total_batch_size)
+            if self.max_steps < 1:
+                raise ValueError(
+                    f"target_param_data_ratio={self.target_param_data_ratio} x {num_parameters} parameters is less than "
+                    f"one step of total_batch_size={self.total_batch_size} tokens: set max_steps or a smaller batch."
+                )
+
+
+class HansardTrainer(Trainer):
+    """transformers' Trainer with nanochat's optimizer, schedules, step count, throughput logs and bits per byte.
+
+    `token_bytes` (a tensor of each token id's byte length, 0 for special tokens) enables `eval_bpb`.
+    """
+
+    def __init__(self, model=None, args: HansardTrainingArguments = None, token_bytes: torch.Tensor | None = None,
+                 **kwargs):
+        args.resolve(model.num_parameters())
+        if kwargs.get("eval_dataset") is None and args.eval_strategy != IntervalStrategy.NO:
+            args.eval_strategy = IntervalStrategy.NO
+        self.token_bytes = token_bytes
+        super().__init__(model=model, args=args, **kwargs)
+        self._flops_per_token = model.config.flops_per_token(args.max_seq_len)
+        self._peak_flops = peak_flops(args.device)
+        self._last_log = (time.perf_counter(), 0)
+
+    def create_optimizer(self, model=None):
+        if self.optimizer is None:
+            a = self.args
+            groups = param_groups(self.model, a.matrix_lr, a.embedding_lr, a.unembedding_lr)
+            self.optimizer = MuonAdamW(groups, ns_dtype=a.muon_ns_dtype)
+        return self.optimizer
+
+    def create_scheduler(self, num_training_steps: int, optimizer=None):
+        if self.lr_scheduler is None:
+            a = self.args
+            self.lr_scheduler = NanochatSchedule(
+                optimizer or self.optimizer, num_training_steps, a.warmup_ratio, a.warmdown_ratio, a.final_lr_frac,
+                a.warmdown_shape, a.momentum_warmup_steps,
+            )
+            self._created_lr_scheduler = True
+        return self.lr_scheduler
+
+    def floating_point_ops(self, inputs) -> int:
+        """Training FLOPs of a micro-batch by nanochat's estimate (attention included), for `total_flos`."""
+        return self.model.floating_point_ops(inputs)
+
+    def _get_train_sampler(self, train_dataset=None):
+        if self.args.train_sampling_strategy == "sequential":
+            return SequentialSampler(train_dataset or self.train_dataset)
+        return super()._get_train_sampler(train_dataset)
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        """Add lrm, step time, tokens/s and MFU (on a GPU with a known peak) to the training logs."""
+        if "loss" in logs:
+            now, step = time.perf_counter(), self.state.global_step
+            last_time, last_step = self._last_log
+            if step > last_step:
+                step_time = (now - last_time) / (step - last_step)
+                tokens_per_sec = self.args.total_batch_size / step_time
+                logs.update(lrm=self.lr_scheduler.multiplier(step - 1), step_time=step_time, tokens_per_sec=tokens_per_sec)
+                if self._peak_flops:
+                    logs["mfu"] = self._flops_per_token * tokens_per_sec / (self._peak_flops * self.args.world_size)
+            self._last_log = (now, step)
+        super().log(logs, start_time)
+
+    def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval") -> dict[str, float]:
+        """Validation loss and, when `token_bytes` is known, bits per byte (`eval_bpb`)."""
+        loader = self.get_eval_dataloader(eval_dataset)
+        self.model.eval()
+        metrics = evaluate_bpb(self.model, loader, self.token_bytes)
+        self.model.train()
+        metrics = {f"{metric_key_prefix}_{name}": value for name, value in metrics.items()}
+        self.log(metrics)
+        self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, metrics)
+        return metrics

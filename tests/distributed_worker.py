@@ -1,0 +1,42 @@
+"""Run by test_distributed.py under `accelerate launch --num_processes 2 --cpu`: train a tiny model a few steps.
+
+Writes the final weights (rank 0) and, per rank, how many matrices that rank orthogonalised.
+"""
+
+import json
+import sys
+from pathlib import Path
+
+import torch
+
+from hansard_hf import HansardGPTForCausalLM
+from hansard_hf.trainer import HansardTrainer, HansardTrainingArguments
+from conftest import tiny_config
+from trainer_helpers import PackedRows
+
+SEQ, STEPS = 16, 3
+
+
+def train(out: Path, device_batch_size: int) -> HansardTrainer:
+    torch.manual_seed(0)
+    args = HansardTrainingArguments(
+        output_dir=str(out), max_seq_len=SEQ, device_batch_size=device_batch_size, total_batch_size=4 * SEQ,
+        max_steps=STEPS, eval_every=0, save_every=0, logging_steps=1, report_to="none", use_cpu=True, seed=0,
+        disable_tqdm=True,
+    )
+    trainer = HansardTrainer(model=HansardGPTForCausalLM(tiny_config()), args=args,
+                             train_dataset=PackedRows(48, SEQ, 97))
+    trainer.train()
+    return trainer
+
+
+if __name__ == "__main__":
+    out = Path(sys.argv[1])
+    trainer = train(out, device_batch_size=2)
+    rank, world = trainer.args.process_index, trainer.args.world_size
+    optimizer = trainer.optimizer.optimizer  # accelerate wraps it
+    report = dict(rank=rank, world=world, accumulation=trainer.args.gradient_accumulation_steps,
+                  orthogonalized=optimizer.orthogonalized, ddp=type(trainer.model_wrapped).__name__)
+    (out / f"rank{rank}.json").write_text(json.dumps(report))
+    if rank == 0:
+        torch.save(trainer.model.state_dict(), out / "weights.pt")

@@ -1,0 +1,180 @@
+"""Muon + AdamW in one optimizer, nanochat's schedules and batch arithmetic, checked against torch and formulas."""
+
+import io
+import math
+
+import pytest
+import torch
+
+from hansard_hf import HansardGPTConfig, HansardGPTForCausalLM
+from hansard_hf.muon import lr_scale, zeropower_via_newtonschulz5
+from hansard_hf.optimization import MuonAdamW, NanochatSchedule, lr_multiplier, muon_momentum, param_groups
+from hansard_hf.trainer import HansardTrainingArguments, batch_plan
+from conftest import tiny_config
+
+SHAPES = [(32, 32), (64, 16), (16, 48)]  # square, tall (fc1-like), wide
+
+
+def matrices(seed=0):
+    generator = torch.Generator().manual_seed(seed)
+    return [torch.nn.Parameter(torch.randn(shape, generator=generator) * 0.1) for shape in SHAPES]
+
+
+def run(optimizer, params, steps=3, seed=1):
+    generator = torch.Generator().manual_seed(seed)
+    for _ in range(steps):
+        for p in params:
+            p.grad = torch.randn(p.shape, generator=generator)
+        optimizer.step()
+    return [p.detach().clone() for p in params]
+
+
+@pytest.mark.parametrize("steps", [1, 3])
+def test_muon_in_bfloat16_equals_torch_optim_muon(steps):
+    """Same Newton-Schulz arithmetic in bf16 as torch.optim.Muon: the weights agree to float rounding."""
+    ours, theirs, start = matrices(), matrices(), matrices()
+    a = run(MuonAdamW([dict(params=ours, lr=0.02, use_muon=True)], momentum=0.95, ns_dtype="bfloat16"), ours, steps)
+    b = run(torch.optim.Muon(theirs, lr=0.02, weight_decay=0.0, momentum=0.95, nesterov=True), theirs, steps)
+    for x, y, x0 in zip(a, b, start):
+        assert (x - x0).abs().max() > 0.005 * steps  # the step really moved the weights (lr 0.02 per step)
+        torch.testing.assert_close(x, y, atol=1e-6, rtol=0)
+
+
+def test_muon_in_float32_is_within_bfloat16_tolerance_of_torch():
+    """fp32 orthogonalisation (our CPU default) differs from torch's bf16 one by bf16 rounding of the update."""
+    ours, theirs, start = matrices(), matrices(), matrices()
+    a = run(MuonAdamW([dict(params=ours, lr=0.02, use_muon=True)], ns_dtype="float32"), ours, 1)
+    b = run(torch.optim.Muon(theirs, lr=0.02, weight_decay=0.0, momentum=0.95), theirs, 1)
+    for x, y, x0 in zip(a, b, start):
+        update = (y - x0).abs().max()
+        assert (x - y).abs().max() < 2**-5 * update  # a few bf16 ulps of the update's scale
+
+
+def test_newton_schulz_orthogonalises():
+    generator = torch.Generator().manual_seed(2)
+    for rows, cols in SHAPES:
+        k = min(rows, cols)
+        u, _ = torch.linalg.qr(torch.randn(rows, k, generator=generator))
+        v, _ = torch.linalg.qr(torch.randn(cols, k, generator=generator))
+        g = u @ torch.diag(torch.linspace(0.2, 5.0, k)) @ v.T  # singular values spread 25x
+        singular = torch.linalg.svdvals(zeropower_via_newtonschulz5(g, dtype=torch.float32))
+        assert singular.min() > 0.5 and singular.max() < 1.5, singular  # Keller Jordan's S' ~ U(0.5, 1.5)
+
+
+def test_muon_lr_scale_follows_rows_over_cols():
+    assert lr_scale(torch.Size([256, 64])) == 2.0  # fc1: 4d x d
+    assert lr_scale(torch.Size([64, 256])) == 1.0  # fc2
+    assert lr_scale(torch.Size([64, 64])) == 1.0
+
+
+def test_adamw_groups_equal_torch_adamw():
+    ours, theirs = matrices(3), matrices(3)
+    a = run(MuonAdamW([dict(params=ours, lr=0.004, use_muon=False)]), ours, steps=4)
+    b = run(torch.optim.AdamW(theirs, lr=0.004, betas=(0.8, 0.95), eps=1e-10, weight_decay=0.0), theirs, steps=4)
+    for x, y in zip(a, b):
+        torch.testing.assert_close(x, y, atol=1e-7, rtol=1e-6)
+
+
+def test_param_groups_follow_nanochat():
+    model = HansardGPTForCausalLM(tiny_config(depth=3))
+    muon, embedding, unembedding = param_groups(model, matrix_lr=0.02, embedding_lr=0.2, unembedding_lr=0.004)
+    assert muon["use_muon"] and not embedding["use_muon"] and not unembedding["use_muon"]
+    assert len(muon["params"]) == 3 * 6 and all(p.ndim == 2 for p in muon["params"])
+    assert embedding["params"][0] is model.model.embed_tokens.weight
+    assert unembedding["params"][0] is model.lm_head.weight
+    scale = (model.config.hidden_size / 768) ** -0.5
+    assert (muon["lr"], embedding["lr"], unembedding["lr"]) == (0.02, pytest.approx(0.2 * scale),
+                                                                 pytest.approx(0.004 * scale))
+    assert sum(p.numel() for g in (muon, embedding, unembedding) for p in g["params"]) == model.num_parameters()
+    with pytest.raises(ValueError, match="attention_bias=False"):
+        param_groups(HansardGPTForCausalLM(tiny_config(attention_bias=True)))
+
+
+def test_state_dict_round_trip_continues_identically():
+    model = HansardGPTForCausalLM(tiny_config())
+    optimizer = MuonAdamW(param_groups(model))
+    ids = torch.randint(0, 97, (2, 12), generator=torch.Generator().manual_seed(0))
+
+    def step(opt, m):
+        m.zero_grad()
+        m.train()(ids, labels=ids).loss.backward()
+        opt.step()
+
+    for _ in range(2):
+        step(optimizer, model)
+    clone = HansardGPTForCausalLM(tiny_config())
+    clone.load_state_dict(model.state_dict())
+    restored = MuonAdamW(param_groups(clone))
+    saved = io.BytesIO()
+    torch.save(optimizer.state_dict(), saved)  # as the Trainer's optimizer.pt
+    restored.load_state_dict(torch.load(io.BytesIO(saved.getvalue())))
+    step(optimizer, model)
+    step(restored, clone)
+    for a, b in zip(model.parameters(), clone.parameters()):
+        assert torch.equal(a, b)
+
+
+def test_lr_multiplier_is_nanochats():
+    total = 100  # warmup 5 steps, warmdown the last 20
+    values = [lr_multiplier(s, total, warmup_ratio=0.05, warmdown_ratio=0.2, final_lr_frac=0.0) for s in range(101)]
+    assert values[:5] == [0.2, 0.4, 0.6, 0.8, 1.0]
+    assert values[5:81] == [1.0] * 76
+    assert values[81] == pytest.approx(19 / 20) and values[90] == pytest.approx(0.5) and values[100] == 0.0
+    assert lr_multiplier(90, total, warmdown_ratio=0.2, final_lr_frac=0.1) == pytest.approx(0.55)
+    cosine = lr_multiplier(90, total, warmdown_ratio=0.2, shape="cosine")
+    assert cosine == pytest.approx(0.5) and lr_multiplier(85, total, shape="cosine") == pytest.approx(
+        0.5 * (1 - math.cos(math.pi * 0.75))
+    )
+
+
+def test_muon_momentum_warms_up_over_300_steps():
+    assert [muon_momentum(s) for s in (0, 150, 300, 1000)] == [0.85, pytest.approx(0.90), 0.95, 0.95]
+
+
+def test_schedule_sets_lr_and_momentum_each_step():
+    model = HansardGPTForCausalLM(tiny_config())
+    optimizer = MuonAdamW(param_groups(model))
+    schedule = NanochatSchedule(optimizer, total_steps=10, warmup_ratio=0.2, warmdown_ratio=0.5, final_lr_frac=0.0,
+                                momentum_warmup_steps=4)
+    seen = []
+    for _ in range(10):
+        seen.append((optimizer.param_groups[0]["lr"], optimizer.param_groups[1]["lr"], optimizer.param_groups[0]["momentum"]))
+        optimizer.step()  # no gradients: changes nothing
+        schedule.step()
+    lrm = [lr_multiplier(s, 10, 0.2, 0.5) for s in range(10)]
+    emb_lr = 0.2 * (64 / 768) ** -0.5
+    for s, (muon_lr, embedding_lr, momentum) in enumerate(seen):
+        assert muon_lr == pytest.approx(0.02 * lrm[s]) and embedding_lr == pytest.approx(emb_lr * lrm[s])
+        assert momentum == pytest.approx(muon_momentum(s, warmup_steps=4))
+    with pytest.raises(ValueError, match="warmdown_shape"):
+        NanochatSchedule(optimizer, 10, warmdown_shape="exponential")
+
+
+@pytest.mark.parametrize(
+    "requested, world, expected",
+    [(96, 1, (64, 4)), (96, 8, (32, 1)), (64, 8, (32, 1)), (32, 8, (32, 1)), (24, 8, (16, 2)), (24, 1, (16, 16))],
+)
+def test_batch_plan_picks_the_largest_dividing_micro_batch(requested, world, expected):
+    assert batch_plan(524288, requested, 2048, world, strict=False) == expected
+
+
+def test_batch_plan_errors_name_the_fields():
+    with pytest.raises(ValueError, match="device_batch_size=96.*strict"):
+        batch_plan(524288, 96, 2048, 8, strict=True)
+    with pytest.raises(ValueError, match="total_batch_size=1000.*max_seq_len"):
+        batch_plan(1000, 4, 2048, 1, strict=False)
+
+
+@pytest.mark.parametrize("depth, steps", [(16, 4480), (24, 10320), (36, 27630), (48, 59520)])
+def test_max_steps_from_the_chinchilla_ratio(depth, steps, tmp_path):
+    args = HansardTrainingArguments(output_dir=str(tmp_path), use_cpu=True, device_batch_size=32)
+    args.resolve(HansardGPTConfig(depth=depth).num_parameters())
+    assert args.max_steps == steps
+    assert (args.per_device_train_batch_size, args.gradient_accumulation_steps) == (32, 8)
+
+
+def test_training_arguments_drop_the_per_step_host_syncs(tmp_path):
+    args = HansardTrainingArguments(output_dir=str(tmp_path), use_cpu=True)
+    assert args.max_grad_norm == 0.0 and not args.logging_nan_inf_filter and not args.average_tokens_across_devices
+    assert args.ddp_find_unused_parameters is False and args.dataloader_drop_last
+    assert (args.eval_steps, args.save_steps) == (250, 2000)

@@ -1,0 +1,100 @@
+"""HansardTrainer: same losses as a plain PyTorch loop, exact resume, bits per byte, throughput logs."""
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from hansard_hf import HansardGPTForCausalLM
+from hansard_hf.trainer import HansardTrainer, HansardTrainingArguments
+from conftest import tiny_config
+from trainer_helpers import PackedRows, plain_loop
+
+SEQ = 16
+
+
+def arguments(tmp_path, **overrides) -> HansardTrainingArguments:
+    values = dict(output_dir=str(tmp_path / "run"), max_seq_len=SEQ, device_batch_size=2, total_batch_size=4 * SEQ,
+                  max_steps=6, warmup_ratio=0.2, warmdown_ratio=0.4, eval_every=0, save_every=0, logging_steps=1,
+                  report_to="none", use_cpu=True, seed=0, disable_tqdm=True)
+    return HansardTrainingArguments(**{**values, **overrides})
+
+
+def fresh_model(seed=0) -> HansardGPTForCausalLM:
+    torch.manual_seed(seed)
+    return HansardGPTForCausalLM(tiny_config())
+
+
+def train_losses(trainer) -> list[float]:
+    return [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
+
+
+def test_trainer_equals_plain_pytorch_loop(tmp_path):
+    data = PackedRows(48, SEQ, 97)
+    args = arguments(tmp_path)
+    trainer = HansardTrainer(model=fresh_model(), args=args, train_dataset=data)
+    assert (args.per_device_train_batch_size, args.gradient_accumulation_steps) == (2, 2)
+    trainer.train()
+    reference_model = fresh_model()
+    reference = plain_loop(reference_model, data, args, steps=6)
+    assert train_losses(trainer) == pytest.approx(reference, abs=1e-5)
+    assert reference[-1] < reference[0] - 0.05  # it learned something
+    for a, b in zip(trainer.model.parameters(), reference_model.parameters()):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+
+
+def test_resume_gives_the_same_losses_as_an_uninterrupted_run(tmp_path):
+    data = PackedRows(48, SEQ, 97)
+    full = HansardTrainer(model=fresh_model(), args=arguments(tmp_path / "a", save_every=3), train_dataset=data)
+    full.train()
+    checkpoint = tmp_path / "a" / "run" / "checkpoint-3"
+    assert {"optimizer.pt", "scheduler.pt", "rng_state.pth", "model.safetensors"} <= {p.name for p in checkpoint.iterdir()}
+    resumed = HansardTrainer(model=fresh_model(seed=1), args=arguments(tmp_path / "b"), train_dataset=data)
+    resumed.train(resume_from_checkpoint=str(checkpoint))
+    assert len(train_losses(full)) == 6
+    assert train_losses(resumed)[-3:] == pytest.approx(train_losses(full)[3:], abs=1e-6)
+    assert resumed.optimizer.param_groups[0]["momentum"] == full.optimizer.param_groups[0]["momentum"]
+    for a, b in zip(full.model.parameters(), resumed.model.parameters()):
+        torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-6)
+
+
+def test_eval_bpb_is_nanochats_formula(tmp_path):
+    data, held_out = PackedRows(32, SEQ, 97), PackedRows(6, SEQ, 97, seed=9)
+    token_bytes = torch.randint(1, 5, (97,))
+    token_bytes[:3] = 0  # special tokens: excluded from both sums
+    trainer = HansardTrainer(model=fresh_model(), args=arguments(tmp_path, eval_every=2, max_steps=2),
+                             train_dataset=data, eval_dataset=held_out, token_bytes=token_bytes)
+    trainer.train()
+    logged = [entry for entry in trainer.state.log_history if "eval_bpb" in entry]
+    assert len(logged) == 1 and logged[0]["step"] == 2
+    model = trainer.model.eval()
+    with torch.no_grad():
+        logits = model(held_out.rows[:, :-1]).logits
+    targets = held_out.rows[:, 1:]
+    nats = F.cross_entropy(logits.reshape(-1, 97), targets.reshape(-1), reduction="none")
+    nbytes = token_bytes[targets.reshape(-1)]
+    expected = (nats * (nbytes > 0)).sum().item() / (math.log(2) * nbytes.sum().item())
+    assert logged[0]["eval_bpb"] == pytest.approx(expected, rel=1e-5)
+    assert logged[0]["eval_loss"] == pytest.approx(nats.mean().item(), rel=1e-5)
+
+
+def test_training_logs_carry_throughput_and_schedule(tmp_path):
+    trainer = HansardTrainer(model=fresh_model(), args=arguments(tmp_path), train_dataset=PackedRows(48, SEQ, 97))
+    trainer.train()
+    logs = [entry for entry in trainer.state.log_history if "loss" in entry]
+    assert [entry["step"] for entry in logs] == [1, 2, 3, 4, 5, 6]
+    # warmup over round(0.2 * 6) = 1 step, warmdown over the last round(0.4 * 6) = 2
+    assert [entry["lrm"] for entry in logs] == pytest.approx([1.0, 1.0, 1.0, 1.0, 1.0, 0.5])
+    assert [entry["learning_rate"] for entry in logs] == pytest.approx([0.02 * e["lrm"] for e in logs])
+    for entry in logs:
+        assert entry["tokens_per_sec"] == pytest.approx(4 * SEQ / entry["step_time"])
+        assert "mfu" not in entry  # no GPU, no peak FLOP/s
+    assert trainer.state.total_flos == 6 * 4 * SEQ * tiny_config().flops_per_token(SEQ)
+
+
+def test_max_steps_defaults_to_the_chinchilla_ratio(tmp_path):
+    model = fresh_model()
+    args = arguments(tmp_path, max_steps=-1, target_param_data_ratio=0.01, total_batch_size=2 * SEQ)
+    HansardTrainer(model=model, args=args, train_dataset=PackedRows(8, SEQ, 97))
+    assert args.max_steps == int(0.01 * model.num_parameters() // (2 * SEQ))

@@ -1,0 +1,47 @@
+"""Small packed-row datasets and a plain PyTorch training loop, the reference the Trainer is checked against."""
+
+import torch
+
+from hansard_hf.optimization import MuonAdamW, NanochatSchedule, param_groups
+
+
+class PackedRows(torch.utils.data.Dataset):
+    """Random token rows of max_seq_len + 1 tokens, served as nanochat does: inputs and next-token targets."""
+
+    def __init__(self, rows: int, max_seq_len: int, vocab_size: int, seed: int = 0):
+        generator = torch.Generator().manual_seed(seed)
+        # a learnable stream: each token is the previous one plus 1 (mod V) half of the time
+        tokens = torch.randint(0, vocab_size, (rows, max_seq_len + 1), generator=generator)
+        follow = torch.rand(rows, max_seq_len + 1, generator=generator) < 0.5
+        for t in range(1, max_seq_len + 1):
+            tokens[:, t] = torch.where(follow[:, t], (tokens[:, t - 1] + 1) % vocab_size, tokens[:, t])
+        self.rows = tokens
+
+    def __len__(self):
+        return len(self.rows)
+
+    def __getitem__(self, index):
+        return {"input_ids": self.rows[index, :-1], "shift_labels": self.rows[index, 1:]}
+
+
+def plain_loop(model, dataset, args, steps: int) -> list[float]:
+    """nanochat's loop: per step, `accumulation` micro-batches of loss / accumulation, one optimizer step."""
+    optimizer = MuonAdamW(param_groups(model, args.matrix_lr, args.embedding_lr, args.unembedding_lr),
+                          ns_dtype=args.muon_ns_dtype)
+    schedule = NanochatSchedule(optimizer, steps, args.warmup_ratio, args.warmdown_ratio, args.final_lr_frac,
+                                args.warmdown_shape, args.momentum_warmup_steps)
+    batch, accumulation = args.per_device_train_batch_size, args.gradient_accumulation_steps
+    loader = iter(torch.utils.data.DataLoader(dataset, batch_size=batch, shuffle=False, drop_last=True))
+    model.train()
+    losses = []
+    for _ in range(steps):
+        total = 0.0
+        for _ in range(accumulation):
+            loss = model(**next(loader)).loss / accumulation
+            loss.backward()
+            total += loss.item()
+        optimizer.step()
+        schedule.step()
+        model.zero_grad(set_to_none=True)
+        losses.append(total)
+    return losses
