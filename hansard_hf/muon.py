@@ -12,17 +12,21 @@ NS_COEFFICIENTS = (3.4445, -4.7750, 2.0315)
 
 
 def zeropower_via_newtonschulz5(grad: torch.Tensor, steps: int = 5, dtype=torch.bfloat16, eps: float = 1e-7):
-    """Approximately U V^T of grad = U S V^T: the quintic Newton-Schulz iteration on the Frobenius-normalised matrix."""
+    """Approximately U V^T of grad = U S V^T: the quintic Newton-Schulz iteration on the Frobenius-normalised matrix.
+
+    `grad` is one matrix or a stack of same-shape matrices (batched matmuls: one kernel per iteration for all).
+    """
     a, b, c = NS_COEFFICIENTS
     x = grad.to(dtype)
-    tall = grad.size(0) > grad.size(1)
+    tall = grad.size(-2) > grad.size(-1)
     if tall:
-        x = x.T
-    x = x / x.norm().clamp(min=eps)
+        x = x.mT
+    x = x / x.norm(dim=(-2, -1), keepdim=True).clamp(min=eps)
+    fused = torch.addmm if x.ndim == 2 else torch.baddbmm  # beta * input + alpha * (m1 @ m2) in one kernel
     for _ in range(steps):  # x <- a x + (b A + c A^2) x with A = x x^T
-        gram = x @ x.T
-        x = torch.addmm(x, torch.addmm(gram, gram, gram, beta=b, alpha=c), x, beta=a)
-    return x.T if tall else x
+        gram = x @ x.mT
+        x = fused(x, fused(gram, gram, gram, beta=b, alpha=c), x, beta=a)
+    return x.mT if tall else x
 
 
 def nesterov_momentum(grad: torch.Tensor, buffer: torch.Tensor, momentum: float) -> torch.Tensor:
@@ -43,25 +47,25 @@ def _rank_and_world() -> tuple[int, int]:
 
 
 def orthogonalize(updates: list[torch.Tensor], steps: int, dtype) -> tuple[list[torch.Tensor], int]:
-    """Newton-Schulz of every update, the work split across ranks. Returns the results and how many this rank did."""
+    """Newton-Schulz of every update, batched by shape and split across ranks: within a shape, rank r takes
+    matrices r, r + world, ...; one all_gather per shape shares the results. Returns them and this rank's count."""
     rank, world = _rank_and_world()
-    if world == 1:
-        return [zeropower_via_newtonschulz5(u, steps, dtype) for u in updates], len(updates)
     by_shape: dict[torch.Size, list[int]] = {}
     for index, update in enumerate(updates):
         by_shape.setdefault(update.shape, []).append(index)
     results: list[torch.Tensor | None] = [None] * len(updates)
     done = 0
     for shape, indices in by_shape.items():
-        for start in range(0, len(indices), world):
-            block = indices[start : start + world]  # rank r owns block[r]; the tail block pads with zeros
-            if rank < len(block):
-                mine = zeropower_via_newtonschulz5(updates[block[rank]], steps, dtype).contiguous()
-                done += 1
-            else:
-                mine = torch.zeros(shape, dtype=dtype, device=updates[block[0]].device)
-            gathered = [torch.empty_like(mine) for _ in range(world)]
-            dist.all_gather(gathered, mine)
-            for owner, index in enumerate(block):
-                results[index] = gathered[owner]
+        mine = indices[rank::world]
+        share = -(-len(indices) // world)  # every rank contributes the same number of matrices (zero padded)
+        stacked = torch.zeros((share, *shape), dtype=dtype, device=updates[indices[0]].device)
+        if mine:
+            stacked[: len(mine)] = zeropower_via_newtonschulz5(torch.stack([updates[i] for i in mine]), steps, dtype)
+        done += len(mine)
+        gathered = [stacked] if world == 1 else [torch.empty_like(stacked) for _ in range(world)]
+        if world > 1:
+            dist.all_gather(gathered, stacked)
+        for owner, block in enumerate(gathered):
+            for slot, index in enumerate(indices[owner::world]):
+                results[index] = block[slot]
     return results, done

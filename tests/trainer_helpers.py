@@ -24,8 +24,10 @@ class PackedRows(torch.utils.data.Dataset):
         return {"input_ids": self.rows[index, :-1], "shift_labels": self.rows[index, 1:]}
 
 
-def plain_loop(model, dataset, args, steps: int) -> list[float]:
-    """nanochat's loop: per step, `accumulation` micro-batches of loss / accumulation, one optimizer step."""
+def plain_loop(model, dataset, args, steps: int, on_step=None) -> list[float]:
+    """nanochat's loop: per step, `accumulation` micro-batches of loss / accumulation, one optimizer step.
+
+    `on_step()` is called after each optimizer step (the benchmark's clock)."""
     optimizer = MuonAdamW(param_groups(model, args.matrix_lr, args.embedding_lr, args.unembedding_lr),
                           ns_dtype=args.muon_ns_dtype)
     schedule = NanochatSchedule(optimizer, steps, args.warmup_ratio, args.warmdown_ratio, args.final_lr_frac,
@@ -44,4 +46,6 @@ def plain_loop(model, dataset, args, steps: int) -> list[float]:
         schedule.step()
         model.zero_grad(set_to_none=True)
         losses.append(total)
+        if on_step is not None:
+            on_step()
     return losses
