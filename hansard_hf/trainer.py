@@ -34,12 +34,9 @@ PEAK_FLOPS = {
 }
 
 
-def peak_flops(device: torch.device) -> float | None:
-    """Peak bf16 FLOP/s of a CUDA device by its name; None on CPU or an unknown GPU."""
-    if device.type != "cuda":
-        return None
-    name = torch.cuda.get_device_name(device)
-    return next((flops for key, flops in PEAK_FLOPS.items() if key in name), None)
+def peak_flops(device_name: str) -> float | None:
+    """Peak dense bf16 FLOP/s of a GPU by its name (e.g. "NVIDIA H100 80GB HBM3"); None when unknown."""
+    return next((flops for key, flops in PEAK_FLOPS.items() if key in device_name), None)
 
 
 def batch_plan(total_batch_size: int, device_batch_size: int, max_seq_len: int, world_size: int, strict: bool):
@@ -137,7 +134,7 @@ class HansardTrainer(Trainer):
         self.token_bytes = token_bytes
         super().__init__(model=model, args=args, **kwargs)
         self._flops_per_token = model.config.flops_per_token(args.max_seq_len)
-        self._peak_flops = peak_flops(args.device)
+        self._peak_flops = peak_flops(torch.cuda.get_device_name(args.device)) if args.device.type == "cuda" else None
         self._last_log = (time.perf_counter(), 0)
 
     def create_optimizer(self, model=None):

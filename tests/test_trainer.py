@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from hansard_hf import HansardGPTForCausalLM
-from hansard_hf.trainer import HansardTrainer, HansardTrainingArguments
+from hansard_hf.trainer import HansardTrainer, HansardTrainingArguments, peak_flops
 from conftest import tiny_config
 from trainer_helpers import PackedRows, plain_loop
 
@@ -98,3 +98,11 @@ def test_max_steps_defaults_to_the_chinchilla_ratio(tmp_path):
     args = arguments(tmp_path, max_steps=-1, target_param_data_ratio=0.01, total_batch_size=2 * SEQ)
     HansardTrainer(model=model, args=args, train_dataset=PackedRows(8, SEQ, 97))
     assert args.max_steps == int(0.01 * model.num_parameters() // (2 * SEQ))
+
+
+def test_peak_flops_by_gpu_name():
+    assert peak_flops("NVIDIA H100 80GB HBM3") == 989e12
+    assert peak_flops("NVIDIA H100 PCIe") == 756e12
+    assert peak_flops("NVIDIA H200") == 989e12
+    assert peak_flops("NVIDIA A100-SXM4-80GB") == 312e12
+    assert peak_flops("Some Future GPU") is None
