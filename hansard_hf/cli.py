@@ -4,6 +4,7 @@ import argparse
 import sys
 
 from . import hub
+from .data import DEFAULT_DATASET, Corpus, home, prepare
 
 
 def _export(args):
@@ -14,6 +15,41 @@ def _export(args):
 def _import_nanochat(args):
     out = hub.import_from_nanochat(args.checkpoint, args.out_dir, overwrite=args.overwrite)
     print(f"wrote HansardGPT checkpoint to {out}")
+
+
+def _corpus(args) -> Corpus:
+    return Corpus(args.dataset, args.text_field, args.id_field, args.split_field)
+
+
+def _add_corpus_arguments(parser):
+    parser.add_argument("--dataset", default=DEFAULT_DATASET,
+                        help=f"Hub dataset id, or local JSONL/JSON/Parquet/text file, glob or folder (default {DEFAULT_DATASET})")
+    parser.add_argument("--text-field", default="text", help="field holding the document text")
+    parser.add_argument("--id-field", default="id", help="field whose hash picks the split (default id)")
+    parser.add_argument("--split-field", default=None, help="field holding train/validation/test, instead of the hash")
+
+
+def _train_tokenizer(args):
+    from .tokenization import save_tokenizer, train_tokenizer
+
+    tokenizer = train_tokenizer(_corpus(args).texts("train"), args.vocab_size, args.doc_cap, args.max_chars, args.nfkc)
+    out = save_tokenizer(tokenizer, args.out, overwrite=args.overwrite)
+    print(f"wrote a {len(tokenizer):,}-token tokenizer (bos id {tokenizer.bos_token_id}) to {out}")
+
+
+def _prepare(args):
+    index = prepare(_corpus(args), args.tokenizer, args.out, rebuild=args.rebuild)
+    for split, info in index["splits"].items():
+        print(f"{split}: {info['tokens']:,} tokens, {info['documents']:,} documents in {len(info['shards'])} shard(s)")
+    print(f"prepared data in {args.out}")
+
+
+def _count_tokens(args):
+    from .counting import report
+
+    if args.dataset is not None:
+        prepare(_corpus(args), args.tokenizer, args.data)
+    print(report(args.data, args.split))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -31,6 +67,32 @@ def build_parser() -> argparse.ArgumentParser:
     imp.add_argument("out_dir", help="folder to write the HansardGPT checkpoint to")
     imp.add_argument("--overwrite", action="store_true", help="replace out_dir if it exists")
     imp.set_defaults(func=_import_nanochat)
+
+    tokenizer = commands.add_parser("tokenizer", help="the Hansard BPE tokenizer")
+    tokenizer_commands = tokenizer.add_subparsers(dest="tokenizer_command", required=True)
+    train = tokenizer_commands.add_parser("train", help="train the BPE tokenizer on the corpus' train split")
+    _add_corpus_arguments(train)
+    train.add_argument("--vocab-size", type=int, default=65536, help="tokens, the 9 special tokens included")
+    train.add_argument("--doc-cap", type=int, default=100_000, help="characters read per document")
+    train.add_argument("--max-chars", type=int, default=2_000_000_000, help="characters read in total")
+    train.add_argument("--nfkc", action="store_true", help="NFKC-normalise text before tokenizing")
+    train.add_argument("--out", default=str(home() / "tokenizer"), help="folder to write (default %(default)s)")
+    train.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
+    train.set_defaults(func=_train_tokenizer)
+
+    prep = commands.add_parser("prepare", help="tokenize the corpus into token shards, one per split")
+    _add_corpus_arguments(prep)
+    prep.add_argument("--tokenizer", default=str(home() / "tokenizer"), help="tokenizer folder (default %(default)s)")
+    prep.add_argument("--out", default=str(home() / "data"), help="folder to write (default %(default)s)")
+    prep.add_argument("--rebuild", action="store_true", help="rebuild even if the folder is up to date")
+    prep.set_defaults(func=_prepare)
+
+    count = commands.add_parser("count-tokens", help="tokens per split, and which recipe the corpus supports")
+    count.add_argument("--split", default=None, choices=["train", "validation", "test"], help="only this split")
+    count.add_argument("--data", default=str(home() / "data"), help="prepared data folder (default %(default)s)")
+    count.add_argument("--tokenizer", default=str(home() / "tokenizer"), help="tokenizer, if --dataset is given")
+    _add_corpus_arguments(count)
+    count.set_defaults(func=_count_tokens, dataset=None)
     return parser
 
 

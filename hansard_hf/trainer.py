@@ -128,6 +128,12 @@ class HansardTrainer(Trainer):
 
     def __init__(self, model=None, args: HansardTrainingArguments = None, token_bytes: torch.Tensor | None = None,
                  **kwargs):
+        data_vocab = getattr(kwargs.get("train_dataset"), "vocab_size", None)
+        if data_vocab is not None and data_vocab > model.config.vocab_size:
+            raise ValueError(
+                f"The training data was tokenized with a {data_vocab}-token vocabulary but the model has "
+                f"vocab_size={model.config.vocab_size}: build the model with vocab_size >= {data_vocab}."
+            )
         args.resolve(model.num_parameters())
         if kwargs.get("eval_dataset") is None and args.eval_strategy != IntervalStrategy.NO:
             args.eval_strategy = IntervalStrategy.NO

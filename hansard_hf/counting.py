@@ -1,0 +1,63 @@
+"""How big is the corpus, and which recipe does it support at 20 tokens per parameter?"""
+
+from .configuration_hansard_gpt import HansardGPTConfig
+from .data import read_index
+
+RECIPE_DEPTHS = (16, 24, 36, 48)
+# The seed's guidance: corpus tokens -> depth (below 4B d16, 4-10B d24, 10-20B d36, above 20B d48).
+SEED_GUIDANCE = ((4e9, 16), (10e9, 24), (20e9, 36), (float("inf"), 48))
+
+
+def split_counts(data_dir) -> dict[str, dict[str, int]]:
+    """Tokens, documents and UTF-8 bytes of every prepared split."""
+    return {split: {k: info[k] for k in ("tokens", "documents", "bytes")}
+            for split, info in read_index(data_dir)["splits"].items()}
+
+
+def seed_choice(tokens: float) -> int:
+    return next(depth for limit, depth in SEED_GUIDANCE if tokens < limit)
+
+
+def recipe_table(train_tokens: int, ratio: float = 20.0, vocab_size: int = 65536, aspect_ratio: int = 32) -> list[dict]:
+    """For each recipe depth: parameters, tokens needed at `ratio` tokens per parameter, and epochs of this corpus."""
+    rows = []
+    for depth in RECIPE_DEPTHS:
+        params = HansardGPTConfig(depth=depth, vocab_size=vocab_size, aspect_ratio=aspect_ratio).num_parameters()
+        needed = ratio * params
+        rows.append(dict(depth=depth, params=params, tokens_needed=int(needed),
+                         epochs=needed / train_tokens if train_tokens else float("inf")))
+    return rows
+
+
+def advice(train_tokens: int, ratio: float = 20.0, vocab_size: int = 65536) -> str:
+    """The seed's choice for this corpus size, checked against the real parameter counts."""
+    table = recipe_table(train_tokens, ratio, vocab_size)
+    one_pass = [row["depth"] for row in table if row["epochs"] <= 1.0]
+    seed = seed_choice(train_tokens)
+    seed_epochs = next(row["epochs"] for row in table if row["depth"] == seed)
+    lines = [f"Seed guidance for {train_tokens / 1e9:.3g}B training tokens: d{seed} "
+             f"(it needs {seed_epochs:.2f} epochs of this corpus at {ratio:g} tokens per parameter)."]
+    if one_pass:
+        lines.append(f"Largest recipe trainable in one pass: d{max(one_pass)}.")
+    else:
+        lines.append(f"No recipe fits in one pass: even d{RECIPE_DEPTHS[0]} needs {table[0]['epochs']:.1f} epochs. "
+                     "Use more data, accept repeated epochs, or a smaller model.")
+    if seed_epochs > 1.0:
+        lines.append(f"d{seed} would repeat the data {seed_epochs:.1f}x: more data, or expect some loss from repetition.")
+    return "\n".join(lines)
+
+
+def report(data_dir, split: str | None = None, ratio: float = 20.0) -> str:
+    """The text `hansard-hf count-tokens` prints."""
+    counts = split_counts(data_dir)
+    vocab_size = max(read_index(data_dir)["vocab_size"], 65536)
+    lines = [f"{'split':<12}{'tokens':>15}{'documents':>12}{'bytes':>16}{'bytes/token':>13}"]
+    for name, c in counts.items():
+        if split in (None, name):
+            per = c["bytes"] / c["tokens"] if c["tokens"] else 0.0
+            lines.append(f"{name:<12}{c['tokens']:>15,}{c['documents']:>12,}{c['bytes']:>16,}{per:>13.2f}")
+    train_tokens = counts["train"]["tokens"]
+    lines += ["", f"{'recipe':<8}{'params':>16}{'tokens @' + format(ratio, 'g') + '/param':>20}{'epochs of train':>17}"]
+    for row in recipe_table(train_tokens, ratio, vocab_size):
+        lines.append(f"d{row['depth']:<7}{row['params']:>16,}{row['tokens_needed']:>20,}{row['epochs']:>17.2f}")
+    return "\n".join(lines + ["", advice(train_tokens, ratio, vocab_size)])

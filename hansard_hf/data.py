@@ -1,0 +1,270 @@
+"""Corpus -> documents -> token ids -> packed rows.
+
+Documents come from a Hub dataset (default `common-pile/uk_hansard`, streamed) or local JSONL/JSON/Parquet/text
+files, globs or folders. Each document belongs to exactly one split, chosen by a hash of its id (or by a split
+field). `prepare` tokenizes every split in one streaming pass, BOS before every document, into uint16 (uint32 above
+65,536 ids) shards with a JSON index; `TokenRows` serves rows of max_seq_len + 1 tokens from memory-mapped shards.
+"""
+
+import glob
+import hashlib
+import itertools
+import json
+import logging
+import os
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from .files import atomic_directory
+from .tokenization import bulk_encoder, load_tokenizer, tokenizer_hash
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_DATASET = "common-pile/uk_hansard"
+SPLITS = ("train", "validation", "test")
+LOCAL_FORMATS = {".jsonl": "json", ".json": "json", ".parquet": "parquet", ".txt": "text"}
+INDEX_FILE = "index.json"
+FORMAT_VERSION = 1
+
+
+def home() -> Path:
+    """Where tokenizers and prepared data live by default: $HANSARD_HF_HOME or ~/.cache/hansard_hf."""
+    return Path(os.environ.get("HANSARD_HF_HOME", Path.home() / ".cache" / "hansard_hf"))
+
+
+def split_of(doc_id: str, validation_percent: int = 5, test_percent: int = 5) -> str:
+    """A document's split from sha1(id) % 100: the last percentages go to validation and test."""
+    bucket = int(hashlib.sha1(doc_id.encode("utf-8")).hexdigest(), 16) % 100
+    if bucket < 100 - validation_percent - test_percent:
+        return "train"
+    return "validation" if bucket < 100 - test_percent else "test"
+
+
+@dataclass(frozen=True)
+class Corpus:
+    """Where the documents are and how to read them."""
+
+    source: str = DEFAULT_DATASET
+    text_field: str = "text"
+    id_field: str = "id"
+    split_field: str | None = None  # use this field's value (train/validation/test) instead of the id hash
+
+    def files(self) -> list[str] | None:
+        """The local files of `source` (a file, glob or folder); None when it names a Hub dataset."""
+        path = Path(self.source)
+        if path.is_dir():
+            found = sorted(str(p) for p in path.rglob("*") if p.suffix in LOCAL_FORMATS and p.is_file())
+        elif any(char in self.source for char in "*?["):
+            found = sorted(f for f in glob.glob(self.source, recursive=True) if Path(f).suffix in LOCAL_FORMATS)
+        elif path.exists():
+            found = [str(path)]
+        elif self.source.count("/") == 1 and not self.source.startswith((".", "/")):
+            return None  # owner/name: a Hub dataset
+        else:
+            raise FileNotFoundError(f"{self.source}: no such file, folder or glob (nor a Hub dataset id owner/name).")
+        if not found:
+            raise FileNotFoundError(f"{self.source}: no {'/'.join(LOCAL_FORMATS)} files found.")
+        if all(os.path.getsize(f) == 0 for f in found):
+            raise ValueError(f"{self.source}: the corpus is empty.")
+        formats = {LOCAL_FORMATS.get(Path(f).suffix) for f in found}
+        if len(formats) != 1 or None in formats:
+            raise ValueError(f"{self.source}: mixes or lacks formats ({sorted(map(str, formats))}); use one of {list(LOCAL_FORMATS)}.")
+        return found
+
+    def rows(self) -> Iterator[dict]:
+        """Stream the raw rows (datasets' streaming mode: memory stays bounded)."""
+        from datasets import load_dataset
+
+        files = self.files()
+        if files is None:
+            dataset = load_dataset(self.source, split="train", streaming=True)
+        else:
+            builder = LOCAL_FORMATS[Path(files[0]).suffix]
+            extra = {"sample_by": "document"} if builder == "text" else {}
+            dataset = load_dataset(builder, data_files=files, split="train", streaming=True, **extra)
+        try:
+            yield from dataset
+        except UnicodeDecodeError as error:
+            raise ValueError(f"{self.source}: not valid UTF-8 ({error}); re-encode the files as UTF-8.") from error
+        except Exception as error:  # pyarrow's JSON/Parquet errors name neither the file nor the fix
+            if type(error).__module__.startswith(("pyarrow", "datasets")):
+                raise ValueError(f"{self.source}: could not be read as {files and Path(files[0]).suffix}: {error}") from error
+            raise
+
+    def documents(self) -> Iterator[tuple[str, str]]:
+        """(split, text) for every document, checking the fields on the way."""
+        for number, row in enumerate(self.rows()):
+            if self.text_field not in row:
+                raise ValueError(
+                    f"{self.source}: no text field {self.text_field!r}; the rows have {sorted(row)}. "
+                    f"Pass the right one with --text-field."
+                )
+            text = row[self.text_field]
+            if not isinstance(text, str):
+                raise ValueError(f"{self.source}: row {number} has a {type(text).__name__} in {self.text_field!r}, not text.")
+            if self.split_field is not None:
+                if row.get(self.split_field) not in SPLITS:
+                    raise ValueError(
+                        f"{self.source}: row {number} has {self.split_field}={row.get(self.split_field)!r}; "
+                        f"expected one of {SPLITS}."
+                    )
+                yield row[self.split_field], text
+            else:
+                doc_id = row.get(self.id_field)
+                key = str(doc_id) if doc_id is not None else hashlib.sha1(text.encode("utf-8")).hexdigest()
+                yield split_of(key), text
+
+    def texts(self, split: str = "train") -> Iterator[str]:
+        """The texts of one split."""
+        return (text for doc_split, text in self.documents() if doc_split == split)
+
+
+class _ShardWriter:
+    """Appends token ids to `{split}_{k:05d}.bin` files of at most `shard_tokens` tokens."""
+
+    def __init__(self, folder: Path, split: str, dtype, shard_tokens: int):
+        self.folder, self.split, self.dtype, self.shard_tokens = folder, split, dtype, shard_tokens
+        self.shards: list[dict] = []
+        self.file = None
+
+    def write(self, ids: np.ndarray):
+        while len(ids):
+            if self.file is None or self.shards[-1]["tokens"] >= self.shard_tokens:
+                self._open_next()
+            room = self.shard_tokens - self.shards[-1]["tokens"]
+            piece, ids = ids[:room], ids[room:]
+            self.file.write(piece.astype(self.dtype).tobytes())
+            self.shards[-1]["tokens"] += len(piece)
+
+    def _open_next(self):
+        if self.file is not None:
+            self.file.close()
+        name = f"{self.split}_{len(self.shards):05d}.bin"
+        self.file = open(self.folder / name, "wb")
+        self.shards.append({"file": name, "tokens": 0})
+
+    def close(self):
+        if self.file is not None:
+            self.file.close()
+
+
+def token_dtype(vocab_size: int):
+    """uint16 while every id fits (vocab <= 65,536), else uint32."""
+    return np.uint16 if vocab_size <= 2**16 else np.uint32
+
+
+def _batched(items, size: int):
+    iterator = iter(items)
+    while batch := list(itertools.islice(iterator, size)):
+        yield batch
+
+
+def read_index(data_dir) -> dict:
+    file = Path(data_dir) / INDEX_FILE
+    if not file.exists():
+        raise FileNotFoundError(f"{data_dir} holds no prepared data ({INDEX_FILE}): run `hansard-hf prepare` first.")
+    return json.loads(file.read_text())
+
+
+def prepare(corpus: Corpus, tokenizer_dir, data_dir, batch_documents: int = 2048, shard_tokens: int = 100_000_000,
+            rebuild: bool = False) -> dict:
+    """Tokenize every split of `corpus` into `data_dir` and return its index. A folder prepared from the same corpus
+    with the same tokenizer is reused; one made with another tokenizer (or corpus) is rebuilt."""
+    key = {"format": FORMAT_VERSION, "tokenizer": tokenizer_hash(tokenizer_dir), "corpus": asdict(corpus)}
+    if not rebuild and (Path(data_dir) / INDEX_FILE).exists():
+        index = read_index(data_dir)
+        if index.get("key") == key:
+            logger.info("Reusing the prepared data in %s.", data_dir)
+            return index
+        logger.warning("%s was prepared from another tokenizer or corpus: rebuilding it.", data_dir)
+    tokenizer = load_tokenizer(tokenizer_dir)
+    encode, bos = bulk_encoder(tokenizer), tokenizer.bos_token_id
+    dtype = token_dtype(len(tokenizer))
+    counts = {split: {"documents": 0, "bytes": 0} for split in SPLITS}
+    with atomic_directory(data_dir, overwrite=True) as tmp:
+        writers = {split: _ShardWriter(tmp, split, dtype, shard_tokens) for split in SPLITS}
+        progress = tqdm(desc=f"tokenizing {corpus.source}", unit=" docs")
+
+        def write(batch, encoded):
+            by_split: dict[str, list[list[int]]] = {}
+            for (split, text), ids in zip(batch, encoded):
+                by_split.setdefault(split, []).append(ids)
+                counts[split]["documents"] += 1
+                counts[split]["bytes"] += len(text.encode("utf-8"))
+            for split, documents in by_split.items():  # one numpy conversion per split: BOS, doc, BOS, doc, ...
+                total = sum(len(ids) + 1 for ids in documents)
+                stream = itertools.chain.from_iterable(itertools.chain((bos,), ids) for ids in documents)
+                writers[split].write(np.fromiter(stream, dtype=dtype, count=total))
+            progress.update(len(batch))
+
+        # encode batch k in a worker thread (the encoder releases the GIL) while batch k+1 is read
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            pending = None
+            for batch in _batched(corpus.documents(), batch_documents):
+                future = pool.submit(encode, [text for _, text in batch])
+                if pending is not None:
+                    write(pending[0], pending[1].result())
+                pending = (batch, future)
+            if pending is not None:
+                write(pending[0], pending[1].result())
+        progress.close()
+        for writer in writers.values():
+            writer.close()
+        if sum(c["documents"] for c in counts.values()) == 0:
+            raise ValueError(f"{corpus.source}: the corpus is empty.")
+        splits = {
+            split: {**counts[split], "tokens": sum(s["tokens"] for s in writers[split].shards),
+                    "shards": writers[split].shards}
+            for split in SPLITS
+        }
+        index = {"key": key, "dtype": np.dtype(dtype).name, "vocab_size": len(tokenizer), "bos_token_id": bos,
+                 "tokenizer_dir": str(tokenizer_dir), "splits": splits}
+        (tmp / INDEX_FILE).write_text(json.dumps(index, indent=2))
+    return index
+
+
+class TokenRows(torch.utils.data.Dataset):
+    """Rows of `max_seq_len + 1` consecutive tokens of a prepared split, served as `input_ids` (the first
+    max_seq_len) and `shift_labels` (the last max_seq_len). Rows may start mid-document, as in nanochat."""
+
+    def __init__(self, data_dir, split: str, max_seq_len: int, tokenizer_dir=None):
+        index = read_index(data_dir)
+        if tokenizer_dir is not None and index["key"]["tokenizer"] != tokenizer_hash(tokenizer_dir):
+            raise ValueError(f"{data_dir} was prepared with another tokenizer than {tokenizer_dir}: run prepare again.")
+        if split not in index["splits"]:
+            raise ValueError(f"{data_dir} has no split {split!r}; it has {sorted(index['splits'])}.")
+        shards = [s for s in index["splits"][split]["shards"] if s["tokens"]]
+        self.vocab_size = index["vocab_size"]
+        self.arrays = [np.memmap(Path(data_dir) / s["file"], dtype=index["dtype"], mode="r") for s in shards]
+        self.starts = np.cumsum([0] + [len(a) for a in self.arrays])
+        self.row = max_seq_len + 1
+        self.tokens = int(self.starts[-1])
+        if self.tokens < self.row:
+            raise ValueError(
+                f"{data_dir}: the {split} split has {self.tokens} tokens, fewer than one row of max_seq_len + 1 = "
+                f"{self.row}: use more data or a shorter max_seq_len."
+            )
+
+    def __len__(self) -> int:
+        return self.tokens // self.row
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        if not 0 <= index < len(self):
+            raise IndexError(index)
+        start, end = index * self.row, (index + 1) * self.row
+        first = int(np.searchsorted(self.starts, start, side="right")) - 1
+        pieces = []
+        while start < end:
+            local = start - self.starts[first]
+            piece = self.arrays[first][local : local + end - start]
+            pieces.append(piece)
+            start += len(piece)
+            first += 1
+        row = torch.from_numpy(np.concatenate(pieces).astype(np.int64))
+        return {"input_ids": row[:-1], "shift_labels": row[1:]}
