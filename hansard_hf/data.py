@@ -77,48 +77,50 @@ class Corpus:
             raise ValueError(f"{self.source}: mixes or lacks formats ({sorted(map(str, formats))}); use one of {list(LOCAL_FORMATS)}.")
         return found
 
-    def rows(self) -> Iterator[dict]:
-        """Stream the raw rows (datasets' streaming mode: memory stays bounded)."""
+    def dataset(self):
+        """The corpus as a streaming `datasets.IterableDataset` (memory stays bounded)."""
         from datasets import load_dataset
 
         files = self.files()
         if files is None:
-            dataset = load_dataset(self.source, split="train", streaming=True)
-        else:
-            builder = LOCAL_FORMATS[Path(files[0]).suffix]
-            extra = {"sample_by": "document"} if builder == "text" else {}
-            dataset = load_dataset(builder, data_files=files, split="train", streaming=True, **extra)
+            return load_dataset(self.source, split="train", streaming=True)
+        builder = LOCAL_FORMATS[Path(files[0]).suffix]
+        extra = {"sample_by": "document"} if builder == "text" else {}
+        return load_dataset(builder, data_files=files, split="train", streaming=True, **extra)
+
+    def documents(self, batch_size: int = 1000) -> Iterator[tuple[str, str]]:
+        """(split, text) for every document, read in Arrow batches of only the needed columns."""
+        dataset = self.dataset()
+        columns = list(self._guarded(lambda: dataset.column_names or next(iter(dataset)).keys()))
+        for field, flag in ((self.text_field, "--text-field"), (self.split_field, "--split-field")):
+            if field is not None and field not in columns:
+                raise ValueError(f"{self.source}: no field {field!r}; the rows have {sorted(columns)}. Pass the right one with {flag}.")
+        wanted = [c for c in dict.fromkeys((self.text_field, self.id_field, self.split_field)) if c in columns]
+        number = 0
+        for batch in self._guarded(lambda: dataset.select_columns(wanted).iter(batch_size=batch_size)):
+            ids, splits = batch.get(self.id_field), batch.get(self.split_field) if self.split_field else None
+            for k, text in enumerate(batch[self.text_field]):
+                if not isinstance(text, str):
+                    raise ValueError(f"{self.source}: row {number + k} has a {type(text).__name__} in {self.text_field!r}, not text.")
+                if splits is not None:
+                    if splits[k] not in SPLITS:
+                        raise ValueError(f"{self.source}: row {number + k} has {self.split_field}={splits[k]!r}; expected one of {SPLITS}.")
+                    yield splits[k], text
+                else:
+                    key = str(ids[k]) if ids is not None and ids[k] is not None else hashlib.sha1(text.encode()).hexdigest()
+                    yield split_of(key), text
+            number += len(batch[self.text_field])
+
+    def _guarded(self, make):
+        """Iterate `make()`, turning decoding errors into one message that names the source and the fix."""
         try:
-            yield from dataset
+            yield from make()
         except UnicodeDecodeError as error:
             raise ValueError(f"{self.source}: not valid UTF-8 ({error}); re-encode the files as UTF-8.") from error
         except Exception as error:  # pyarrow's JSON/Parquet errors name neither the file nor the fix
             if type(error).__module__.startswith(("pyarrow", "datasets")):
-                raise ValueError(f"{self.source}: could not be read as {files and Path(files[0]).suffix}: {error}") from error
+                raise ValueError(f"{self.source}: could not be read: {error}") from error
             raise
-
-    def documents(self) -> Iterator[tuple[str, str]]:
-        """(split, text) for every document, checking the fields on the way."""
-        for number, row in enumerate(self.rows()):
-            if self.text_field not in row:
-                raise ValueError(
-                    f"{self.source}: no text field {self.text_field!r}; the rows have {sorted(row)}. "
-                    f"Pass the right one with --text-field."
-                )
-            text = row[self.text_field]
-            if not isinstance(text, str):
-                raise ValueError(f"{self.source}: row {number} has a {type(text).__name__} in {self.text_field!r}, not text.")
-            if self.split_field is not None:
-                if row.get(self.split_field) not in SPLITS:
-                    raise ValueError(
-                        f"{self.source}: row {number} has {self.split_field}={row.get(self.split_field)!r}; "
-                        f"expected one of {SPLITS}."
-                    )
-                yield row[self.split_field], text
-            else:
-                doc_id = row.get(self.id_field)
-                key = str(doc_id) if doc_id is not None else hashlib.sha1(text.encode("utf-8")).hexdigest()
-                yield split_of(key), text
 
     def texts(self, split: str = "train") -> Iterator[str]:
         """The texts of one split."""

@@ -17,6 +17,18 @@ from trainer_helpers import PackedRows
 SEQ, STEPS = 16, 3
 
 
+class RecordingRows(PackedRows):
+    """PackedRows that remembers which rows this process read."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.read = []
+
+    def __getitem__(self, index):
+        self.read.append(index)
+        return super().__getitem__(index)
+
+
 def train(out: Path, device_batch_size: int) -> HansardTrainer:
     torch.manual_seed(0)
     args = HansardTrainingArguments(
@@ -25,7 +37,7 @@ def train(out: Path, device_batch_size: int) -> HansardTrainer:
         disable_tqdm=True,
     )
     trainer = HansardTrainer(model=HansardGPTForCausalLM(tiny_config()), args=args,
-                             train_dataset=PackedRows(48, SEQ, 97))
+                             train_dataset=RecordingRows(48, SEQ, 97))
     trainer.train()
     return trainer
 
@@ -36,7 +48,8 @@ if __name__ == "__main__":
     rank, world = trainer.args.process_index, trainer.args.world_size
     optimizer = trainer.optimizer.optimizer  # accelerate wraps it
     report = dict(rank=rank, world=world, accumulation=trainer.args.gradient_accumulation_steps,
-                  orthogonalized=optimizer.orthogonalized, ddp=type(trainer.model_wrapped).__name__)
+                  orthogonalized=optimizer.orthogonalized, ddp=type(trainer.model_wrapped).__name__,
+                  rows=trainer.train_dataset.read)
     (out / f"rank{rank}.json").write_text(json.dumps(report))
     if rank == 0:
         torch.save(trainer.model.state_dict(), out / "weights.pt")

@@ -60,7 +60,7 @@ def test_split_field_and_text_field(tmp_path):
 
 def test_bad_inputs_get_clear_errors(tmp_path):
     path = write_jsonl(tmp_path / "x.jsonl", [{"body": "hello", "id": 1}])
-    with pytest.raises(ValueError, match=r"no text field 'text'; the rows have \['body', 'id'\].*--text-field"):
+    with pytest.raises(ValueError, match=r"no field 'text'; the rows have \['body', 'id'\].*--text-field"):
         list(Corpus(str(path)).documents())
     with pytest.raises(FileNotFoundError, match="no such file"):
         Corpus(str(tmp_path / "missing.jsonl")).files()

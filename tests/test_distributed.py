@@ -27,6 +27,8 @@ def test_two_processes_match_one_and_split_the_newton_schulz_work(tmp_path):
     reports = [json.loads((tmp_path / "two" / f"rank{r}.json").read_text()) for r in (0, 1)]
     assert [r["world"] for r in reports] == [2, 2] and reports[0]["ddp"] == "DistributedDataParallel"
     assert [r["accumulation"] for r in reports] == [1, 1]  # 2 ranks x 2 rows x 16 tokens = 64 per step
+    rank0, rank1 = (set(r["rows"]) for r in reports)
+    assert not rank0 & rank1 and rank0 | rank1 >= set(range(STEPS * 4))  # disjoint, none skipped (+ prefetch)
 
     single = train(tmp_path / "one", device_batch_size=2)  # 1 process: 2 rows x 2 accumulation steps
     assert single.args.gradient_accumulation_steps == 2
