@@ -71,6 +71,10 @@ def test_bad_inputs_get_clear_errors(tmp_path):
     bad.write_bytes(b"caf\xe9 au lait")
     with pytest.raises(ValueError, match="UTF-8"):
         list(Corpus(str(bad)).documents())
+    bad_json = tmp_path / "bad.jsonl"
+    bad_json.write_bytes(b'{"id": 1, "text": "caf\xe9"}\n')
+    with pytest.raises(ValueError, match="bad.jsonl: not valid UTF-8"):
+        list(Corpus(str(bad_json)).documents())
     with pytest.raises(ValueError, match="part='dev'"):
         list(Corpus(str(write_jsonl(tmp_path / "s.jsonl", [{"text": "a", "part": "dev"}])), split_field="part").documents())
     assert Corpus("common-pile/uk_hansard").files() is None  # a Hub id: streamed with datasets
