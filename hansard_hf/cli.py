@@ -52,6 +52,36 @@ def _count_tokens(args):
     print(report(args.data, args.split))
 
 
+def _train(args):
+    from .pipeline import run_recipe
+
+    trainer = run_recipe(args.recipe, args.overrides)
+    print(f"trained {trainer.state.global_step} steps; model, tokenizer and card in {trainer.args.output_dir}")
+
+
+def _plan(args):
+    from .recipe import Recipe, describe_plan, plan, plan_table
+
+    recipes = [Recipe.load(path) for path in args.recipes]
+    if args.markdown:
+        print(plan_table(recipes, args.gpus, args.gpu, args.mfu))
+        return
+    for recipe in recipes:
+        print(f"== {recipe.path}")
+        print(describe_plan(plan(recipe, args.gpus, args.gpu, args.mfu)))
+
+
+def _push(args):
+    url = hub.push(args.checkpoint, args.repo_id, private=args.private)
+    print(f"pushed {args.checkpoint} to {args.repo_id}: {url}")
+
+
+def _plot(args):
+    from .card import plot
+
+    print(f"wrote {plot(args.run_dir, args.out)}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hansard-hf", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -93,6 +123,30 @@ def build_parser() -> argparse.ArgumentParser:
     count.add_argument("--tokenizer", default=str(home() / "tokenizer"), help="tokenizer, if --dataset is given")
     _add_corpus_arguments(count)
     count.set_defaults(func=_count_tokens, dataset=None)
+
+    train_run = commands.add_parser("train", help="train a recipe end to end (tokenizer, data, train, eval, save)")
+    train_run.add_argument("recipe", help="recipe JSON, e.g. recipes/tiny.json")
+    train_run.add_argument("overrides", nargs=argparse.REMAINDER, help="--key=value overrides of recipe keys")
+    train_run.set_defaults(func=_train)
+
+    plan_run = commands.add_parser("plan", help="params, tokens, steps, batch, FLOPs, memory and time of recipes")
+    plan_run.add_argument("recipes", nargs="+", help="recipe JSON files")
+    plan_run.add_argument("--gpus", type=int, default=8, help="number of GPUs (default 8)")
+    plan_run.add_argument("--gpu", default="H100", help="GPU model for the peak FLOP/s (H100, A100, H200, ...)")
+    plan_run.add_argument("--mfu", type=float, default=0.45, help="assumed model FLOPs utilisation (default 0.45)")
+    plan_run.add_argument("--markdown", action="store_true", help="one markdown table (the README's)")
+    plan_run.set_defaults(func=_plan)
+
+    push_run = commands.add_parser("push", help="checkpoint -> Hub repo (weights, code, tokenizer, model card)")
+    push_run.add_argument("checkpoint", help="a run folder or checkpoint-N folder")
+    push_run.add_argument("repo_id", help="owner/name on the Hub")
+    push_run.add_argument("--private", action="store_true")
+    push_run.set_defaults(func=_push)
+
+    plot_run = commands.add_parser("plot", help="draw a run's loss and validation bpb curves (PNG)")
+    plot_run.add_argument("run_dir", help="the run's output folder")
+    plot_run.add_argument("--out", default=None, help="PNG path (default RUN_DIR/training_curves.png)")
+    plot_run.set_defaults(func=_plot)
     return parser
 
 

@@ -54,6 +54,7 @@ class Corpus:
     text_field: str = "text"
     id_field: str = "id"
     split_field: str | None = None  # use this field's value (train/validation/test) instead of the id hash
+    max_documents: int | None = None  # read only the first documents (a streamed slice)
 
     def files(self) -> list[str] | None:
         """The local files of `source` (a file, glob or folder); None when it names a Hub dataset."""
@@ -97,6 +98,8 @@ class Corpus:
                 raise ValueError(f"{self.source}: no field {field!r}; the rows have {sorted(columns)}. Pass the right one with {flag}.")
         wanted = [c for c in dict.fromkeys((self.text_field, self.id_field, self.split_field)) if c in columns]
         number = 0
+        if self.max_documents is not None:
+            dataset = dataset.take(self.max_documents)
         for batch in self._guarded(lambda: dataset.select_columns(wanted).iter(batch_size=batch_size)):
             ids, splits = batch.get(self.id_field), batch.get(self.split_field) if self.split_field else None
             for k, text in enumerate(batch[self.text_field]):

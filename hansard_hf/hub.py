@@ -1,12 +1,17 @@
-"""Move checkpoints between HansardGPT and transformers' native NanoChat.
+"""Move checkpoints to the Hub, and between HansardGPT and transformers' native NanoChat.
 
-Both use the same weight names and the same arithmetic, so a conversion is a config translation plus a
-state-dict copy, and the two models give identical logits.
+HansardGPT and NanoChat use the same weight names and the same arithmetic, so a conversion is a config
+translation plus a state-dict copy, and the two models give identical logits. A push stages exactly what a user
+needs (weights, config with auto_map, code, tokenizer, model card) and uploads it in one call.
 """
 
+import json
+import shutil
+import tempfile
 from pathlib import Path
 
 import torch
+from huggingface_hub import HfApi
 from transformers import AutoTokenizer, NanoChatConfig, NanoChatForCausalLM, PreTrainedModel
 from transformers.initialization import no_init_weights
 
@@ -96,3 +101,45 @@ def import_from_nanochat(model_or_path, out_dir, overwrite: bool = False) -> Pat
 def max_logit_difference(a: PreTrainedModel, b: PreTrainedModel, input_ids: torch.Tensor) -> float:
     """Largest absolute difference between the logits of two causal LMs on `input_ids`."""
     return (a(input_ids).logits.float() - b(input_ids).logits.float()).abs().max().item()
+
+
+def stage_for_hub(checkpoint, out_dir, repo_id: str) -> Path:
+    """Write exactly what a Hub repo needs into `out_dir`: safetensors weights, config.json with auto_map, the
+    modeling code, generation config, the tokenizer and its token-bytes table, the model card and its curves plot.
+    Optimizer, scheduler, RNG and trainer state stay behind."""
+    from .card import PLOT_FILE, model_card, plot, trainer_state
+    from .tokenization import TOKEN_BYTES_FILE
+
+    checkpoint, out = Path(checkpoint), Path(out_dir)
+    model = HansardGPTForCausalLM.from_pretrained(checkpoint)
+    with atomic_directory(out, overwrite=True) as tmp:
+        model.save_pretrained(tmp)
+        if any((checkpoint / name).exists() for name in TOKENIZER_FILES):
+            AutoTokenizer.from_pretrained(checkpoint).save_pretrained(tmp)
+        if (checkpoint / TOKEN_BYTES_FILE).exists():
+            shutil.copy(checkpoint / TOKEN_BYTES_FILE, tmp / TOKEN_BYTES_FILE)
+        run_dir = checkpoint if (checkpoint / "trainer_state.json").exists() else checkpoint.parent
+        recipe_file = next((d / "recipe.json" for d in (checkpoint, checkpoint.parent) if (d / "recipe.json").exists()), None)
+        recipe = json.loads(recipe_file.read_text()) if recipe_file else None
+        try:
+            trainer_state(run_dir)
+        except FileNotFoundError:
+            (tmp / "README.md").write_text(f"# {repo_id}\n\nA HansardGPT checkpoint (no training log found).\n")
+        else:
+            plot(run_dir, tmp / PLOT_FILE)
+            (tmp / "README.md").write_text(model_card(run_dir, repo_id, model.config, recipe))
+    return out
+
+
+def upload(folder, repo_id: str, private: bool = False, token: str | None = None) -> str:
+    """The wire: create the repo if needed and upload the staged folder. Returns the commit URL."""
+    api = HfApi(token=token)
+    api.create_repo(repo_id, private=private, exist_ok=True)
+    return api.upload_folder(repo_id=repo_id, folder_path=str(folder), commit_message="Upload HansardGPT checkpoint")
+
+
+def push(checkpoint, repo_id: str, private: bool = False, token: str | None = None) -> str:
+    """`hansard-hf push`: stage a checkpoint (or finished run folder) for the Hub, then upload it."""
+    with tempfile.TemporaryDirectory() as staging:
+        folder = stage_for_hub(checkpoint, Path(staging) / "repo", repo_id)
+        return upload(folder, repo_id, private, token)

@@ -5,19 +5,31 @@ Chinchilla ratio and the gradient accumulation from the token batch size, logs t
 validation bits per byte, and keeps the Trainer's checkpoint/resume, accelerate and callback machinery.
 """
 
+import itertools
 import logging
+import shutil
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 from torch.utils.data import SequentialSampler
-from transformers import Trainer, TrainingArguments
+from transformers import Trainer, TrainerCallback, TrainingArguments
 from transformers.trainer_utils import IntervalStrategy
 
 from .evaluation import evaluate_bpb
 from .optimization import MuonAdamW, NanochatSchedule, param_groups
 
 logger = logging.getLogger(__name__)
+
+COMPLETE_MARKER = "checkpoint_complete"  # written last: a checkpoint without it is partial and never resumed from
+CHECKPOINT_FILES = ("model.safetensors", "optimizer.pt", "scheduler.pt", "trainer_state.json")
+
+
+def last_complete_checkpoint(output_dir) -> Path | None:
+    """The highest-numbered checkpoint-N in `output_dir` that was completely written, or None."""
+    complete = [p for p in Path(output_dir).glob("checkpoint-*") if (p / COMPLETE_MARKER).exists()]
+    return max(complete, key=lambda p: int(p.name.split("-")[-1]), default=None)
 
 # Dense bf16 peak FLOP/s by GPU name (nanochat's table); the first name found in the device name wins.
 PEAK_FLOPS = {
@@ -53,14 +65,12 @@ def batch_plan(total_batch_size: int, device_batch_size: int, max_seq_len: int, 
     if device_batch_size < 1:
         raise ValueError(f"device_batch_size={device_batch_size} must be >= 1.")
     used = next(b for b in range(min(device_batch_size, rows), 0, -1) if rows % b == 0)
-    if used != device_batch_size:
-        message = (
+    if used != device_batch_size and strict:
+        raise ValueError(
             f"device_batch_size={device_batch_size} x max_seq_len={max_seq_len} x world_size={world_size} does not "
-            f"divide total_batch_size={total_batch_size}"
+            f"divide total_batch_size={total_batch_size}; pick a device_batch_size that divides {rows} "
+            "(or drop strict_batch_size)."
         )
-        if strict:
-            raise ValueError(message + "; pick a device_batch_size that divides " + f"{rows} (or drop strict_batch_size).")
-        logger.warning("%s: using device_batch_size=%d with %d accumulation steps.", message, used, rows // used)
     return used, rows // used
 
 
@@ -82,6 +92,7 @@ class HansardTrainingArguments(TrainingArguments):
     device_batch_size: int = field(default=32, metadata={"help": "Rows per device per micro-step (lowered to divide total_batch_size if needed)."})
     max_seq_len: int = field(default=2048, metadata={"help": "Tokens per row."})
     strict_batch_size: bool = field(default=False, metadata={"help": "Fail instead of lowering device_batch_size when it does not divide."})
+    eval_tokens: int = field(default=20 * 524288, metadata={"help": "Validation tokens per evaluation (nanochat's eval_tokens); 0 = the whole split."})
     eval_every: int = field(default=250, metadata={"help": "Report validation bits per byte (eval_bpb) every this many steps; 0 disables."})
     core_metric_every: int = field(default=1000, metadata={"help": "Run the CORE / Hansard benchmarks every this many steps (evaluation issue); 0 disables."})
     save_every: int = field(default=2000, metadata={"help": "Save a resumable checkpoint every this many steps; 0 saves only at the end."})
@@ -109,6 +120,12 @@ class HansardTrainingArguments(TrainingArguments):
         used, accumulation = batch_plan(
             self.total_batch_size, self.device_batch_size, self.max_seq_len, self.world_size, self.strict_batch_size
         )
+        if used != self.device_batch_size:
+            logger.warning(
+                "device_batch_size=%d x max_seq_len=%d x world_size=%d does not divide total_batch_size=%d: using "
+                "device_batch_size=%d with %d accumulation steps.", self.device_batch_size, self.max_seq_len,
+                self.world_size, self.total_batch_size, used, accumulation,
+            )
         self.per_device_train_batch_size = self.per_device_eval_batch_size = used
         self.gradient_accumulation_steps = accumulation
         if self.max_steps <= 0:
@@ -120,6 +137,19 @@ class HansardTrainingArguments(TrainingArguments):
                 )
 
 
+class RecipeToWandb(TrainerCallback):
+    """Adds the whole recipe to the wandb run's config (the Trainer already logs arguments and model config)."""
+
+    def __init__(self, recipe: dict):
+        self.recipe = recipe
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        import wandb
+
+        if wandb.run is not None:
+            wandb.config.update({"recipe": self.recipe}, allow_val_change=True)
+
+
 class HansardTrainer(Trainer):
     """transformers' Trainer with nanochat's optimizer, schedules, step count, throughput logs and bits per byte.
 
@@ -127,7 +157,7 @@ class HansardTrainer(Trainer):
     """
 
     def __init__(self, model=None, args: HansardTrainingArguments = None, token_bytes: torch.Tensor | None = None,
-                 **kwargs):
+                 recipe: dict | None = None, **kwargs):
         data_vocab = getattr(kwargs.get("train_dataset"), "vocab_size", None)
         if data_vocab is not None and data_vocab > model.config.vocab_size:
             raise ValueError(
@@ -137,8 +167,10 @@ class HansardTrainer(Trainer):
         args.resolve(model.num_parameters())
         if kwargs.get("eval_dataset") is None and args.eval_strategy != IntervalStrategy.NO:
             args.eval_strategy = IntervalStrategy.NO
-        self.token_bytes = token_bytes
+        self.token_bytes, self.recipe = token_bytes, recipe
         super().__init__(model=model, args=args, **kwargs)
+        if recipe and "wandb" in args.report_to:
+            self.add_callback(RecipeToWandb(recipe))
         self._flops_per_token = model.config.flops_per_token(args.max_seq_len)
         self._peak_flops = peak_flops(torch.cuda.get_device_name(args.device)) if args.device.type == "cuda" else None
         self._last_log = (time.perf_counter(), 0)
@@ -159,6 +191,48 @@ class HansardTrainer(Trainer):
             )
             self._created_lr_scheduler = True
         return self.lr_scheduler
+
+    def train(self, resume_from_checkpoint=None, **kwargs):
+        """As Trainer.train; `resume_from_checkpoint=True` takes the last *complete* checkpoint (none: start fresh)."""
+        if resume_from_checkpoint is True:
+            resume_from_checkpoint = last_complete_checkpoint(self.args.output_dir)
+            if resume_from_checkpoint is None:
+                logger.info("No complete checkpoint in %s: starting from scratch.", self.args.output_dir)
+        elif resume_from_checkpoint:
+            missing = [f for f in CHECKPOINT_FILES if not (Path(resume_from_checkpoint) / f).exists()]
+            if missing:
+                raise ValueError(f"{resume_from_checkpoint} is not a complete checkpoint: it lacks {missing}.")
+        return super().train(resume_from_checkpoint=str(resume_from_checkpoint) if resume_from_checkpoint else None,
+                             **kwargs)
+
+    def _save_checkpoint(self, model, trial):
+        super()._save_checkpoint(model, trial)
+        self.accelerator.wait_for_everyone()
+        if self.args.should_save:
+            folder = Path(self.args.output_dir) / f"checkpoint-{self.state.global_step}"
+            (folder / COMPLETE_MARKER).write_text(f"{self.state.global_step}\n")
+
+    def _push_from_checkpoint(self, checkpoint_folder):
+        """Ship the modeling code and the model card with every push, so the repo root always loads."""
+        if self.args.should_save:
+            for code in Path(checkpoint_folder).glob("*.py"):
+                shutil.copy(code, self.args.output_dir)
+            self.create_model_card()
+        return super()._push_from_checkpoint(checkpoint_folder)
+
+    def create_model_card(self, **kwargs):
+        """Our card (recipe, parameters, tokens, bpb, curves, usage) instead of the generic fine-tuning one."""
+        from .card import model_card, plot
+
+        if not self.is_world_process_zero():
+            return
+        out = Path(self.args.output_dir)
+        self.state.save_to_json(str(out / "trainer_state.json"))
+        if any("loss" in entry for entry in self.state.log_history):
+            plot(out)
+        repo_id = self.args.hub_model_id or out.name
+        card = model_card(out, repo_id, self.model.config, self.recipe, self.args.total_batch_size)
+        (out / "README.md").write_text(card)
 
     def floating_point_ops(self, inputs) -> int:
         """Training FLOPs of a micro-batch by nanochat's estimate (attention included), for `total_flos`."""
@@ -186,6 +260,9 @@ class HansardTrainer(Trainer):
     def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval") -> dict[str, float]:
         """Validation loss and, when `token_bytes` is known, bits per byte (`eval_bpb`)."""
         loader = self.get_eval_dataloader(eval_dataset)
+        if self.args.eval_tokens > 0:
+            per_batch = self.args.per_device_eval_batch_size * self.args.max_seq_len * self.args.world_size
+            loader = itertools.islice(loader, max(1, self.args.eval_tokens // per_batch))
         self.model.eval()
         metrics = evaluate_bpb(self.model, loader, self.token_bytes)
         self.model.train()

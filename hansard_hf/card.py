@@ -1,0 +1,120 @@
+"""Model card and training curves of a run, from the Trainer's `trainer_state.json`."""
+
+import json
+from pathlib import Path
+
+PLOT_FILE = "training_curves.png"
+
+
+def trainer_state(run_dir) -> dict:
+    """The newest `trainer_state.json` of a run: the folder's own, else its latest complete checkpoint's."""
+    run_dir = Path(run_dir)
+    candidates = [run_dir / "trainer_state.json"]
+    candidates += sorted(run_dir.glob("checkpoint-*/trainer_state.json"), key=lambda p: int(p.parent.name.split("-")[-1]))[::-1]
+    for candidate in candidates:
+        if candidate.exists():
+            return json.loads(candidate.read_text())
+    raise FileNotFoundError(f"{run_dir}: no trainer_state.json here or in a checkpoint-* folder (not a training run?).")
+
+
+def curves(state: dict) -> dict[str, list[tuple[int, float]]]:
+    """(step, value) series of the training loss and the validation loss / bits per byte."""
+    series = {"loss": [], "eval_loss": [], "eval_bpb": []}
+    for entry in state.get("log_history", []):
+        for key in series:
+            if key in entry:
+                series[key].append((entry["step"], entry[key]))
+    return series
+
+
+def plot(run_dir, out=None) -> Path:
+    """Draw the training loss and validation bpb curves of a run to a PNG (default: RUN_DIR/training_curves.png)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    series = curves(trainer_state(run_dir))
+    if not series["loss"]:
+        raise ValueError(f"{run_dir}: the run has logged no training loss yet.")
+    figure, loss_axis = plt.subplots(figsize=(8, 4.5), dpi=120)
+    steps, values = zip(*series["loss"])
+    loss_axis.plot(steps, values, color="tab:blue", label="train loss")
+    if series["eval_loss"]:
+        loss_axis.plot(*zip(*series["eval_loss"]), "o-", color="tab:green", label="validation loss")
+    loss_axis.set_xlabel("step")
+    loss_axis.set_ylabel("loss (nats/token)")
+    handles, labels = loss_axis.get_legend_handles_labels()
+    if series["eval_bpb"]:
+        bpb_axis = loss_axis.twinx()
+        bpb_axis.plot(*zip(*series["eval_bpb"]), "s--", color="tab:red", label="validation bits per byte")
+        bpb_axis.set_ylabel("bits per byte")
+        more_handles, more_labels = bpb_axis.get_legend_handles_labels()
+        handles, labels = handles + more_handles, labels + more_labels
+    loss_axis.legend(handles, labels, loc="upper right")
+    loss_axis.set_title(f"{Path(run_dir).resolve().name}: training curves")
+    figure.tight_layout()
+    out = Path(out) if out is not None else Path(run_dir) / PLOT_FILE
+    figure.savefig(out)
+    plt.close(figure)
+    return out
+
+
+def model_card(run_dir, repo_id: str, config, recipe: dict | None = None, total_batch_size: int | None = None) -> str:
+    """README.md for the Hub: recipe, parameters, tokens seen, validation bpb, CORE when measured, curves, usage."""
+    state = trainer_state(run_dir)
+    history = state.get("log_history", [])
+    last = lambda key: next((e[key] for e in reversed(history) if key in e), None)  # noqa: E731
+    recipe = recipe or {}
+    batch = total_batch_size or recipe.get("total_batch_size")
+    tokens = state.get("global_step", 0) * batch if batch else None
+    bpb, core = last("eval_bpb"), last("core_metric")
+    rows = [
+        ("architecture", f"nanochat GPT, depth {config.num_hidden_layers}, width {config.hidden_size}, "
+                         f"{config.num_attention_heads} heads, vocab {config.vocab_size:,}"),
+        ("parameters", f"{config.num_parameters():,}"),
+        ("training steps", f"{state.get('global_step', 0):,}"),
+        ("tokens seen", f"{tokens:,}" if tokens else "unknown"),
+        ("validation bits per byte", f"{bpb:.4f}" if bpb is not None else "not measured"),
+        ("CORE", f"{core:.4f}" if core is not None else "not measured"),
+    ]
+    recipe_lines = "\n".join(f"    {json.dumps(k)}: {json.dumps(v)}," for k, v in recipe.items()).rstrip(",")
+    return f"""---
+library_name: transformers
+pipeline_tag: text-generation
+tags: [hansard_hf, nanochat, custom_code, hansard]
+datasets: [common-pile/uk_hansard]
+---
+
+# {repo_id.split("/")[-1]}
+
+A nanochat-style GPT pretrained on UK parliamentary debate (Hansard) with hansard-hf (Hugging Face Trainer,
+Muon + AdamW, nanochat's schedules, Chinchilla-sized runs).
+
+| | |
+|---|---|
+{chr(10).join(f"| {name} | {value} |" for name, value in rows)}
+
+![training curves]({PLOT_FILE})
+
+## Use
+
+```python
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+tokenizer = AutoTokenizer.from_pretrained("{repo_id}")
+model = AutoModelForCausalLM.from_pretrained("{repo_id}", trust_remote_code=True)
+inputs = tokenizer("<|bos|>Mr. Speaker, I beg to move", return_tensors="pt", add_special_tokens=False)
+print(tokenizer.decode(model.generate(**inputs, max_new_tokens=40, do_sample=False)[0]))
+```
+
+`hansard-hf export` turns it into transformers' native `NanoChatForCausalLM` (no `trust_remote_code`).
+
+## Recipe
+
+```json
+{{
+{recipe_lines}
+}}
+```
+"""

@@ -1,0 +1,181 @@
+"""Recipe: a JSON file -> model config + training arguments + data sources, and the plan they imply.
+
+A recipe is a plain JSON object of the keys below plus any `HansardTrainingArguments` field; overrides come in the
+seed's `--key=value` form (values parsed as JSON where they parse, else kept as strings). An unknown key is an error
+that names it.
+"""
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .configuration_hansard_gpt import HansardGPTConfig
+from .data import DEFAULT_DATASET, Corpus, home
+from .trainer import PEAK_FLOPS, HansardTrainingArguments, batch_plan
+
+MODEL_KEYS = {"depth", "aspect_ratio", "head_dim", "vocab_size", "num_key_value_heads", "loss_chunk_size"}
+DATA_KEYS = {"dataset", "text_field", "id_field", "split_field", "max_documents", "tokenizer", "tokenizer_vocab_size",
+             "tokenizer_max_chars", "tokenizer_dir", "data_dir"}
+RUN_KEYS = {"run"}
+TRAINING_KEYS = {f.name for f in dataclasses.fields(HansardTrainingArguments)}
+DISABLED_RUNS = {"", "dummy"}
+
+
+def parse_overrides(arguments: list[str]) -> dict:
+    """`--key=value` strings -> {key: value}; values are JSON where they parse (numbers, true, null, ...)."""
+    overrides = {}
+    for argument in arguments:
+        if not argument.startswith("--") or "=" not in argument:
+            raise ValueError(f"override {argument!r}: write it as --key=value")
+        key, value = argument[2:].split("=", 1)
+        try:
+            overrides[key.replace("-", "_")] = json.loads(value)
+        except json.JSONDecodeError:
+            overrides[key.replace("-", "_")] = value
+    return overrides
+
+
+@dataclass
+class Recipe:
+    """Everything a run needs, read from a recipe file (plus overrides)."""
+
+    path: str
+    values: dict = field(default_factory=dict)
+
+    @classmethod
+    def load(cls, path, overrides: list[str] | dict | None = None) -> "Recipe":
+        try:
+            values = json.loads(Path(path).read_text())
+        except FileNotFoundError:
+            raise FileNotFoundError(f"{path}: no such recipe file (see recipes/*.json).") from None
+        except json.JSONDecodeError as error:
+            raise ValueError(f"{path}: not valid JSON ({error}).") from error
+        if not isinstance(values, dict):
+            raise ValueError(f"{path}: a recipe is a JSON object of keys and values.")
+        values.update(parse_overrides(overrides) if isinstance(overrides, list) else (overrides or {}))
+        unknown = sorted(set(values) - MODEL_KEYS - DATA_KEYS - RUN_KEYS - TRAINING_KEYS)
+        if unknown:
+            raise ValueError(
+                f"{path}: unknown key(s) {unknown}. A recipe takes {sorted(MODEL_KEYS | DATA_KEYS | RUN_KEYS)} "
+                "and any HansardTrainingArguments field."
+            )
+        return cls(str(path), values)
+
+    @property
+    def run(self) -> str:
+        """The run name (wandb, output folder); "dummy" or none disables tracking."""
+        return str(self.values.get("run") or "")
+
+    @property
+    def tracking(self) -> bool:
+        return self.run not in DISABLED_RUNS
+
+    def model_config(self, vocab_size: int | None = None, **token_ids) -> HansardGPTConfig:
+        model = {k: v for k, v in self.values.items() if k in MODEL_KEYS}
+        model.setdefault("vocab_size", vocab_size or 65536)
+        seq = self.values.get("max_seq_len", 2048)
+        return HansardGPTConfig(max_position_embeddings=seq, **model, **token_ids)
+
+    def training_arguments(self, **extra) -> HansardTrainingArguments:
+        values = {k: v for k, v in self.values.items() if k in TRAINING_KEYS}
+        values.setdefault("output_dir", str(Path("runs") / (self.run if self.tracking else Path(self.path).stem)))
+        values["run_name"] = values.get("run_name") or (self.run if self.tracking else None)
+        values["report_to"] = values.get("report_to", "wandb" if self.tracking else "none")
+        if not self.tracking:
+            values["report_to"] = "none"
+        return HansardTrainingArguments(**{**values, **extra})
+
+    def corpus(self) -> Corpus:
+        v = self.values
+        return Corpus(v.get("dataset", DEFAULT_DATASET), v.get("text_field", "text"), v.get("id_field", "id"),
+                      v.get("split_field"), v.get("max_documents"))
+
+    def _fingerprint(self, *parts) -> str:
+        return hashlib.sha1(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:10]
+
+    def tokenizer_dir(self) -> Path:
+        """Where the tokenizer is (or will be trained): recipe's `tokenizer_dir`, a given path/Hub id, or ours."""
+        v = self.values
+        if "tokenizer_dir" in v:
+            return Path(v["tokenizer_dir"])
+        if v.get("tokenizer", "hansard") != "hansard":
+            return Path(v["tokenizer"])
+        vocab = v.get("tokenizer_vocab_size", 65536)
+        return home() / "tokenizers" / f"hansard-{vocab}-{self._fingerprint(dataclasses.asdict(self.corpus()), vocab)}"
+
+    def data_dir(self) -> Path:
+        if "data_dir" in self.values:
+            return Path(self.values["data_dir"])
+        return home() / "data" / self._fingerprint(dataclasses.asdict(self.corpus()), str(self.tokenizer_dir()))
+
+    def to_dict(self) -> dict:
+        return {"recipe": self.path, **self.values}
+
+
+def plan(recipe: Recipe, gpus: int = 8, gpu: str = "H100", mfu: float = 0.45) -> dict:
+    """Parameters, tokens, steps, the micro-batch used, FLOPs, a memory estimate and the wall time at `mfu`."""
+    config = recipe.model_config()
+    v = recipe.values
+    seq, total = v.get("max_seq_len", 2048), v.get("total_batch_size", 524288)
+    requested = v.get("device_batch_size", 32)
+    micro, accumulation = batch_plan(total, requested, seq, gpus, strict=False)
+    params = config.num_parameters()
+    steps = v.get("max_steps", -1)
+    if steps is None or steps <= 0:
+        steps = int(v.get("target_param_data_ratio", 20) * params // total)
+    tokens = steps * total
+    flops = config.flops_per_token(seq) * tokens
+    peak = PEAK_FLOPS.get(gpu)
+    if peak is None:
+        raise ValueError(f"--gpu {gpu!r}: unknown; use one of {list(PEAK_FLOPS)}.")
+    hours = flops / (gpus * peak * mfu) / 3600
+    return dict(depth=config.depth, width=config.hidden_size, heads=config.num_attention_heads, params=params,
+                tokens=tokens, steps=steps, device_batch_size=micro, requested_device_batch_size=requested,
+                accumulation=accumulation, flops_per_token=config.flops_per_token(seq), total_flops=flops,
+                memory_gb=memory_estimate(config, micro, seq) / 1e9, gpus=gpus, gpu=gpu, mfu=mfu, hours=hours)
+
+
+def memory_estimate(config: HansardGPTConfig, micro_batch: int, seq: int) -> float:
+    """Bytes per GPU under DDP with bf16 autocast and no activation checkpointing (a rough upper bound).
+
+    fp32 weights + fp32 grads + Muon momentum (block matrices) + AdamW moments (embedding, lm_head); activations at
+    ~34 bytes x hidden per token per layer (nanochat/flash-attention rule of thumb); the chunked loss's fp32 buffers.
+    """
+    params = config.num_parameters()
+    embeddings = 2 * config.vocab_size * config.hidden_size
+    state = 4 * params + 4 * params + 4 * (params - embeddings) + 8 * embeddings
+    activations = 34 * config.hidden_size * config.num_hidden_layers * micro_batch * seq
+    loss = 2 * 4 * config.loss_chunk_size * config.vocab_size
+    return state + activations + loss
+
+
+def plan_table(recipes: list[Recipe], gpus: int = 8, gpu: str = "H100", mfu: float = 0.45) -> str:
+    """A markdown table of `plan` for several recipes (the README's recipe table)."""
+    lines = ["| recipe | width | heads | params | tokens | steps | micro-batch (asked) x accum | FLOPs/token | "
+             f"total FLOPs | memory/GPU | hours on {gpus}x{gpu} at {mfu:.0%} MFU |", "|" + "---|" * 11]
+    for recipe in recipes:
+        p = plan(recipe, gpus, gpu, mfu)
+        lines.append(
+            f"| {Path(recipe.path).stem} | {p['width']} | {p['heads']} | {p['params']:,} | {p['tokens'] / 1e9:.2f}B | "
+            f"{p['steps']:,} | {p['device_batch_size']} ({p['requested_device_batch_size']}) x {p['accumulation']} | "
+            f"{p['flops_per_token']:.3g} | {p['total_flops']:.3g} | {p['memory_gb']:.0f} GB | {p['hours']:.1f} |"
+        )
+    return "\n".join(lines)
+
+
+def describe_plan(p: dict) -> str:
+    """The text `hansard-hf plan` prints for one recipe."""
+    adjusted = ("" if p["device_batch_size"] == p["requested_device_batch_size"] else
+                f" (asked {p['requested_device_batch_size']}: it does not divide the batch, so lowered)")
+    return "\n".join([
+        f"model        d{p['depth']}: width {p['width']}, {p['heads']} heads, {p['params']:,} parameters",
+        f"tokens       {p['tokens']:,} in {p['steps']:,} steps",
+        f"batch        {p['device_batch_size']} rows per GPU{adjusted} x {p['accumulation']} accumulation x {p['gpus']} GPUs",
+        f"FLOPs        {p['flops_per_token']:.3g} per token, {p['total_flops']:.3g} in total",
+        f"memory       ~{p['memory_gb']:.0f} GB per GPU (DDP, bf16 autocast, no activation checkpointing)"
+        + ("  > 80 GB: needs activation checkpointing or a smaller micro-batch" if p["memory_gb"] > 80 else ""),
+        f"time         ~{p['hours']:.1f} h on {p['gpus']}x {p['gpu']} at {p['mfu']:.0%} MFU "
+        f"({p['hours'] * p['gpus']:,.1f} GPU-hours)",
+    ])

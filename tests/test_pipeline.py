@@ -1,0 +1,229 @@
+"""End to end on CPU: `hansard-hf train recipes/tiny.json`, SIGKILL + resume, 2 processes, wandb offline, the Hub.
+
+Every run trains its own small tokenizer and data from a generated corpus (no network)."""
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from hansard_hf import HansardGPTForCausalLM, hub
+from hansard_hf.trainer import COMPLETE_MARKER
+from corpus_helpers import documents, write_jsonl
+from wandb_reader import logged
+
+ROOT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory):
+    root = tmp_path_factory.mktemp("pipeline")
+    corpus = write_jsonl(root / "corpus.jsonl", documents(300))
+    environment = {**os.environ, "HANSARD_HF_HOME": str(root / "home"), "WANDB_MODE": "offline",
+                   "WANDB_DIR": str(root / "wandb"), "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
+    return root, corpus, environment
+
+
+def overrides(corpus, out, **extra) -> list[str]:
+    values = dict(dataset=str(corpus), tokenizer_vocab_size=512, vocab_size=512, max_seq_len=64,
+                  device_batch_size=4, total_batch_size=512, eval_every=2, save_every=2, eval_tokens=2048,
+                  logging_steps=1, max_steps=4, output_dir=str(out), disable_tqdm=True)
+    values.update(extra)
+    return [f"--{k}={json.dumps(v) if not isinstance(v, str) else v}" for k, v in values.items()]
+
+
+def train(env, out, *command_prefix, **extra) -> subprocess.CompletedProcess:
+    root, corpus, environment = env
+    command = [*(command_prefix or [sys.executable, "-m", "hansard_hf.cli", "train"]), str(ROOT / "recipes" / "tiny.json"),
+               *overrides(corpus, out, **extra)]
+    done = subprocess.run(command, env=environment, capture_output=True, text=True, timeout=600, cwd=root)
+    assert done.returncode == 0, done.stderr[-4000:]
+    return done
+
+
+def losses(run_dir) -> dict[int, float]:
+    state = json.loads((Path(run_dir) / "trainer_state.json").read_text())
+    return {e["step"]: e["loss"] for e in state["log_history"] if "loss" in e}
+
+
+@pytest.fixture(scope="module")
+def trained(env):
+    out = env[0] / "run"
+    train(env, out)
+    return out
+
+
+def test_train_writes_a_loadable_model_card_and_checkpoints(trained):
+    names = {p.name for p in trained.iterdir()}
+    assert {"model.safetensors", "config.json", "modeling_hansard_gpt.py", "tokenizer.json", "token_bytes.pt",
+            "README.md", "training_curves.png", "recipe.json", "checkpoint-2", "checkpoint-4"} <= names
+    assert all((trained / f"checkpoint-{s}" / COMPLETE_MARKER).exists() for s in (2, 4))
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model = AutoModelForCausalLM.from_pretrained(trained, trust_remote_code=True)
+    tokenizer = AutoTokenizer.from_pretrained(trained)
+    assert model.config.vocab_size == 512 and len(tokenizer) == 512 and model.config.bos_token_id == tokenizer.bos_token_id
+    card = (trained / "README.md").read_text()
+    assert "validation bits per byte | " in card and "| training steps | 4 |" in card and "| tokens seen | 2,048 |" in card
+    assert sorted(losses(trained)) == [1, 2, 3, 4]
+    recipe = json.loads((trained / "recipe.json").read_text())
+    assert recipe["recipe"].endswith("tiny.json") and recipe["max_steps"] == 4
+
+
+def test_sigkill_resumes_from_the_last_complete_checkpoint(env):
+    root = env[0]
+    steps = dict(max_steps=24, save_every=4, eval_every=0)
+    train(env, root / "uninterrupted", **steps)
+    reference = losses(root / "uninterrupted")
+
+    killed = root / "killed"
+    _, corpus, environment = env
+    command = [sys.executable, "-m", "hansard_hf.cli", "train", str(ROOT / "recipes" / "tiny.json"),
+               *overrides(corpus, killed, **steps)]
+    process = subprocess.Popen(command, env=environment, cwd=root, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while not (killed / "checkpoint-8" / COMPLETE_MARKER).exists():
+        assert process.poll() is None and time.time() < deadline, "the run ended before it could be killed"
+        time.sleep(0.02)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert not (killed / "model.safetensors").exists()  # it really died mid-run
+    partial = killed / "checkpoint-100"  # a checkpoint whose write was cut short
+    partial.mkdir()
+    shutil.copy(killed / "checkpoint-8" / "model.safetensors", partial)
+    train(env, killed, **steps)
+    resumed = losses(killed)
+    assert max(resumed) == 24 and min(resumed) <= 9
+    for step in range(9, 25):
+        assert resumed[step] == pytest.approx(reference[step], abs=1e-5), step
+    a = HansardGPTForCausalLM.from_pretrained(root / "uninterrupted")
+    b = HansardGPTForCausalLM.from_pretrained(killed)
+    for x, y in zip(a.parameters(), b.parameters()):
+        torch.testing.assert_close(x, y, atol=1e-5, rtol=1e-5)
+
+
+def test_two_processes_match_one(env, trained):
+    root = env[0]
+    launch = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+              "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", str(ROOT / "recipes" / "train.py")]
+    train(env, root / "two", *launch, use_cpu=True)
+    state = json.loads((root / "two" / "checkpoint-4" / "trainer_state.json").read_text())
+    assert state["train_batch_size"] == 4
+    two, one = losses(root / "two"), losses(trained)  # 2 ranks x 4 rows vs 1 rank x 4 rows x 2 accumulation
+    assert two.keys() == one.keys()
+    for step in one:
+        assert two[step] == pytest.approx(one[step], abs=1e-4), step
+
+
+def test_wandb_offline_run_holds_the_metrics(env):
+    root = env[0]
+    train(env, root / "tracked", report_to="wandb", run="hansard_tiny_test")
+    runs = list((root / "wandb" / "wandb").glob("offline-run-*/run-*.wandb"))
+    assert len(runs) == 1
+    history, config = logged(runs[0])
+    assert {"train/loss", "train/lrm", "train/tokens_per_sec", "train/step_time", "eval/bpb", "eval/loss"} <= history
+    assert json.loads(config["recipe"])["run"] == "hansard_tiny_test"
+    assert json.loads(config["matrix_lr"]) == 0.02 and json.loads(config["depth"]) == 4  # arguments and model config
+
+
+class FakeHub:
+    """Stands in for huggingface_hub.HfApi: an upload becomes a snapshot in a local HF cache (offline-loadable)."""
+
+    uploads: list = []
+
+    def __init__(self, token=None):
+        pass
+
+    def create_repo(self, repo_id, private=False, exist_ok=False):
+        return repo_id
+
+    def upload_folder(self, repo_id, folder_path, commit_message=None):
+        cache = Path(os.environ["FAKE_HUB_CACHE"]) / f"models--{repo_id.replace('/', '--')}"
+        revision = f"{len(FakeHub.uploads):040d}"
+        shutil.copytree(folder_path, cache / "snapshots" / revision)
+        (cache / "refs").mkdir(parents=True, exist_ok=True)
+        (cache / "refs" / "main").write_text(revision)
+        FakeHub.uploads.append(sorted(p.name for p in Path(folder_path).iterdir()))
+        return f"https://huggingface.co/{repo_id}/commit/{revision}"
+
+
+def test_push_uploads_what_a_user_needs_and_it_loads(env, trained, monkeypatch):
+    root = env[0]
+    monkeypatch.setenv("FAKE_HUB_CACHE", str(root / "hub"))
+    monkeypatch.setattr(hub, "HfApi", FakeHub)
+    hub.push(trained, "me/hansard-tiny")
+    assert FakeHub.uploads[-1] == sorted([
+        "README.md", "config.json", "configuration_hansard_gpt.py", "generation_config.json", "model.safetensors",
+        "modeling_hansard_gpt.py", "token_bytes.pt", "tokenizer.json", "tokenizer_config.json", "training_curves.png"])
+    ids = torch.tensor([[1, 2, 3, 4, 5, 6]])
+    model = HansardGPTForCausalLM.from_pretrained(trained)
+    torch.save({"ids": ids, "logits": model(ids).logits}, root / "expected.pt")
+    code = textwrap.dedent("""
+        import sys, torch
+        from transformers import AutoModel, AutoModelForCausalLM, AutoTokenizer
+        expected = torch.load(sys.argv[1])
+        lm = AutoModelForCausalLM.from_pretrained("me/hansard-tiny", trust_remote_code=True)
+        base = AutoModel.from_pretrained("me/hansard-tiny", trust_remote_code=True)
+        tok = AutoTokenizer.from_pretrained("me/hansard-tiny")
+        assert "hansard_hf" not in sys.modules and type(base).__name__ == "HansardGPTModel"
+        assert tok.bos_token == "<|bos|>"
+        with torch.no_grad():
+            assert torch.equal(lm(expected["ids"]).logits, expected["logits"])
+    """)
+    done = subprocess.run([sys.executable, "-c", code, str(root / "expected.pt")], capture_output=True, text=True,
+                          env={**env[2], "HF_HUB_CACHE": str(root / "hub"), "HF_HUB_OFFLINE": "1"}, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+
+
+def test_trainer_push_to_hub_ships_code_and_card_with_every_push(env, tmp_path, monkeypatch):
+    from transformers import trainer as trainer_module
+
+    from hansard_hf import HansardTrainer, HansardTrainingArguments
+    from hansard_hf.data import TokenRows
+    from hansard_hf.recipe import Recipe
+
+    pushed = []
+
+    class FakeApi:
+        def create_repo(self, repo_id, **kwargs):
+            return type("Url", (), {"repo_id": repo_id})()
+
+        def upload_folder(self, repo_id, folder_path, run_as_future=False, ignore_patterns=(), **kwargs):
+            pushed.append(sorted(p.name for p in Path(folder_path).iterdir() if not p.name.startswith("checkpoint-")))
+            from concurrent.futures import Future
+
+            future = Future()
+            future.set_result(None)
+            return future
+
+    monkeypatch.setattr(trainer_module, "hf_api", lambda: FakeApi())
+    monkeypatch.setenv("HANSARD_HF_HOME", env[2]["HANSARD_HF_HOME"])
+    run = env[0] / "run"
+    recipe = json.loads((run / "recipe.json").read_text())
+    args = HansardTrainingArguments(output_dir=str(tmp_path / "out"), max_seq_len=64, device_batch_size=4,
+                                    total_batch_size=256, max_steps=2, save_every=1, eval_every=0, use_cpu=True,
+                                    push_to_hub=True, hub_model_id="me/tiny", hub_strategy="every_save",
+                                    report_to="none", disable_tqdm=True)
+    model = HansardGPTForCausalLM.from_pretrained(run)
+    data_dir = Recipe.load(ROOT / "recipes" / "tiny.json", {k: v for k, v in recipe.items() if k != "recipe"}).data_dir()
+    HansardTrainer(model=model, args=args, train_dataset=TokenRows(data_dir, "train", 64), recipe=recipe).train()
+    assert len(pushed) == 2
+    for files in pushed:
+        assert {"modeling_hansard_gpt.py", "configuration_hansard_gpt.py", "config.json", "model.safetensors",
+                "README.md"} <= set(files)
+
+
+def test_plot_command_draws_the_curves(trained, tmp_path):
+    done = subprocess.run([sys.executable, "-m", "hansard_hf.cli", "plot", str(trained), "--out", str(tmp_path / "c.png")],
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "c.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -1,0 +1,80 @@
+"""Recipes: the seed's four configurations, overrides, unknown keys, tracking switches and `hansard-hf plan`."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from hansard_hf.recipe import Recipe, parse_overrides, plan
+
+RECIPES = Path(__file__).resolve().parents[1] / "recipes"
+SEED = {16: 96, 24: 64, 36: 32, 48: 24}
+DESIGN = {16: (117_440_512, 4_480), 24: (270_532_608, 10_320), 36: (724_303_872, 27_630), 48: (1_560_281_088, 59_520)}
+
+
+@pytest.mark.parametrize("depth", sorted(SEED))
+def test_recipes_reproduce_the_seed_configurations(depth):
+    recipe = Recipe.load(RECIPES / f"d{depth}.json")
+    v = recipe.values
+    assert (v["depth"], v["device_batch_size"], v["run"], v["tokenizer"], v["aspect_ratio"]) == (
+        depth, SEED[depth], f"hansard_d{depth}", "hansard", 32)
+    assert (v["max_seq_len"], v["total_batch_size"], v["target_param_data_ratio"]) == (2048, 524288, 20)
+    assert (v["embedding_lr"], v["unembedding_lr"], v["matrix_lr"]) == (0.2, 0.004, 0.02)
+    assert (v["warmup_ratio"], v["warmdown_ratio"], v["final_lr_frac"]) == (0.05, 0.2, 0.0)
+    assert (v["eval_every"], v["core_metric_every"], v["save_every"]) == (250, 1000, 2000)
+    p = plan(recipe, gpus=8)
+    assert (p["params"], p["steps"]) == DESIGN[depth]
+    assert p["tokens"] == DESIGN[depth][1] * 524288
+    assert p["device_batch_size"] * p["accumulation"] * 8 * 2048 == 524288
+
+
+def test_plan_adjusts_indivisible_micro_batches():
+    d16, d48 = Recipe.load(RECIPES / "d16.json"), Recipe.load(RECIPES / "d48.json")
+    assert (plan(d16, gpus=1)["device_batch_size"], plan(d16, gpus=1)["accumulation"]) == (64, 4)
+    assert (plan(d48, gpus=8)["device_batch_size"], plan(d48, gpus=8)["accumulation"]) == (16, 2)
+    one = plan(d16, gpus=1, gpu="H100", mfu=0.5)
+    assert one["hours"] == pytest.approx(one["total_flops"] / (989e12 * 0.5) / 3600)
+    with pytest.raises(ValueError, match="unknown"):
+        plan(d16, gpu="TPU")
+
+
+def test_tiny_recipe_is_cpu_sized():
+    tiny = Recipe.load(RECIPES / "tiny.json")
+    p = plan(tiny, gpus=1)
+    assert p["params"] < 10_000_000 and p["steps"] <= 200 and p["accumulation"] == 2
+
+
+def test_overrides_and_unknown_keys(tmp_path):
+    assert parse_overrides(["--max_steps=4", "--dataset=data/x.jsonl", "--bf16=false", "--run=dummy"]) == {
+        "max_steps": 4, "dataset": "data/x.jsonl", "bf16": False, "run": "dummy"}
+    with pytest.raises(ValueError, match="--key=value"):
+        parse_overrides(["--max_steps", "4"])
+    recipe = Recipe.load(RECIPES / "d24.json", ["--depth=12", "--max_steps=7"])
+    assert recipe.model_config().depth == 12 and recipe.values["max_steps"] == 7
+    (tmp_path / "bad.json").write_text(json.dumps({"depth": 4, "learning_rat": 0.1}))
+    with pytest.raises(ValueError, match=r"bad.json: unknown key\(s\) \['learning_rat'\]"):
+        Recipe.load(tmp_path / "bad.json")
+    with pytest.raises(ValueError, match=r"unknown key\(s\) \['nope'\]"):
+        Recipe.load(RECIPES / "d24.json", ["--nope=1"])
+    with pytest.raises(FileNotFoundError, match="no such recipe"):
+        Recipe.load(tmp_path / "missing.json")
+
+
+def test_run_name_turns_tracking_on_and_dummy_off(tmp_path):
+    named = Recipe.load(RECIPES / "tiny.json", {"report_to": "wandb", "output_dir": str(tmp_path)})
+    args = named.training_arguments(use_cpu=True)
+    assert args.report_to == ["wandb"] and args.run_name == "hansard_tiny"
+    dummy = Recipe.load(RECIPES / "tiny.json", {"run": "dummy", "report_to": "wandb", "output_dir": str(tmp_path)})
+    assert dummy.training_arguments(use_cpu=True).report_to == []  # "none": no tracking even when asked
+    unnamed = Recipe.load(RECIPES / "d24.json", {"run": ""})
+    assert not unnamed.tracking
+
+
+def test_cli_plan_prints_the_table():
+    done = subprocess.run([sys.executable, "-m", "hansard_hf.cli", "plan", "--markdown",
+                           *(str(RECIPES / f"d{d}.json") for d in SEED)], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert "| d16 | 512 | 4 | 117,440,512 | 2.35B | 4,480 | 32 (96) x 1 |" in done.stdout
+    assert "| d48 | 1536 | 12 | 1,560,281,088 | 31.21B | 59,520 | 16 (24) x 2 |" in done.stdout
