@@ -68,7 +68,7 @@ def model_card(run_dir, repo_id: str, config, recipe: dict | None = None, total_
     recipe = recipe or {}
     batch = total_batch_size or recipe.get("total_batch_size")
     tokens = state.get("global_step", 0) * batch if batch else None
-    bpb, core = last("eval_bpb"), last("core_metric")
+    bpb, core, hansard = last("eval_bpb"), last("core_metric"), last("hansard_metric")
     rows = [
         ("architecture", f"nanochat GPT, depth {config.num_hidden_layers}, width {config.hidden_size}, "
                          f"{config.num_attention_heads} heads, vocab {config.vocab_size:,}"),
@@ -77,7 +77,14 @@ def model_card(run_dir, repo_id: str, config, recipe: dict | None = None, total_
         ("tokens seen", f"{tokens:,}" if tokens else "unknown"),
         ("validation bits per byte", f"{bpb:.4f}" if bpb is not None else "not measured"),
         ("CORE", f"{core:.4f}" if core is not None else "not measured"),
+        ("Hansard benchmark (centred)", f"{hansard:.4f}" if hansard is not None else "not measured"),
     ]
+    samples_file = Path(run_dir) / "samples.json"
+    samples = ""
+    if samples_file.exists():
+        saved = json.loads(samples_file.read_text())
+        samples = f"\n## Greedy samples (step {saved['step']})\n\n" + "\n".join(
+            f"- {json.dumps(prompt)} -> {json.dumps(text)}" for prompt, text in saved["samples"].items()) + "\n"
     recipe_lines = "\n".join(f"    {json.dumps(k)}: {json.dumps(v)}," for k, v in recipe.items()).rstrip(",")
     return f"""---
 library_name: transformers
@@ -109,7 +116,7 @@ print(tokenizer.decode(model.generate(**inputs, max_new_tokens=40, do_sample=Fal
 ```
 
 `hansard-hf export` turns it into transformers' native `NanoChatForCausalLM` (no `trust_remote_code`).
-
+{samples}
 ## Recipe
 
 ```json

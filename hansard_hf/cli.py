@@ -82,6 +82,16 @@ def _plot(args):
     print(f"wrote {plot(args.run_dir, args.out)}")
 
 
+def _eval(args):
+    from .evaluate_checkpoint import evaluate_checkpoint, format_results
+
+    tasks = args.tasks.split(",") if args.tasks else None
+    results = evaluate_checkpoint(args.checkpoint, tasks, _corpus(args), args.split,
+                                  args.core_bundle, args.max_per_task, args.eval_tokens, args.json)
+    if results is not None:
+        print(format_results(results))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hansard-hf", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -142,6 +152,18 @@ def build_parser() -> argparse.ArgumentParser:
     push_run.add_argument("repo_id", help="owner/name on the Hub")
     push_run.add_argument("--private", action="store_true")
     push_run.set_defaults(func=_push)
+
+    evaluation = commands.add_parser("eval", help="bits per byte, CORE, the Hansard benchmark and samples of a model")
+    evaluation.add_argument("checkpoint", help="folder or Hub id of any causal LM with its tokenizer")
+    evaluation.add_argument("--tasks", default=None, help="comma-separated of bpb,core,hansard,sample (default: all but "
+                            "core, plus core with --core-bundle)")
+    evaluation.add_argument("--core-bundle", default=None, help="CORE bundle folder (core.yaml, eval_data/, eval_meta_data.csv)")
+    evaluation.add_argument("--max-per-task", type=int, default=None, help="cap on examples per CORE/Hansard task")
+    evaluation.add_argument("--split", default="test", choices=["validation", "test"], help="held-out split (default test)")
+    evaluation.add_argument("--eval-tokens", type=int, default=20 * 524288, help="tokens for bpb (default 10,485,760)")
+    evaluation.add_argument("--json", default=None, help="also write the results to this JSON file")
+    _add_corpus_arguments(evaluation)
+    evaluation.set_defaults(func=_eval)
 
     plot_run = commands.add_parser("plot", help="draw a run's loss and validation bpb curves (PNG)")
     plot_run.add_argument("run_dir", help="the run's output folder")

@@ -8,7 +8,9 @@ from pathlib import Path
 from accelerate import PartialState
 from transformers import set_seed
 
+from .core import load_bundle
 from .data import TokenRows, prepare
+from .hansard_bench import build_hansard_tasks
 from .modeling_hansard_gpt import HansardGPTForCausalLM
 from .recipe import Recipe
 from .tokenization import TOKEN_BYTES_FILE, load_token_bytes, load_tokenizer, save_tokenizer, train_tokenizer
@@ -31,6 +33,15 @@ def ensure_tokenizer(recipe: Recipe) -> Path:
     return folder
 
 
+def benchmark_tasks(recipe: Recipe, args) -> list:
+    """The tasks run every core_metric_every steps: CORE (if a bundle is configured) and the Hansard benchmark
+    built from the corpus' test split, each capped at core_max_per_task examples."""
+    if args.core_metric_every <= 0:
+        return []
+    tasks = load_bundle(args.core_bundle, args.core_max_per_task) if args.core_bundle else []
+    return tasks + [t for t in build_hansard_tasks(recipe.corpus().texts("test"), args.core_max_per_task) if t.examples]
+
+
 def run_recipe(path, overrides=None) -> HansardTrainer:
     """Train a recipe end to end; a run whose output folder holds a complete checkpoint resumes from it."""
     recipe = Recipe.load(path, overrides)
@@ -48,7 +59,7 @@ def run_recipe(path, overrides=None) -> HansardTrainer:
     validation = TokenRows(data_dir, "validation", args.max_seq_len) if args.eval_every > 0 else None
     trainer = HansardTrainer(model=model, args=args, train_dataset=train, eval_dataset=validation,
                              token_bytes=load_token_bytes(tokenizer_dir), processing_class=tokenizer,
-                             recipe=recipe.to_dict())
+                             recipe=recipe.to_dict(), benchmark_tasks=benchmark_tasks(recipe, args))
     trainer.train(resume_from_checkpoint=True)
     if validation is not None and trainer.state.global_step % args.eval_every:  # always end on an evaluation
         trainer.evaluate()

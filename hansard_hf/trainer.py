@@ -6,6 +6,7 @@ validation bits per byte, and keeps the Trainer's checkpoint/resume, accelerate 
 """
 
 import itertools
+import json
 import logging
 import shutil
 import time
@@ -17,11 +18,13 @@ from torch.utils.data import SequentialSampler
 from transformers import Trainer, TrainerCallback, TrainingArguments
 from transformers.trainer_utils import IntervalStrategy
 
-from .evaluation import evaluate_bpb
+from .core import evaluate_tasks
+from .evaluation import evaluate_bpb, sample
 from .optimization import MuonAdamW, NanochatSchedule, param_groups
 
 logger = logging.getLogger(__name__)
 
+SAMPLES_FILE = "samples.json"
 COMPLETE_MARKER = "checkpoint_complete"  # written last: a checkpoint without it is partial and never resumed from
 CHECKPOINT_FILES = ("model.safetensors", "optimizer.pt", "scheduler.pt", "trainer_state.json")
 
@@ -94,9 +97,11 @@ class HansardTrainingArguments(TrainingArguments):
     strict_batch_size: bool = field(default=False, metadata={"help": "Fail instead of lowering device_batch_size when it does not divide."})
     eval_tokens: int = field(default=20 * 524288, metadata={"help": "Validation tokens per evaluation (nanochat's eval_tokens); 0 = the whole split."})
     eval_every: int = field(default=250, metadata={"help": "Report validation bits per byte (eval_bpb) every this many steps; 0 disables."})
-    core_metric_every: int = field(default=1000, metadata={"help": "Run the CORE / Hansard benchmarks every this many steps (evaluation issue); 0 disables."})
+    core_metric_every: int = field(default=1000, metadata={"help": "Run the benchmarks (CORE with core_bundle, the Hansard benchmark) every this many steps and at the end; 0 disables."})
+    core_bundle: str | None = field(default=None, metadata={"help": "Folder of the CORE eval bundle (core.yaml, eval_data/, eval_meta_data.csv); none: no CORE during training."})
+    core_max_per_task: int = field(default=500, metadata={"help": "Examples per task in CORE / Hansard benchmark runs during training."})
     save_every: int = field(default=2000, metadata={"help": "Save a resumable checkpoint every this many steps; 0 saves only at the end."})
-    sample_every: int = field(default=2000, metadata={"help": "Log greedy samples of fixed prompts every this many steps (evaluation issue); 0 disables."})
+    sample_every: int = field(default=2000, metadata={"help": "Log greedy samples of fixed prompts every this many steps and at the end (needs the tokenizer); 0 disables."})
     # Trainer defaults that cost a host sync or deviate from nanochat
     max_grad_norm: float = field(default=0.0, metadata={"help": "Gradient clipping norm; 0 = none (nanochat)."})
     logging_nan_inf_filter: bool = field(default=False, metadata={"help": "Filter nan/inf losses (a host sync per step)."})
@@ -150,6 +155,50 @@ class RecipeToWandb(TrainerCallback):
             wandb.config.update({"recipe": self.recipe}, allow_val_change=True)
 
 
+class BenchmarksAndSamples(TrainerCallback):
+    """Every core_metric_every steps (and at the end): the benchmark tasks (CORE when a bundle is configured, the
+    Hansard benchmark); every sample_every steps (and at the end): greedy samples of fixed prompts."""
+
+    def __init__(self, trainer: "HansardTrainer", tasks: list):
+        self.trainer, self.tasks = trainer, tasks
+
+    @staticmethod
+    def _due(every: int, state) -> bool:
+        return every > 0 and (state.global_step % every == 0 or state.global_step == state.max_steps)
+
+    def on_step_end(self, args, state, control, **kwargs):
+        trainer, tokenizer = self.trainer, self.trainer.processing_class
+        if tokenizer is None:
+            return
+        model = trainer.accelerator.unwrap_model(trainer.model)
+        if self.tasks and self._due(args.core_metric_every, state):
+            results = evaluate_tasks(model, tokenizer, self.tasks)
+            logs = {f"bench/{label}": r["centered"] for label, r in results["tasks"].items()}
+            core = [r["centered"] for label, r in results["tasks"].items() if not label.startswith("hansard_")]
+            hansard = [r["centered"] for label, r in results["tasks"].items() if label.startswith("hansard_")]
+            if core:
+                logs["core_metric"] = sum(core) / len(core)
+            if hansard:
+                logs["hansard_metric"] = sum(hansard) / len(hansard)
+            flags = (control.should_log, control.should_evaluate, control.should_save)
+            trainer.log(logs)  # logging resets the step's flags: keep the Trainer's own log/eval/save of this step
+            control.should_log, control.should_evaluate, control.should_save = flags
+        if self._due(args.sample_every, state) and state.is_world_process_zero:
+            samples = sample(model, tokenizer)
+            for prompt, text in samples.items():
+                logger.info("sample at step %d: %r -> %r", state.global_step, prompt, text)
+            out = Path(args.output_dir)
+            out.mkdir(parents=True, exist_ok=True)
+            (out / SAMPLES_FILE).write_text(json.dumps({"step": state.global_step, "samples": samples}, indent=2))
+            if "wandb" in args.report_to:
+                import wandb
+
+                if wandb.run is not None:
+                    rows = [[state.global_step, prompt, text] for prompt, text in samples.items()]
+                    wandb.log({"samples": wandb.Table(columns=["step", "prompt", "sample"], data=rows)})
+        return control
+
+
 class HansardTrainer(Trainer):
     """transformers' Trainer with nanochat's optimizer, schedules, step count, throughput logs and bits per byte.
 
@@ -157,7 +206,7 @@ class HansardTrainer(Trainer):
     """
 
     def __init__(self, model=None, args: HansardTrainingArguments = None, token_bytes: torch.Tensor | None = None,
-                 recipe: dict | None = None, **kwargs):
+                 recipe: dict | None = None, benchmark_tasks: list | None = None, **kwargs):
         data_vocab = getattr(kwargs.get("train_dataset"), "vocab_size", None)
         if data_vocab is not None and data_vocab > model.config.vocab_size:
             raise ValueError(
@@ -171,6 +220,7 @@ class HansardTrainer(Trainer):
         super().__init__(model=model, args=args, **kwargs)
         if recipe and "wandb" in args.report_to:
             self.add_callback(RecipeToWandb(recipe))
+        self.add_callback(BenchmarksAndSamples(self, benchmark_tasks or []))
         self._flops_per_token = model.config.flops_per_token(args.max_seq_len)
         self._peak_flops = peak_flops(torch.cuda.get_device_name(args.device)) if args.device.type == "cuda" else None
         self._last_log = (time.perf_counter(), 0)

@@ -227,3 +227,46 @@ def test_plot_command_draws_the_curves(trained, tmp_path):
                           capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert (tmp_path / "c.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_benchmarks_and_samples_ran_at_the_end_of_training(trained):
+    state = json.loads((trained / "trainer_state.json").read_text())
+    bench = [e for e in state["log_history"] if "hansard_metric" in e]
+    assert [e["step"] for e in bench] == [4] and "bench/hansard_next_speech" in bench[0]
+    assert json.loads((trained / "samples.json").read_text())["step"] == 4
+    card = (trained / "README.md").read_text()
+    assert "Greedy samples (step 4)" in card and "Hansard benchmark (centred) | " in card
+
+
+def test_eval_command_reproduces_the_trainers_bpb(env, trained):
+    root, corpus, environment = env
+    out = root / "eval.json"
+    command = [sys.executable, "-m", "hansard_hf.cli", "eval", str(trained), "--tasks", "bpb,hansard,sample",
+               "--split", "validation", "--eval-tokens", "2048", "--max-per-task", "20", "--dataset", str(corpus),
+               "--json", str(out)]
+    done = subprocess.run(command, env=environment, capture_output=True, text=True, timeout=300, cwd=root)
+    assert done.returncode == 0, done.stderr[-3000:]
+    results = json.loads(out.read_text())
+    state = json.loads((trained / "trainer_state.json").read_text())
+    last_bpb = [e["eval_bpb"] for e in state["log_history"] if "eval_bpb" in e][-1]
+    assert results["bpb"]["bpb"] == pytest.approx(last_bpb, rel=1e-5)
+    assert set(results["hansard"]["tasks"]) == {"hansard_next_speech", "hansard_who_speaks"}
+    assert len(results["samples"]) == 7 and "bits per byte" in done.stdout
+
+
+def test_eval_under_accelerate_splits_the_work_and_agrees(env, trained):
+    root, corpus, environment = env
+    outputs = {}
+    for processes in (1, 2):
+        out = root / f"eval{processes}.json"
+        launcher = ["--multi_gpu"] if processes > 1 else []
+        command = [sys.executable, "-m", "accelerate.commands.launch", *launcher, "--num_processes", str(processes),
+                   "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "hansard_hf.cli",
+                   "eval", str(trained), "--tasks", "bpb,hansard", "--split", "validation", "--eval-tokens", "2048",
+                   "--max-per-task", "20", "--dataset", str(corpus), "--json", str(out)]
+        done = subprocess.run(command, env=environment, capture_output=True, text=True, timeout=300, cwd=root)
+        assert done.returncode == 0, done.stderr[-3000:]
+        outputs[processes] = json.loads(out.read_text())
+    assert outputs[2]["bpb"]["bpb"] == pytest.approx(outputs[1]["bpb"]["bpb"], rel=1e-6)
+    for label, result in outputs[1]["hansard"]["tasks"].items():
+        assert outputs[2]["hansard"]["tasks"][label]["accuracy"] == pytest.approx(result["accuracy"]), label
