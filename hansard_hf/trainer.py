@@ -100,7 +100,7 @@ class HansardTrainingArguments(TrainingArguments):
     core_metric_every: int = field(default=1000, metadata={"help": "Run the benchmarks (CORE with core_bundle, the Hansard benchmark) every this many steps and at the end; 0 disables."})
     core_bundle: str | None = field(default=None, metadata={"help": "Folder of the CORE eval bundle (core.yaml, eval_data/, eval_meta_data.csv); none: no CORE during training."})
     core_max_per_task: int = field(default=500, metadata={"help": "Examples per task in CORE / Hansard benchmark runs during training."})
-    save_every: int = field(default=2000, metadata={"help": "Save a resumable checkpoint every this many steps; 0 saves only at the end."})
+    save_every: int = field(default=2000, metadata={"help": "Save a resumable checkpoint every this many steps; 0: no checkpoints (recipes still save the final model)."})
     sample_every: int = field(default=2000, metadata={"help": "Log greedy samples of fixed prompts every this many steps and at the end (needs the tokenizer); 0 disables."})
     # Trainer defaults that cost a host sync or deviate from nanochat
     max_grad_norm: float = field(default=0.0, metadata={"help": "Gradient clipping norm; 0 = none (nanochat)."})
@@ -118,6 +118,8 @@ class HansardTrainingArguments(TrainingArguments):
             self.eval_strategy, self.eval_steps = "steps", self.eval_every
         if self.save_every > 0:
             self.save_strategy, self.save_steps = "steps", self.save_every
+        elif self.save_every == 0:
+            self.save_strategy = "no"
         super().__post_init__()
 
     def resolve(self, num_parameters: int) -> None:
