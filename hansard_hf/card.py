@@ -8,13 +8,14 @@ PLOT_FILE = "training_curves.png"
 
 def trainer_state(run_dir) -> dict:
     """The newest `trainer_state.json` of a run: the folder's own, else its latest complete checkpoint's."""
+    from .trainer import last_complete_checkpoint
+
     run_dir = Path(run_dir)
-    candidates = [run_dir / "trainer_state.json"]
-    candidates += sorted(run_dir.glob("checkpoint-*/trainer_state.json"), key=lambda p: int(p.parent.name.split("-")[-1]))[::-1]
-    for candidate in candidates:
-        if candidate.exists():
+    checkpoint = last_complete_checkpoint(run_dir)
+    for candidate in (run_dir / "trainer_state.json", checkpoint / "trainer_state.json" if checkpoint else None):
+        if candidate is not None and candidate.exists():
             return json.loads(candidate.read_text())
-    raise FileNotFoundError(f"{run_dir}: no trainer_state.json here or in a checkpoint-* folder (not a training run?).")
+    raise FileNotFoundError(f"{run_dir}: no trainer_state.json here or in a complete checkpoint (not a training run?).")
 
 
 def curves(state: dict) -> dict[str, list[tuple[int, float]]]:

@@ -65,7 +65,7 @@ class Corpus:
             found = sorted(f for f in glob.glob(self.source, recursive=True) if Path(f).suffix in LOCAL_FORMATS)
         elif path.exists():
             found = [str(path)]
-        elif self.source.count("/") == 1 and not self.source.startswith((".", "/")):
+        elif self.source.count("/") == 1 and not self.source.startswith((".", "/")) and path.suffix not in LOCAL_FORMATS:
             return None  # owner/name: a Hub dataset
         else:
             raise FileNotFoundError(f"{self.source}: no such file, folder or glob (nor a Hub dataset id owner/name).")

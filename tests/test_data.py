@@ -180,3 +180,8 @@ def test_real_hansard_end_to_end(tmp_path):
     assert len(rows) == splits["validation"]["tokens"] // 257
     text = report(tmp_path / "data")
     assert "train" in text and "d16" in text and "No recipe fits in one pass" in text
+
+
+def test_a_missing_local_file_is_not_taken_for_a_hub_id(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no such file"):
+        Corpus("data/hansard.jsonl").files()
