@@ -46,9 +46,21 @@ def _rank_and_world() -> tuple[int, int]:
     return 0, 1
 
 
-def orthogonalize(updates: list[torch.Tensor], steps: int, dtype) -> tuple[list[torch.Tensor], int]:
+_compiled_newtonschulz = None
+
+
+def compiled_newtonschulz():
+    """zeropower_via_newtonschulz5 under torch.compile (one graph per matrix shape), built on first use."""
+    global _compiled_newtonschulz
+    if _compiled_newtonschulz is None:
+        _compiled_newtonschulz = torch.compile(zeropower_via_newtonschulz5, dynamic=False)
+    return _compiled_newtonschulz
+
+
+def orthogonalize(updates: list[torch.Tensor], steps: int, dtype, compile: bool = False) -> tuple[list[torch.Tensor], int]:
     """Newton-Schulz of every update, batched by shape and split across ranks: within a shape, rank r takes
     matrices r, r + world, ...; one all_gather per shape shares the results. Returns them and this rank's count."""
+    newtonschulz = compiled_newtonschulz() if compile else zeropower_via_newtonschulz5
     rank, world = _rank_and_world()
     by_shape: dict[torch.Size, list[int]] = {}
     for index, update in enumerate(updates):
@@ -60,7 +72,7 @@ def orthogonalize(updates: list[torch.Tensor], steps: int, dtype) -> tuple[list[
         share = -(-len(indices) // world)  # every rank contributes the same number of matrices (zero padded)
         stacked = torch.zeros((share, *shape), dtype=dtype, device=updates[indices[0]].device)
         if mine:
-            stacked[: len(mine)] = zeropower_via_newtonschulz5(torch.stack([updates[i] for i in mine]), steps, dtype)
+            stacked[: len(mine)] = newtonschulz(torch.stack([updates[i] for i in mine]), steps, dtype)
         done += len(mine)
         gathered = [stacked] if world == 1 else [torch.empty_like(stacked) for _ in range(world)]
         if world > 1:

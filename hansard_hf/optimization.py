@@ -39,16 +39,17 @@ def param_groups(model, matrix_lr=0.02, embedding_lr=0.2, unembedding_lr=0.004) 
 class MuonAdamW(torch.optim.Optimizer):
     """Muon for groups with `use_muon=True`, AdamW (torch's update rule) for the others.
 
-    `ns_dtype` is the Newton-Schulz dtype: "auto" is bf16 on CUDA and fp32 elsewhere. `orthogonalized` counts the
-    matrices this process ran Newton-Schulz on (under DDP, about 1/world_size of them each step).
+    `ns_dtype` is the Newton-Schulz dtype: "auto" is bf16 on CUDA and fp32 elsewhere; `ns_compile` runs it under
+    torch.compile ("auto": on CUDA). `orthogonalized` counts the matrices this process ran Newton-Schulz on (under
+    DDP, about 1/world_size of them each step).
     """
 
     def __init__(self, params, momentum=0.95, betas=(0.8, 0.95), eps=1e-10, weight_decay=0.0, ns_steps=5,
-                 ns_dtype="auto"):
+                 ns_dtype="auto", ns_compile="auto"):
         defaults = dict(use_muon=False, momentum=momentum, nesterov=True, ns_steps=ns_steps, betas=betas, eps=eps,
                         weight_decay=weight_decay)
         super().__init__(params, defaults)
-        self.ns_dtype = ns_dtype
+        self.ns_dtype, self.ns_compile = ns_dtype, ns_compile
         self.orthogonalized = 0
 
     def _ns_dtype(self, parameter: torch.Tensor) -> torch.dtype:
@@ -77,7 +78,8 @@ class MuonAdamW(torch.optim.Optimizer):
                 state["momentum_buffer"] = torch.zeros_like(p.grad)
             update = nesterov_momentum(p.grad, state["momentum_buffer"], group["momentum"])
             updates.append(update if group["nesterov"] else state["momentum_buffer"])
-        orthogonal, done = orthogonalize(updates, group["ns_steps"], self._ns_dtype(params[0]))
+        compile = params[0].is_cuda if self.ns_compile == "auto" else bool(self.ns_compile)
+        orthogonal, done = orthogonalize(updates, group["ns_steps"], self._ns_dtype(params[0]), compile)
         self.orthogonalized += done
         for p, o in zip(params, orthogonal):
             if group["weight_decay"]:

@@ -89,6 +89,7 @@ class HansardTrainingArguments(TrainingArguments):
     final_lr_frac: float = field(default=0.0, metadata={"help": "LR multiplier reached at the last step."})
     warmdown_shape: str = field(default="linear", metadata={"help": "Shape of the warmdown: 'linear' (nanochat) or 'cosine'."})
     momentum_warmup_steps: int = field(default=300, metadata={"help": "Muon momentum rises 0.85 -> 0.95 over these steps."})
+    muon_compile: str = field(default="auto", metadata={"help": "torch.compile the Newton-Schulz step: 'auto' (on CUDA), 'true' or 'false'."})
     muon_ns_dtype: str = field(default="auto", metadata={"help": "Newton-Schulz dtype: 'auto' (bf16 on CUDA, fp32 on CPU), 'bfloat16' or 'float32'."})
     target_param_data_ratio: float = field(default=20.0, metadata={"help": "Training tokens per parameter; sets max_steps unless max_steps > 0."})
     total_batch_size: int = field(default=524288, metadata={"help": "Tokens per optimizer step, over all ranks and accumulation steps."})
@@ -231,7 +232,8 @@ class HansardTrainer(Trainer):
         if self.optimizer is None:
             a = self.args
             groups = param_groups(self.model, a.matrix_lr, a.embedding_lr, a.unembedding_lr)
-            self.optimizer = MuonAdamW(groups, ns_dtype=a.muon_ns_dtype)
+            compile = {"auto": "auto", "true": True, "false": False}[str(a.muon_compile).lower()]
+            self.optimizer = MuonAdamW(groups, ns_dtype=a.muon_ns_dtype, ns_compile=compile)
         return self.optimizer
 
     def create_scheduler(self, num_training_steps: int, optimizer=None):

@@ -160,3 +160,19 @@ def test_flex_attention_matches_sdpa_with_packed_documents(tiny_model, input_ids
     tiny_model.set_attn_implementation("flex_attention")
     flex = tiny_model(input_ids, position_ids=positions, use_cache=False).logits
     assert (sdpa - flex).abs().max() < 1e-4
+
+
+@pytest.mark.slow
+def test_torch_compile_gives_the_same_loss_and_gradients(tiny_model, input_ids):
+    """The training forward (chunked loss included) compiles as one graph and matches eager."""
+    model = tiny_model.train()
+    explained = torch._dynamo.explain(model)(input_ids=input_ids, shift_labels=input_ids)
+    assert (explained.graph_count, explained.graph_break_count) == (1, 0)
+    torch._dynamo.reset()
+    model(input_ids=input_ids, shift_labels=input_ids).loss.backward()
+    eager = {n: p.grad.clone() for n, p in model.named_parameters()}
+    model.zero_grad()
+    loss = torch.compile(model, dynamic=False)(input_ids=input_ids, shift_labels=input_ids).loss
+    loss.backward()
+    for name, p in model.named_parameters():
+        torch.testing.assert_close(p.grad, eager[name], atol=1e-5, rtol=1e-4, msg=name)

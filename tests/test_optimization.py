@@ -178,3 +178,12 @@ def test_training_arguments_drop_the_per_step_host_syncs(tmp_path):
     assert args.max_grad_norm == 0.0 and not args.logging_nan_inf_filter and not args.average_tokens_across_devices
     assert args.ddp_find_unused_parameters is False and args.dataloader_drop_last
     assert (args.eval_steps, args.save_steps) == (250, 2000)
+
+
+@pytest.mark.slow
+def test_compiled_newton_schulz_equals_eager():
+    eager, compiled = matrices(7), matrices(7)
+    a = run(MuonAdamW([dict(params=eager, lr=0.02, use_muon=True)], ns_dtype="float32", ns_compile=False), eager, 2)
+    b = run(MuonAdamW([dict(params=compiled, lr=0.02, use_muon=True)], ns_dtype="float32", ns_compile=True), compiled, 2)
+    for x, y in zip(a, b):
+        torch.testing.assert_close(x, y, atol=1e-6, rtol=1e-5)

@@ -1,0 +1,125 @@
+"""Training throughput of a recipe: tokens/s, MFU, step time and peak memory, HansardTrainer vs a plain loop.
+
+    python bench/throughput.py recipes/d24.json --steps 30 [--key=value ...]       # on a GPU (bf16 from the recipe)
+    python bench/throughput.py recipes/tiny.json --steps 12 --use_cpu=true         # the same code path on a CPU
+
+Synthetic token rows of the recipe's max_seq_len (throughput does not depend on the text). The first `--warmup`
+steps (compilation, allocator warm-up) are dropped; the median of the rest is reported. MFU uses nanochat's FLOPs
+per token and the GPU's dense bf16 peak (H100 SXM 989 TFLOP/s). `--reference loop` also times a plain PyTorch loop
+over the same model, optimizer and batch arithmetic and prints the Trainer's share of its tokens/s (target >= 0.95).
+"""
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from transformers import TrainerCallback, set_seed
+
+from hansard_hf import HansardGPTForCausalLM, HansardTrainer
+from hansard_hf.recipe import Recipe
+from hansard_hf.trainer import peak_flops
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from trainer_helpers import plain_loop  # noqa: E402
+
+
+class RandomRows(torch.utils.data.Dataset):
+    def __init__(self, rows, seq, vocab):
+        self.rows = torch.randint(0, vocab, (rows, seq + 1), generator=torch.Generator().manual_seed(0))
+
+    def __len__(self):
+        return len(self.rows)
+
+    def __getitem__(self, i):
+        return {"input_ids": self.rows[i, :-1], "shift_labels": self.rows[i, 1:]}
+
+
+class Clock(TrainerCallback):
+    def __init__(self):
+        self.stamps = []
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+        self.stamps.append(time.perf_counter())
+
+
+def report(name, seconds, tokens, flops_per_token, peak, gpus):
+    line = f"{name:16s} step {seconds * 1e3:9.1f} ms   {tokens / seconds:12,.0f} tokens/s"
+    if peak:
+        line += f"   MFU {flops_per_token * tokens / seconds / (peak * gpus):6.1%}"
+    return line
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("recipe")
+    parser.add_argument("--steps", type=int, default=30)
+    parser.add_argument("--warmup", type=int, default=5)
+    parser.add_argument("--reference", choices=["none", "loop"], default="none")
+    known, overrides = parser.parse_known_args()
+    recipe = Recipe.load(known.recipe, overrides + [f"--max_steps={known.steps}", "--eval_every=0", "--save_every=0",
+                                                    "--report_to=none", "--run=dummy", "--core_metric_every=0",
+                                                    "--sample_every=0", "--disable_tqdm=true",
+                                                    f"--output_dir={tempfile.mkdtemp()}"])
+    args = recipe.training_arguments()
+    set_seed(0)
+    model = HansardGPTForCausalLM(recipe.model_config())
+    config = model.config
+    args.resolve(model.num_parameters())
+    rows = known.steps * args.per_device_train_batch_size * args.gradient_accumulation_steps * args.world_size
+    data = RandomRows(rows, args.max_seq_len, config.vocab_size)
+    device = args.device
+    gpus = args.world_size
+    peak = peak_flops(torch.cuda.get_device_name(device)) if device.type == "cuda" else None
+    flops_per_token = config.flops_per_token(args.max_seq_len)
+    print(f"{known.recipe}: d{config.depth}, {model.num_parameters():,} params, {args.per_device_train_batch_size} rows x "
+          f"{args.max_seq_len} x {args.gradient_accumulation_steps} accumulation x {gpus} GPU(s) = "
+          f"{args.total_batch_size:,} tokens/step, device {device}"
+          + (f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else ""))
+
+    clock = Clock()
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    HansardTrainer(model=model, args=args, train_dataset=data, callbacks=[clock]).train()
+    steps = [b - a for a, b in zip(clock.stamps, clock.stamps[1:])][known.warmup:]
+    trainer_seconds = statistics.median(steps)
+    print(report("HansardTrainer", trainer_seconds, args.total_batch_size, flops_per_token, peak, gpus))
+    if device.type == "cuda":
+        print(f"peak memory {torch.cuda.max_memory_allocated(device) / 2**30:.1f} GiB")
+    if known.reference == "loop":
+        set_seed(0)
+        reference = HansardGPTForCausalLM(recipe.model_config()).to(device)
+        stamps = []
+
+        def tick():
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            stamps.append(time.perf_counter())
+
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bool(args.bf16)):
+            plain_loop(reference, _OnDevice(data, device), args, known.steps, on_step=tick)
+        loop_seconds = statistics.median([b - a for a, b in zip(stamps, stamps[1:])][known.warmup:])
+        print(report("plain loop", loop_seconds, args.total_batch_size, flops_per_token, peak, gpus))
+        print(f"Trainer tokens/s as a share of the plain loop's: {loop_seconds / trainer_seconds:.3f}")
+
+
+class _OnDevice(torch.utils.data.Dataset):
+    """`data` with every tensor moved to `device` (the plain loop has no accelerate to do it)."""
+
+    def __init__(self, data, device):
+        self.data, self.device = data, device
+
+    def __len__(self):
+        return len(self.data)
+
+    def __getitem__(self, i):
+        return {k: v.to(self.device) for k, v in self.data[i].items()}
+
+
+if __name__ == "__main__":
+    main()
