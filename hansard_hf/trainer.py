@@ -95,6 +95,7 @@ class HansardTrainingArguments(TrainingArguments):
     total_batch_size: int = field(default=524288, metadata={"help": "Tokens per optimizer step, over all ranks and accumulation steps."})
     device_batch_size: int = field(default=32, metadata={"help": "Rows per device per micro-step (lowered to divide total_batch_size if needed)."})
     max_seq_len: int = field(default=2048, metadata={"help": "Tokens per row."})
+    auto_micro_batch: bool = field(default=False, metadata={"help": "Before training, try one step at the micro-batch; on out-of-memory halve it and double the accumulation (logged), until it fits."})
     strict_batch_size: bool = field(default=False, metadata={"help": "Fail instead of lowering device_batch_size when it does not divide."})
     eval_tokens: int = field(default=20 * 524288, metadata={"help": "Validation tokens per evaluation (nanochat's eval_tokens); 0 = the whole split."})
     eval_every: int = field(default=250, metadata={"help": "Report validation bits per byte (eval_bpb) every this many steps; 0 disables."})
@@ -143,6 +144,33 @@ class HansardTrainingArguments(TrainingArguments):
                     f"target_param_data_ratio={self.target_param_data_ratio} x {num_parameters} parameters is less than "
                     f"one step of total_batch_size={self.total_batch_size} tokens: set max_steps or a smaller batch."
                 )
+
+
+def fit_micro_batch(model, args: HansardTrainingArguments, dataset) -> None:
+    """Run one forward+backward at the micro-batch on the training device; on out-of-memory halve the micro-batch
+    and double the accumulation (the tokens per step stay the same), log it, and try again."""
+    device = args.device
+    model.to(device)
+    while True:
+        rows = [dataset[i] for i in range(min(args.per_device_train_batch_size, len(dataset)))]
+        batch = {key: torch.stack([row[key] for row in rows]).to(device) for key in rows[0]}
+        try:
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bool(args.bf16)):
+                model(**batch).loss.backward()
+            break
+        except torch.OutOfMemoryError:
+            model.zero_grad(set_to_none=True)
+            del batch
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
+            if args.per_device_train_batch_size == 1:
+                raise
+            args.per_device_train_batch_size //= 2
+            args.per_device_eval_batch_size = args.per_device_train_batch_size
+            args.gradient_accumulation_steps *= 2
+            logger.warning("Out of memory: micro-batch lowered to %d rows, %d accumulation steps.",
+                           args.per_device_train_batch_size, args.gradient_accumulation_steps)
+    model.zero_grad(set_to_none=True)
 
 
 class RecipeToWandb(TrainerCallback):
@@ -217,6 +245,8 @@ class HansardTrainer(Trainer):
                 f"vocab_size={model.config.vocab_size}: build the model with vocab_size >= {data_vocab}."
             )
         args.resolve(model.num_parameters())
+        if args.auto_micro_batch and kwargs.get("train_dataset") is not None:
+            fit_micro_batch(model, args, kwargs["train_dataset"])
         if kwargs.get("eval_dataset") is None and args.eval_strategy != IntervalStrategy.NO:
             args.eval_strategy = IntervalStrategy.NO
         self.token_bytes, self.recipe = token_bytes, recipe

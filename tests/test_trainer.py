@@ -106,3 +106,24 @@ def test_peak_flops_by_gpu_name():
     assert peak_flops("NVIDIA H200") == 989e12
     assert peak_flops("NVIDIA A100-SXM4-80GB") == 312e12
     assert peak_flops("Some Future GPU") is None
+
+
+def test_auto_micro_batch_halves_on_out_of_memory(tmp_path, caplog):
+    """An out-of-memory at 8 rows (injected: a CPU has no such limit) leads to 2 rows x 8 accumulation steps."""
+    model = fresh_model()
+    forward = type(model).forward
+
+    def limited(self, input_ids=None, **kwargs):
+        if input_ids is not None and input_ids.shape[0] > 2:
+            raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+        return forward(self, input_ids=input_ids, **kwargs)
+
+    model.forward = limited.__get__(model)
+    args = arguments(tmp_path, device_batch_size=8, total_batch_size=16 * SEQ, max_steps=2, auto_micro_batch=True)
+    with caplog.at_level("WARNING"):
+        trainer = HansardTrainer(model=model, args=args, train_dataset=PackedRows(64, SEQ, 97))
+    assert (args.per_device_train_batch_size, args.gradient_accumulation_steps) == (2, 8)
+    assert "micro-batch lowered to 4 rows" in caplog.text and "micro-batch lowered to 2 rows" in caplog.text
+    assert all(p.grad is None for p in trainer.model.parameters())  # the probe leaves no gradients behind
+    trainer.train()
+    assert trainer.state.global_step == 2
