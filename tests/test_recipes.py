@@ -78,3 +78,19 @@ def test_cli_plan_prints_the_table():
     assert done.returncode == 0, done.stderr
     assert "| d16 | 512 | 4 | 117,440,512 | 2.35B | 4,480 | 32 (96) x 1 |" in done.stdout
     assert "| d48 | 1536 | 12 | 1,560,281,088 | 31.21B | 59,520 | 16 (24) x 2 |" in done.stdout
+
+
+@pytest.mark.parametrize("name, kind, processes, machines", [
+    ("accelerate_config.yaml", "MULTI_GPU", 8, 1),
+    ("accelerate_multinode.yaml", "MULTI_GPU", 16, 2),
+    ("accelerate_fsdp2.yaml", "FSDP", 8, 1),
+])
+def test_accelerate_configs_load(name, kind, processes, machines):
+    from accelerate.commands.config.config_args import load_config_from_file
+
+    config = load_config_from_file(str(RECIPES.parent / name))
+    assert (str(config.distributed_type).split(".")[-1], config.num_processes, config.num_machines) == (
+        kind, processes, machines)
+    assert str(config.mixed_precision).split(".")[-1].lower() == "bf16"
+    if kind == "FSDP":
+        assert config.fsdp_config["fsdp_version"] == 2
