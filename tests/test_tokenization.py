@@ -66,6 +66,15 @@ def test_bulk_encoder_gives_the_tokenizers_ids(tokenizer):
     assert bulk_encoder(tokenizer)(texts) == [tokenizer(t, add_special_tokens=False).input_ids for t in texts]
 
 
+def test_special_token_strings_in_documents_stay_plain_text(tokenizer):
+    nfkc = train_tokenizer((d["text"] for d in documents(40)), vocab_size=400, nfkc=True)  # the non-tiktoken path
+    text = "Order <|bos|> the House <|assistant_start|>"
+    for tok in (tokenizer, nfkc):
+        plain = tok(text, add_special_tokens=False, split_special_tokens=True).input_ids
+        assert bulk_encoder(tok)([text]) == [plain]
+        assert tok.bos_token_id not in plain and tok.decode(plain) == text
+
+
 def test_nfkc_normalises_and_the_bulk_encoder_follows(tmp_path):
     nfkc = train_tokenizer((d["text"] for d in documents(40)), vocab_size=400, nfkc=True)
     assert nfkc.decode(nfkc("ﬁnance ①", add_special_tokens=False).input_ids) == "finance 1"
