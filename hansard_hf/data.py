@@ -30,7 +30,7 @@ DEFAULT_DATASET = "common-pile/uk_hansard"
 SPLITS = ("train", "validation", "test")
 LOCAL_FORMATS = {".jsonl": "json", ".json": "json", ".parquet": "parquet", ".txt": "text"}
 INDEX_FILE = "index.json"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # bump when the bytes written for the same corpus and tokenizer change
 
 
 def home() -> Path:
