@@ -9,6 +9,7 @@ task is its centred accuracy `(acc - b) / (1 - b)` and CORE is their mean.
 
 import csv
 import json
+import logging
 import random
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +19,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 import yaml
 
+logger = logging.getLogger(__name__)
 BUNDLE_URL = "https://karpathy-public.s3.us-west-2.amazonaws.com/eval_bundle.zip"
 TASK_TYPES = ("multiple_choice", "schema", "language_modeling")
 
@@ -120,6 +122,9 @@ def score_example(model, tokenizer, task: Task, index: int) -> bool:
         crops = [max(0, len(t) - limit) for t in tokens]
         tokens = [t[c:] for t, c in zip(tokens, crops)]
         starts, ends = [s - c for s, c in zip(starts, crops)], [e - c for e, c in zip(ends, crops)]
+        if min(starts) < 1:  # the continuation alone is longer than the model's context: it cannot be scored
+            logger.warning("%s example %d: continuation longer than %d tokens, counted as wrong.", task.label, index, limit)
+            return False
     device = next(model.parameters()).device
     width = max(len(t) for t in tokens)
     input_ids = torch.full((len(tokens), width), tokenizer.bos_token_id, dtype=torch.long)

@@ -277,10 +277,10 @@ class _ChunkedSoftcapCrossEntropy(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, hidden, weight, labels, cap, chunk_size, ignore_index):
+    def forward(ctx, hidden, weight, labels, cap, chunk_size, ignore_index, grad_enabled):
         weight_c = weight.to(hidden.dtype)
-        grad_hidden = torch.empty_like(hidden) if ctx.needs_input_grad[0] else None
-        grad_weight = torch.zeros_like(weight, dtype=torch.float32) if ctx.needs_input_grad[1] else None
+        grad_hidden = torch.empty_like(hidden) if grad_enabled and ctx.needs_input_grad[0] else None
+        grad_weight = torch.zeros_like(weight, dtype=torch.float32) if grad_enabled and ctx.needs_input_grad[1] else None
         total = torch.zeros((), dtype=torch.float32, device=hidden.device)
         for start in range(0, hidden.shape[0], chunk_size):
             h, y = hidden[start : start + chunk_size], labels[start : start + chunk_size]
@@ -315,7 +315,7 @@ class _ChunkedSoftcapCrossEntropy(torch.autograd.Function):
             grad_hidden = grad_hidden * grad_output.to(grad_hidden.dtype)
         if grad_weight is not None:
             grad_weight = (grad_weight * grad_output).to(ctx.weight_dtype)
-        return grad_hidden, grad_weight, None, None, None, None
+        return grad_hidden, grad_weight, None, None, None, None, None
 
 
 def chunked_softcap_cross_entropy(
@@ -338,7 +338,8 @@ def chunked_softcap_cross_entropy(
         shift_labels = F.pad(labels, (0, 1), value=ignore_index)[..., 1:]
     hidden = hidden_states.reshape(-1, hidden_states.shape[-1])
     targets = shift_labels.reshape(-1).to(hidden.device)
-    total = _ChunkedSoftcapCrossEntropy.apply(hidden, weight, targets, softcap, chunk_size, ignore_index)
+    grad_enabled = torch.is_grad_enabled()  # inside the Function it is always off: decide here
+    total = _ChunkedSoftcapCrossEntropy.apply(hidden, weight, targets, softcap, chunk_size, ignore_index, grad_enabled)
     if num_items_in_batch is None:
         return total / (targets != ignore_index).sum()
     if torch.is_tensor(num_items_in_batch):

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+import torch.distributed as dist
 from torch.utils.data import SequentialSampler
 from transformers import Trainer, TrainerCallback, TrainingArguments
 from transformers.trainer_utils import IntervalStrategy
@@ -147,12 +148,15 @@ class HansardTrainingArguments(TrainingArguments):
 
 
 def fit_micro_batch(model, args: HansardTrainingArguments, dataset) -> None:
-    """Run one forward+backward at the micro-batch on the training device; on out-of-memory halve the micro-batch
-    and double the accumulation (the tokens per step stay the same), log it, and try again."""
+    """Run one forward+backward at the micro-batch on the training device; on out-of-memory take the next smaller
+    micro-batch that divides the rows of a step (the accumulation grows so the tokens per step stay the same), log
+    it, and try again. Under torch.distributed every rank then uses the smallest micro-batch any rank could fit."""
     device = args.device
     model.to(device)
+    rows_per_step = args.per_device_train_batch_size * args.gradient_accumulation_steps
+    micro = args.per_device_train_batch_size
     while True:
-        rows = [dataset[i] for i in range(min(args.per_device_train_batch_size, len(dataset)))]
+        rows = [dataset[i] for i in range(min(micro, len(dataset)))]
         batch = {key: torch.stack([row[key] for row in rows]).to(device) for key in rows[0]}
         try:
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bool(args.bf16)):
@@ -163,14 +167,18 @@ def fit_micro_batch(model, args: HansardTrainingArguments, dataset) -> None:
             del batch
             if device.type == "cuda":
                 torch.cuda.empty_cache()
-            if args.per_device_train_batch_size == 1:
+            if micro == 1:
                 raise
-            args.per_device_train_batch_size //= 2
-            args.per_device_eval_batch_size = args.per_device_train_batch_size
-            args.gradient_accumulation_steps *= 2
+            micro = max(d for d in range(1, micro) if rows_per_step % d == 0)
             logger.warning("Out of memory: micro-batch lowered to %d rows, %d accumulation steps.",
-                           args.per_device_train_batch_size, args.gradient_accumulation_steps)
+                           micro, rows_per_step // micro)
     model.zero_grad(set_to_none=True)
+    if dist.is_available() and dist.is_initialized():
+        agreed = torch.tensor([micro], device=device)
+        dist.all_reduce(agreed, op=dist.ReduceOp.MIN)
+        micro = int(agreed.item())
+    args.per_device_train_batch_size = args.per_device_eval_batch_size = micro
+    args.gradient_accumulation_steps = rows_per_step // micro
 
 
 class RecipeToWandb(TrainerCallback):
@@ -202,6 +210,7 @@ class BenchmarksAndSamples(TrainerCallback):
         if tokenizer is None:
             return
         model = trainer.accelerator.unwrap_model(trainer.model)
+        start = time.perf_counter()
         if self.tasks and self._due(args.core_metric_every, state):
             results = evaluate_tasks(model, tokenizer, self.tasks)
             logs = {f"bench/{label}": r["centered"] for label, r in results["tasks"].items()}
@@ -227,7 +236,18 @@ class BenchmarksAndSamples(TrainerCallback):
                 if wandb.run is not None:
                     rows = [[state.global_step, prompt, text] for prompt, text in samples.items()]
                     wandb.log({"samples": wandb.Table(columns=["step", "prompt", "sample"], data=rows)})
+        trainer.exclude_from_throughput(time.perf_counter() - start)
         return control
+
+
+class ThroughputClock(TrainerCallback):
+    """Starts the step clock when training (re)starts, so a resumed run times only the steps it runs."""
+
+    def __init__(self, trainer: "HansardTrainer"):
+        self.trainer = trainer
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.trainer._last_log, self.trainer._excluded = (time.perf_counter(), state.global_step), 0.0
 
 
 class HansardTrainer(Trainer):
@@ -247,7 +267,15 @@ class HansardTrainer(Trainer):
         args.resolve(model.num_parameters())
         if args.auto_micro_batch and kwargs.get("train_dataset") is not None:
             fit_micro_batch(model, args, kwargs["train_dataset"])
-        if kwargs.get("eval_dataset") is None and args.eval_strategy != IntervalStrategy.NO:
+        evaluation = kwargs.get("eval_dataset")
+        needed = args.per_device_eval_batch_size * args.world_size
+        if evaluation is not None and args.eval_strategy != IntervalStrategy.NO and len(evaluation) < needed:
+            raise ValueError(
+                f"The evaluation split has {len(evaluation)} rows, fewer than one evaluation batch "
+                f"({args.per_device_eval_batch_size} rows x {args.world_size} processes): use more held-out data, "
+                "a smaller device_batch_size or max_seq_len, or eval_every=0."
+            )
+        if evaluation is None and args.eval_strategy != IntervalStrategy.NO:
             args.eval_strategy = IntervalStrategy.NO
         self.token_bytes, self.recipe = token_bytes, recipe
         super().__init__(model=model, args=args, **kwargs)
@@ -257,6 +285,8 @@ class HansardTrainer(Trainer):
         self._flops_per_token = model.config.flops_per_token(args.max_seq_len)
         self._peak_flops = peak_flops(torch.cuda.get_device_name(args.device)) if args.device.type == "cuda" else None
         self._last_log = (time.perf_counter(), 0)
+        self._excluded = 0.0  # seconds spent evaluating, benchmarking or saving since the last training log
+        self.add_callback(ThroughputClock(self))
 
     def create_optimizer(self, model=None):
         if self.optimizer is None:
@@ -290,11 +320,13 @@ class HansardTrainer(Trainer):
                              **kwargs)
 
     def _save_checkpoint(self, model, trial):
+        start = time.perf_counter()
         super()._save_checkpoint(model, trial)
         self.accelerator.wait_for_everyone()
         if self.args.should_save:
             folder = Path(self.args.output_dir) / f"checkpoint-{self.state.global_step}"
             (folder / COMPLETE_MARKER).write_text(f"{self.state.global_step}\n")
+        self.exclude_from_throughput(time.perf_counter() - start)
 
     def _push_from_checkpoint(self, checkpoint_folder):
         """Ship the modeling code and the model card with every push, so the repo root always loads."""
@@ -333,16 +365,21 @@ class HansardTrainer(Trainer):
             now, step = time.perf_counter(), self.state.global_step
             last_time, last_step = self._last_log
             if step > last_step:
-                step_time = (now - last_time) / (step - last_step)
+                step_time = (now - last_time - self._excluded) / (step - last_step)
                 tokens_per_sec = self.args.total_batch_size / step_time
                 logs.update(lrm=self.lr_scheduler.multiplier(step - 1), step_time=step_time, tokens_per_sec=tokens_per_sec)
                 if self._peak_flops:
                     logs["mfu"] = self._flops_per_token * tokens_per_sec / (self._peak_flops * self.args.world_size)
-            self._last_log = (now, step)
+            self._last_log, self._excluded = (now, step), 0.0
         super().log(logs, start_time)
+
+    def exclude_from_throughput(self, seconds: float) -> None:
+        """Time spent outside training steps (evaluation, benchmarks, checkpoints) is not step time."""
+        self._excluded += seconds
 
     def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval") -> dict[str, float]:
         """Validation loss and, when `token_bytes` is known, bits per byte (`eval_bpb`)."""
+        start = time.perf_counter()
         loader = self.get_eval_dataloader(eval_dataset)
         if self.args.eval_tokens > 0:
             per_batch = self.args.per_device_eval_batch_size * self.args.max_seq_len * self.args.world_size
@@ -351,6 +388,7 @@ class HansardTrainer(Trainer):
         metrics = evaluate_bpb(self.model, loader, self.token_bytes)
         self.model.train()
         metrics = {f"{metric_key_prefix}_{name}": value for name, value in metrics.items()}
+        self.exclude_from_throughput(time.perf_counter() - start)
         self.log(metrics)
         self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, metrics)
         return metrics

@@ -216,3 +216,9 @@ def test_other_causal_lms_evaluate_too(tokenizer, tmp_path):
         naive = F.cross_entropy(logits.reshape(-1, len(WORDS)), batch["shift_labels"].reshape(-1)).item()
         assert evaluate_bpb(model, [batch], token_bytes)["loss"] == pytest.approx(naive, rel=1e-5)
         assert set(evaluate_tasks(model, tokenizer, tasks)["tasks"]) == {"animals", "who", "flight"}
+
+
+def test_a_continuation_longer_than_the_context_counts_as_wrong(bigram, tokenizer):
+    task = Task("long", "multiple_choice", 0, " ", [
+        {"query": "the cat", "choices": [" ".join(["mewed"] * 80), " ".join(["barked"] * 80)], "gold": 0}], 0.5)
+    assert evaluate_tasks(bigram, tokenizer, [task])["tasks"]["long"]["accuracy"] == 0.0  # 80 > 64 positions

@@ -176,3 +176,15 @@ def test_torch_compile_gives_the_same_loss_and_gradients(tiny_model, input_ids):
     loss.backward()
     for name, p in model.named_parameters():
         torch.testing.assert_close(p.grad, eager[name], atol=1e-5, rtol=1e-4, msg=name)
+
+
+def test_the_chunked_loss_does_no_gradient_work_under_no_grad(tiny_model, input_ids):
+    from torch.utils.flop_counter import FlopCounterMode
+
+    model = tiny_model.train()  # training mode: with labels the loss replaces the logits
+    with torch.no_grad():
+        with FlopCounterMode(display=False) as with_labels:
+            model(input_ids, labels=input_ids)
+        with FlopCounterMode(display=False) as logits_only:
+            model(input_ids)
+    assert with_labels.get_total_flops() == logits_only.get_total_flops()

@@ -127,3 +127,24 @@ def test_auto_micro_batch_halves_on_out_of_memory(tmp_path, caplog):
     assert all(p.grad is None for p in trainer.model.parameters())  # the probe leaves no gradients behind
     trainer.train()
     assert trainer.state.global_step == 2
+
+
+def test_auto_micro_batch_keeps_the_tokens_per_step_with_odd_batches(tmp_path):
+    model = fresh_model()
+    forward = type(model).forward
+
+    def limited(self, input_ids=None, **kwargs):
+        if input_ids is not None and input_ids.shape[0] > 1:
+            raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+        return forward(self, input_ids=input_ids, **kwargs)
+
+    model.forward = limited.__get__(model)
+    args = arguments(tmp_path, device_batch_size=3, total_batch_size=12 * SEQ, max_steps=1, auto_micro_batch=True)
+    HansardTrainer(model=model, args=args, train_dataset=PackedRows(64, SEQ, 97))
+    assert (args.per_device_train_batch_size, args.gradient_accumulation_steps) == (1, 12)  # 3 -> 2 -> 1, 12 rows
+
+
+def test_an_evaluation_split_smaller_than_a_batch_fails_before_training(tmp_path):
+    with pytest.raises(ValueError, match="evaluation split has 1 rows, fewer than one evaluation batch"):
+        HansardTrainer(model=fresh_model(), args=arguments(tmp_path, eval_every=2), train_dataset=PackedRows(48, SEQ, 97),
+                       eval_dataset=PackedRows(1, SEQ, 97))
