@@ -38,6 +38,12 @@ def home() -> Path:
     return Path(os.environ.get("HANSARD_HF_HOME", Path.home() / ".cache" / "hansard_hf"))
 
 
+def default_data_dir(corpus: "Corpus", tokenizer_dir) -> Path:
+    """Where `prepare` writes a corpus tokenized by a tokenizer, unless told otherwise: one folder per pair."""
+    key = json.dumps([asdict(corpus), tokenizer_hash(tokenizer_dir)], sort_keys=True, default=str)
+    return home() / "data" / hashlib.sha1(key.encode()).hexdigest()[:10]
+
+
 def split_of(doc_id: str, validation_percent: int = 5, test_percent: int = 5) -> str:
     """A document's split from sha1(id) % 100: the last percentages go to validation and test."""
     bucket = int(hashlib.sha1(doc_id.encode("utf-8")).hexdigest(), 16) % 100

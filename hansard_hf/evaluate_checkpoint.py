@@ -13,10 +13,10 @@ from accelerate import PartialState
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from .core import evaluate_tasks, load_bundle
-from .data import Corpus, TokenRows, home, prepare
+from .data import Corpus, TokenRows, default_data_dir, home, prepare
 from .evaluation import evaluate_bpb, sample
 from .hansard_bench import build_hansard_tasks
-from .tokenization import load_token_bytes, tokenizer_hash
+from .tokenization import load_token_bytes
 
 TASKS = ("bpb", "core", "hansard", "sample")
 
@@ -55,8 +55,7 @@ def evaluate_checkpoint(checkpoint, tasks=None, corpus: Corpus | None = None, sp
     results = {"checkpoint": str(checkpoint)}
     if "bpb" in tasks:
         tokenizer_dir = _local_tokenizer(checkpoint, tokenizer)
-        key = json.dumps([corpus.__dict__, tokenizer_hash(tokenizer_dir)], sort_keys=True, default=str)
-        data_dir = home() / "data" / hashlib.sha1(key.encode()).hexdigest()[:10]
+        data_dir = default_data_dir(corpus, tokenizer_dir)
         with state.main_process_first():
             prepare(corpus, tokenizer_dir, data_dir)
         seq = min(getattr(model.config, "max_position_embeddings", None) or 2048, 2048)

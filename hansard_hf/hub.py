@@ -63,12 +63,17 @@ def _copy_weights(source: PreTrainedModel, target_class, target_config) -> PreTr
     return target.eval()
 
 
+def _copy_tokenizer(source, folder: Path) -> None:
+    """Save the tokenizer of the `source` folder into `folder`, when `source` is a folder that has one."""
+    if isinstance(source, (str, Path)) and any((Path(source) / name).exists() for name in TOKENIZER_FILES):
+        AutoTokenizer.from_pretrained(source).save_pretrained(folder)
+
+
 def _save_with_tokenizer(model: PreTrainedModel, source, out_dir, overwrite: bool) -> Path:
     """Save `model` to `out_dir` atomically, with the tokenizer of the `source` folder when it has one."""
     with atomic_directory(out_dir, overwrite) as tmp:
         model.save_pretrained(tmp)
-        if isinstance(source, (str, Path)) and any((Path(source) / name).exists() for name in TOKENIZER_FILES):
-            AutoTokenizer.from_pretrained(source).save_pretrained(tmp)
+        _copy_tokenizer(source, tmp)
     return Path(out_dir)
 
 
@@ -114,8 +119,7 @@ def stage_for_hub(checkpoint, out_dir, repo_id: str) -> Path:
     model = HansardGPTForCausalLM.from_pretrained(checkpoint)
     with atomic_directory(out, overwrite=True) as tmp:
         model.save_pretrained(tmp)
-        if any((checkpoint / name).exists() for name in TOKENIZER_FILES):
-            AutoTokenizer.from_pretrained(checkpoint).save_pretrained(tmp)
+        _copy_tokenizer(checkpoint, tmp)
         if (checkpoint / TOKEN_BYTES_FILE).exists():
             shutil.copy(checkpoint / TOKEN_BYTES_FILE, tmp / TOKEN_BYTES_FILE)
         run_dir = checkpoint if (checkpoint / "trainer_state.json").exists() else checkpoint.parent

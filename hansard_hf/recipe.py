@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .configuration_hansard_gpt import HansardGPTConfig
-from .data import DEFAULT_DATASET, Corpus, home
+from .data import DEFAULT_DATASET, Corpus, default_data_dir, home
 from .trainer import PEAK_FLOPS, HansardTrainingArguments, batch_plan
 
 MODEL_KEYS = {"depth", "aspect_ratio", "head_dim", "vocab_size", "num_key_value_heads", "loss_chunk_size"}
@@ -106,9 +106,10 @@ class Recipe:
         return home() / "tokenizers" / f"hansard-{vocab}-{self._fingerprint(dataclasses.asdict(self.corpus()), vocab)}"
 
     def data_dir(self) -> Path:
+        """The recipe's `data_dir`, else the default folder for its corpus and (existing) tokenizer."""
         if "data_dir" in self.values:
             return Path(self.values["data_dir"])
-        return home() / "data" / self._fingerprint(dataclasses.asdict(self.corpus()), str(self.tokenizer_dir()))
+        return default_data_dir(self.corpus(), self.tokenizer_dir())
 
     def to_dict(self) -> dict:
         return {"recipe": self.path, **self.values}
