@@ -6,7 +6,8 @@
 Synthetic token rows of the recipe's max_seq_len (throughput does not depend on the text). The first `--warmup`
 steps (compilation, allocator warm-up) are dropped; the median of the rest is reported. MFU uses nanochat's FLOPs
 per token and the GPU's dense bf16 peak (H100 SXM 989 TFLOP/s). `--reference loop` also times a plain PyTorch loop
-over the same model, optimizer and batch arithmetic and prints the Trainer's share of its tokens/s (target >= 0.95).
+over the same model, optimizer, batch arithmetic, activation checkpointing and torch.compile setting and prints the
+Trainer's share of its tokens/s (target >= 0.95).
 """
 
 import argparse
@@ -85,15 +86,26 @@ def main():
     clock = Clock()
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    HansardTrainer(model=model, args=args, train_dataset=data, callbacks=[clock]).train()
+    trainer = HansardTrainer(model=model, args=args, train_dataset=data, callbacks=[clock])
+    trainer.train()
     steps = [b - a for a, b in zip(clock.stamps, clock.stamps[1:])][known.warmup:]
     trainer_seconds = statistics.median(steps)
     print(report("HansardTrainer", trainer_seconds, args.total_batch_size, flops_per_token, peak, gpus))
+    every = 0  # the activation checkpointing the Trainer chose (it picks one on a GPU when the micro-batch needs it)
+    if args.activation_checkpointing:
+        every = (args.activation_checkpointing_kwargs or {}).get("every_n_layers", 1)
+    print(f"activation checkpointing: one layer in {every}" if every else "activation checkpointing: none")
     if device.type == "cuda":
         print(f"peak memory {torch.cuda.max_memory_allocated(device) / 2**30:.1f} GiB")
+        del trainer, model
+        torch.cuda.empty_cache()
     if known.reference == "loop":
         set_seed(0)
         reference = HansardGPTForCausalLM(recipe.model_config()).to(device)
+        if every:
+            reference.activation_checkpointing_enable(every_n_layers=every)
+        if args.torch_compile:
+            reference = torch.compile(reference, dynamic=False)
         stamps = []
 
         def tick():

@@ -27,9 +27,52 @@ from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS, PreTrainedModel
 from .configuration_hansard_gpt import HansardGPTConfig
 
 
-def rms_norm(x: torch.Tensor, eps: float) -> torch.Tensor:
-    """RMSNorm without a learnable weight, computed in fp32."""
-    return F.rms_norm(x.float(), (x.size(-1),), eps=eps).type_as(x)
+def compute_dtype(x: torch.Tensor) -> torch.dtype:
+    """The dtype matmuls on `x` run in: autocast's when it is on (bf16), else x's own."""
+    return torch.get_autocast_dtype(x.device.type) if torch.is_autocast_enabled(x.device.type) else x.dtype
+
+
+class _RMSNorm(torch.autograd.Function):
+    """Weightless RMSNorm in fp32 that keeps for backward only x (in its own dtype) and the fp32 1/rms per row,
+    on every device (torch's composite rms_norm keeps an fp32 copy of a bf16 input)."""
+
+    @staticmethod
+    def forward(ctx, x, eps, dtype):
+        x32 = x.to(torch.promote_types(x.dtype, torch.float32))
+        rstd = torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + eps)
+        ctx.save_for_backward(x, rstd)
+        return (x32 * rstd).to(dtype)
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, rstd = ctx.saved_tensors
+        x32, grad32 = x.to(rstd.dtype), grad.to(rstd.dtype)
+        y = x32 * rstd
+        return (rstd * (grad32 - y * (grad32 * y).mean(-1, keepdim=True))).to(x.dtype), None, None
+
+
+def rms_norm(x: torch.Tensor, eps: float, dtype: torch.dtype | None = None) -> torch.Tensor:
+    """RMSNorm without a learnable weight, computed in fp32, returned in `dtype` (default: x's)."""
+    return _RMSNorm.apply(x, eps, dtype or x.dtype)
+
+
+class _ReluSquaredLinear(torch.autograd.Function):
+    """`relu(u)^2 @ weight.T` that keeps only u for backward and recomputes relu(u)^2 there (one elementwise pass)
+    instead of keeping both relu(u) and its square: 8 of the 16 bytes per token and hidden unit of an MLP."""
+
+    @staticmethod
+    def forward(ctx, u, weight):
+        ctx.save_for_backward(u, weight)
+        return F.relu(u).square() @ weight.to(u.dtype).T
+
+    @staticmethod
+    def backward(ctx, grad):
+        u, weight = ctx.saved_tensors
+        relu = F.relu(u)
+        grad = grad.to(u.dtype)
+        grad_u = (grad @ weight.to(u.dtype)) * (2 * relu)
+        grad_weight = grad.flatten(0, -2).T @ relu.square().flatten(0, -2)
+        return grad_u, grad_weight.to(weight.dtype)
 
 
 class HansardGPTRotaryEmbedding(nn.Module):
@@ -51,7 +94,8 @@ class HansardGPTRotaryEmbedding(nn.Module):
     def forward(self, x: torch.Tensor, position_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         freqs = position_ids[..., None].float() * self.inv_freq.to(device=x.device, dtype=torch.float)
         emb = torch.cat((freqs, freqs), dim=-1)
-        return emb.cos().to(x.dtype), emb.sin().to(x.dtype)
+        dtype = compute_dtype(x)  # under autocast q and k stay bf16 through RoPE, as in nanochat
+        return emb.cos().to(dtype), emb.sin().to(dtype)
 
 
 def rotate_half(x: torch.Tensor) -> torch.Tensor:
@@ -142,8 +186,11 @@ class HansardGPTMLP(nn.Module):
         self.fc1 = nn.Linear(config.hidden_size, config.intermediate_size, bias=False)
         self.fc2 = zero_init(nn.Linear(config.intermediate_size, config.hidden_size, bias=False))
         self.act_fn = ACT2FN[config.hidden_act]
+        self.relu_squared = config.hidden_act == "relu2"
 
     def forward(self, x):
+        if self.relu_squared:  # nanochat's activation, with half the activation memory
+            return _ReluSquaredLinear.apply(self.fc1(x), self.fc2.weight)
         return self.fc2(self.act_fn(self.fc1(x)))
 
 
@@ -155,11 +202,14 @@ class HansardGPTDecoderLayer(GradientCheckpointingLayer):
         self.mlp = HansardGPTMLP(config)
 
     def forward(self, hidden_states, position_embeddings, attention_mask=None, past_key_values=None, **kwargs):
+        # the residual stream stays fp32; each branch gets its normed input once in the matmul dtype (under autocast
+        # q, k and v share one bf16 copy instead of casting it three times)
+        dtype = compute_dtype(hidden_states)
         attn_output, _ = self.self_attn(
-            rms_norm(hidden_states, self.eps), position_embeddings, attention_mask, past_key_values, **kwargs
+            rms_norm(hidden_states, self.eps, dtype), position_embeddings, attention_mask, past_key_values, **kwargs
         )
         hidden_states = hidden_states + attn_output
-        return hidden_states + self.mlp(rms_norm(hidden_states, self.eps))
+        return hidden_states + self.mlp(rms_norm(hidden_states, self.eps, dtype))
 
 
 class HansardGPTPreTrainedModel(PreTrainedModel):
@@ -237,11 +287,8 @@ class HansardGPTModel(HansardGPTPreTrainedModel):
             use_cache = self.config.use_cache and not self.training
         if use_cache and past_key_values is None:
             past_key_values = DynamicCache(config=self.config)
-        if position_ids is None:
-            past_seen = past_key_values.get_seq_length() if past_key_values is not None else 0
-            position_ids = (torch.arange(inputs_embeds.shape[1], device=inputs_embeds.device) + past_seen).unsqueeze(0)
-
-        # With no attention_mask and no cache, position_ids that restart mark packed documents: block-causal mask.
+        # With no attention_mask and no cache, given position_ids that restart mark packed documents: block-causal
+        # mask. Positions made here never restart, and leaving them out spares the mask's packed check a host sync.
         mask = create_causal_mask(
             config=self.config,
             inputs_embeds=inputs_embeds,
@@ -249,6 +296,9 @@ class HansardGPTModel(HansardGPTPreTrainedModel):
             past_key_values=past_key_values,
             position_ids=position_ids,
         )
+        if position_ids is None:
+            past_seen = past_key_values.get_seq_length() if past_key_values is not None else 0
+            position_ids = (torch.arange(inputs_embeds.shape[1], device=inputs_embeds.device) + past_seen).unsqueeze(0)
         position_embeddings = self.rotary_emb(inputs_embeds, position_ids)
         hidden_states = rms_norm(inputs_embeds, self.config.rms_norm_eps)  # norm right after the embedding
         for layer in self.layers:

@@ -9,7 +9,9 @@ checkpointing and FSDP2 expect.
 import math
 
 import torch
+from torch.optim.adamw import adamw
 from torch.optim.lr_scheduler import LambdaLR
+from torch.optim.optimizer import _get_fused_kernels_supported_devices
 
 from .muon import lr_scale, nesterov_momentum, orthogonalize
 
@@ -40,16 +42,17 @@ class MuonAdamW(torch.optim.Optimizer):
     """Muon for groups with `use_muon=True`, AdamW (torch's update rule) for the others.
 
     `ns_dtype` is the Newton-Schulz dtype: "auto" is bf16 on CUDA and fp32 elsewhere; `ns_compile` runs it under
-    torch.compile ("auto": on CUDA). `orthogonalized` counts the matrices this process ran Newton-Schulz on (under
-    DDP, about 1/world_size of them each step).
+    torch.compile ("auto": on CUDA). `adamw_fused` runs torch's fused AdamW kernel ("auto": where torch has one for
+    the device, CUDA and CPU included; else its foreach path). `orthogonalized` counts the matrices this process ran
+    Newton-Schulz on (under DDP, about 1/world_size of them each step).
     """
 
     def __init__(self, params, momentum=0.95, betas=(0.8, 0.95), eps=1e-10, weight_decay=0.0, ns_steps=5,
-                 ns_dtype="auto", ns_compile="auto"):
+                 ns_dtype="auto", ns_compile="auto", adamw_fused="auto"):
         defaults = dict(use_muon=False, momentum=momentum, nesterov=True, ns_steps=ns_steps, betas=betas, eps=eps,
                         weight_decay=weight_decay)
         super().__init__(params, defaults)
-        self.ns_dtype, self.ns_compile = ns_dtype, ns_compile
+        self.ns_dtype, self.ns_compile, self.adamw_fused = ns_dtype, ns_compile, adamw_fused
         self.orthogonalized = 0
 
     def _ns_dtype(self, parameter: torch.Tensor) -> torch.dtype:
@@ -87,23 +90,28 @@ class MuonAdamW(torch.optim.Optimizer):
             p.add_(o.to(p.dtype), alpha=-group["lr"] * lr_scale(p.shape))
 
     def _adamw_step(self, group):
-        beta1, beta2 = group["betas"]
-        for p in group["params"]:
-            if p.grad is None:
-                continue
+        """torch's AdamW update for the group: one fused kernel where torch has it for the device, else foreach."""
+        params = [p for p in group["params"] if p.grad is not None]
+        if not params:
+            return
+        for p in params:
             state = self.state[p]
             if not state:
-                state["step"] = torch.tensor(0.0)
                 state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
                 state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-            state["step"] = state["step"] + 1  # not in place: a loaded state dict may share this tensor
-            step = state["step"].item()
-            p.mul_(1 - group["lr"] * group["weight_decay"])
-            state["exp_avg"].lerp_(p.grad, 1 - beta1)
-            state["exp_avg_sq"].mul_(beta2).addcmul_(p.grad, p.grad, value=1 - beta2)
-            bias_correction1, bias_correction2 = 1 - beta1**step, 1 - beta2**step
-            denom = (state["exp_avg_sq"].sqrt() / math.sqrt(bias_correction2)).add_(group["eps"])
-            p.addcdiv_(state["exp_avg"], denom, value=-group["lr"] / bias_correction1)
+            # the step count lives beside the parameter as float32, as torch's fused AdamW wants (no host sync)
+            state["step"] = state.get("step", torch.tensor(0.0)).to(p.device, torch.float32)
+        states = [self.state[p] for p in params]
+        fused = self._adamw_fused(params[0])
+        beta1, beta2 = group["betas"]
+        adamw(params, [p.grad for p in params], [s["exp_avg"] for s in states], [s["exp_avg_sq"] for s in states], [],
+              [s["step"] for s in states], foreach=not fused, fused=fused, amsgrad=False, beta1=beta1, beta2=beta2,
+              lr=group["lr"], weight_decay=group["weight_decay"], eps=group["eps"], maximize=False)
+
+    def _adamw_fused(self, parameter: torch.Tensor) -> bool:
+        if self.adamw_fused == "auto":
+            return parameter.device.type in _get_fused_kernels_supported_devices() and parameter.is_floating_point()
+        return bool(self.adamw_fused)
 
 
 WARMDOWN_SHAPES = ("linear", "cosine")

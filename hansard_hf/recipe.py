@@ -13,6 +13,7 @@ from pathlib import Path
 
 from .configuration_hansard_gpt import HansardGPTConfig
 from .data import DEFAULT_DATASET, Corpus, default_data_dir, home
+from .memory import checkpointed_layers, checkpointing_to_fit, training_bytes
 from .trainer import PEAK_FLOPS, HansardTrainingArguments, batch_plan
 
 MODEL_KEYS = {"depth", "aspect_ratio", "head_dim", "vocab_size", "num_key_value_heads", "loss_chunk_size"}
@@ -115,8 +116,9 @@ class Recipe:
         return {"recipe": self.path, **self.values}
 
 
-def plan(recipe: Recipe, gpus: int = 8, gpu: str = "H100", mfu: float = 0.45) -> dict:
-    """Parameters, tokens, steps, the micro-batch used, FLOPs, a memory estimate and the wall time at `mfu`."""
+def plan(recipe: Recipe, gpus: int = 8, gpu: str = "H100", mfu: float = 0.45, gpu_memory_gb: float = 80) -> dict:
+    """Parameters, tokens, steps, the micro-batch used, FLOPs, the activation checkpointing that fits
+    `gpu_memory_gb` with its peak memory estimate, and the wall time at `mfu`."""
     config = recipe.model_config()
     v = recipe.values
     seq, total = v.get("max_seq_len", 2048), v.get("total_batch_size", 524288)
@@ -132,36 +134,37 @@ def plan(recipe: Recipe, gpus: int = 8, gpu: str = "H100", mfu: float = 0.45) ->
     if peak is None:
         raise ValueError(f"--gpu {gpu!r}: unknown; use one of {list(PEAK_FLOPS)}.")
     hours = flops / (gpus * peak * mfu) / 3600
+    every = checkpointing_to_fit(config, micro, seq, gpu_memory_gb * 1e9)
+    used = 1 if every is None else every  # None: not even full checkpointing fits (the OOM fallback must step in)
     return dict(depth=config.depth, width=config.hidden_size, heads=config.num_attention_heads, params=params,
                 tokens=tokens, steps=steps, device_batch_size=micro, requested_device_batch_size=requested,
                 accumulation=accumulation, flops_per_token=config.flops_per_token(seq), total_flops=flops,
-                memory_gb=memory_estimate(config, micro, seq) / 1e9, gpus=gpus, gpu=gpu, mfu=mfu, hours=hours)
+                memory_gb=training_bytes(config, micro, seq, used) / 1e9, every_n_layers=every,
+                checkpointed_layers=checkpointed_layers(config.num_hidden_layers, used), gpu_memory_gb=gpu_memory_gb,
+                gpus=gpus, gpu=gpu, mfu=mfu, hours=hours)
 
 
-def memory_estimate(config: HansardGPTConfig, micro_batch: int, seq: int) -> float:
-    """Bytes per GPU under DDP with bf16 autocast and no activation checkpointing (a rough upper bound).
-
-    fp32 weights + fp32 grads + Muon momentum (block matrices) + AdamW moments (embedding, lm_head); activations at
-    ~34 bytes x hidden per token per layer (nanochat/flash-attention rule of thumb); the chunked loss's fp32 buffers.
-    """
-    params = config.num_parameters()
-    embeddings = 2 * config.vocab_size * config.hidden_size
-    state = 4 * params + 4 * params + 4 * (params - embeddings) + 8 * embeddings
-    activations = 34 * config.hidden_size * config.num_hidden_layers * micro_batch * seq
-    loss = 2 * 4 * config.loss_chunk_size * config.vocab_size
-    return state + activations + loss
+def checkpointing_text(p: dict) -> str:
+    """How many layers the plan checkpoints, in words."""
+    if p["every_n_layers"] == 0:
+        return "none"
+    text = f"{p['checkpointed_layers']} of {p['depth']} layers"
+    return text if p["every_n_layers"] is not None else text + " and still over: lower device_batch_size"
 
 
-def plan_table(recipes: list[Recipe], gpus: int = 8, gpu: str = "H100", mfu: float = 0.45) -> str:
+def plan_table(recipes: list[Recipe], gpus: int = 8, gpu: str = "H100", mfu: float = 0.45,
+               gpu_memory_gb: float = 80) -> str:
     """A markdown table of `plan` for several recipes (the README's recipe table)."""
     lines = ["| recipe | width | heads | params | tokens | steps | micro-batch (asked) x accum | FLOPs/token | "
-             f"total FLOPs | memory/GPU | hours on {gpus}x{gpu} at {mfu:.0%} MFU |", "|" + "---|" * 11]
+             f"total FLOPs | activation checkpointing, memory/GPU (of {gpu_memory_gb:.0f} GB) | "
+             f"hours on {gpus}x{gpu} at {mfu:.0%} MFU |", "|" + "---|" * 11]
     for recipe in recipes:
-        p = plan(recipe, gpus, gpu, mfu)
+        p = plan(recipe, gpus, gpu, mfu, gpu_memory_gb)
         lines.append(
             f"| {Path(recipe.path).stem} | {p['width']} | {p['heads']} | {p['params']:,} | {p['tokens'] / 1e9:.2f}B | "
             f"{p['steps']:,} | {p['device_batch_size']} ({p['requested_device_batch_size']}) x {p['accumulation']} | "
-            f"{p['flops_per_token']:.3g} | {p['total_flops']:.3g} | {p['memory_gb']:.0f} GB | {p['hours']:.1f} |"
+            f"{p['flops_per_token']:.3g} | {p['total_flops']:.3g} | {checkpointing_text(p)}, {p['memory_gb']:.0f} GB | "
+            f"{p['hours']:.1f} |"
         )
     return "\n".join(lines)
 
@@ -175,8 +178,8 @@ def describe_plan(p: dict) -> str:
         f"tokens       {p['tokens']:,} in {p['steps']:,} steps",
         f"batch        {p['device_batch_size']} rows per GPU{adjusted} x {p['accumulation']} accumulation x {p['gpus']} GPUs",
         f"FLOPs        {p['flops_per_token']:.3g} per token, {p['total_flops']:.3g} in total",
-        f"memory       ~{p['memory_gb']:.0f} GB per GPU (DDP, bf16 autocast, no activation checkpointing)"
-        + ("  > 80 GB: needs activation checkpointing or a smaller micro-batch" if p["memory_gb"] > 80 else ""),
+        f"memory       ~{p['memory_gb']:.0f} GB peak per GPU of {p['gpu_memory_gb']:.0f} GB (estimate, bf16 autocast, "
+        f"DDP) with activation checkpointing of {checkpointing_text(p)}",
         f"time         ~{p['hours']:.1f} h on {p['gpus']}x {p['gpu']} at {p['mfu']:.0%} MFU "
         f"({p['hours'] * p['gpus']:,.1f} GPU-hours)",
     ])

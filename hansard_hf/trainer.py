@@ -15,12 +15,14 @@ from pathlib import Path
 
 import torch
 import torch.distributed as dist
+from accelerate.utils import DistributedDataParallelKwargs
 from torch.utils.data import SequentialSampler
 from transformers import Trainer, TrainerCallback, TrainingArguments
 from transformers.trainer_utils import IntervalStrategy
 
 from .core import evaluate_tasks
 from .evaluation import evaluate_bpb, sample
+from .memory import checkpointed_layers, checkpointing_to_fit, training_bytes
 from .optimization import MuonAdamW, NanochatSchedule, param_groups
 
 logger = logging.getLogger(__name__)
@@ -96,6 +98,7 @@ class HansardTrainingArguments(TrainingArguments):
     total_batch_size: int = field(default=524288, metadata={"help": "Tokens per optimizer step, over all ranks and accumulation steps."})
     device_batch_size: int = field(default=32, metadata={"help": "Rows per device per micro-step (lowered to divide total_batch_size if needed)."})
     max_seq_len: int = field(default=2048, metadata={"help": "Tokens per row."})
+    auto_activation_checkpointing: bool = field(default=True, metadata={"help": "On a GPU, unless activation_checkpointing is set: checkpoint every n-th layer, with the largest n whose estimated peak memory (hansard_hf.memory) fits the GPU; none when everything fits. Logged."})
     auto_micro_batch: bool = field(default=False, metadata={"help": "Before training, try one step at the micro-batch; on out-of-memory halve it and double the accumulation (logged), until it fits."})
     strict_batch_size: bool = field(default=False, metadata={"help": "Fail instead of lowering device_batch_size when it does not divide."})
     eval_tokens: int = field(default=20 * 524288, metadata={"help": "Validation tokens per evaluation (nanochat's eval_tokens); 0 = the whole split."})
@@ -116,6 +119,8 @@ class HansardTrainingArguments(TrainingArguments):
     logging_steps: float = field(default=10, metadata={"help": "Log loss, lrm, tokens/s and MFU every this many steps."})
 
     def __post_init__(self):
+        if self.accelerator_config is None and torch.cuda.is_available() and not self.use_cpu:
+            self.accelerator_config = {"non_blocking": True}  # pinned rows reach the GPU without a host sync
         self.per_device_train_batch_size = self.per_device_eval_batch_size = self.device_batch_size
         if self.eval_every > 0:
             self.eval_strategy, self.eval_steps = "steps", self.eval_every
@@ -145,6 +150,27 @@ class HansardTrainingArguments(TrainingArguments):
                     f"target_param_data_ratio={self.target_param_data_ratio} x {num_parameters} parameters is less than "
                     f"one step of total_batch_size={self.total_batch_size} tokens: set max_steps or a smaller batch."
                 )
+
+
+def checkpoint_to_fit(model, args: HansardTrainingArguments, memory_bytes: float) -> int:
+    """Turn on activation checkpointing of every n-th layer when the estimated peak memory of the micro-batch exceeds
+    what `memory_bytes` allows (the largest n that fits, see hansard_hf.memory); returns n, 0 when none is needed."""
+    micro, seq = args.per_device_train_batch_size, args.max_seq_len
+    every = checkpointing_to_fit(model.config, micro, seq, memory_bytes)
+    if every is None:
+        logger.warning("The micro-batch (%d x %d) may not fit in %.0f GB even with every layer checkpointed: "
+                       "checkpointing every layer (auto_micro_batch=true lowers the micro-batch on out-of-memory).",
+                       micro, seq, memory_bytes / 1e9)
+        every = 1
+    if every:
+        args.activation_checkpointing = True
+        args.activation_checkpointing_kwargs = {**(args.activation_checkpointing_kwargs or {}), "every_n_layers": every}
+        model.activation_checkpointing_enable(every_n_layers=every)
+        layers = model.config.num_hidden_layers
+        logger.warning("Activation checkpointing of one layer in %d (%d of %d) so that the micro-batch fits: "
+                       "estimated peak %.1f GB of %.0f GB.", every, checkpointed_layers(layers, every), layers,
+                       training_bytes(model.config, micro, seq, every) / 1e9, memory_bytes / 1e9)
+    return every
 
 
 def fit_micro_batch(model, args: HansardTrainingArguments, dataset) -> None:
@@ -265,6 +291,8 @@ class HansardTrainer(Trainer):
                 f"vocab_size={model.config.vocab_size}: build the model with vocab_size >= {data_vocab}."
             )
         args.resolve(model.num_parameters())
+        if args.auto_activation_checkpointing and not args.activation_checkpointing and args.device.type == "cuda":
+            checkpoint_to_fit(model, args, torch.cuda.get_device_properties(args.device).total_memory)
         if args.auto_micro_batch and kwargs.get("train_dataset") is not None:
             fit_micro_batch(model, args, kwargs["train_dataset"])
         evaluation = kwargs.get("eval_dataset")
@@ -287,6 +315,14 @@ class HansardTrainer(Trainer):
         self._last_log = (time.perf_counter(), 0)
         self._excluded = 0.0  # seconds spent evaluating, benchmarking or saving since the last training log
         self.add_callback(ThroughputClock(self))
+
+    def _build_accelerator_args(self, **kwargs):
+        """As the Trainer's, with DDP's gradient buckets as views of the gradients: one fewer copy of them per GPU."""
+        built = super()._build_accelerator_args(**kwargs)
+        for handler in built.get("kwargs_handlers", []):
+            if isinstance(handler, DistributedDataParallelKwargs):
+                handler.gradient_as_bucket_view = True
+        return built
 
     def create_optimizer(self, model=None):
         if self.optimizer is None:

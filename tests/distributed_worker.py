@@ -49,6 +49,7 @@ if __name__ == "__main__":
     optimizer = trainer.optimizer.optimizer  # accelerate wraps it
     report = dict(rank=rank, world=world, accumulation=trainer.args.gradient_accumulation_steps,
                   orthogonalized=optimizer.orthogonalized, ddp=type(trainer.model_wrapped).__name__,
+                  bucket_views=getattr(trainer.model_wrapped, "gradient_as_bucket_view", None),
                   rows=trainer.train_dataset.read)
     (out / f"rank{rank}.json").write_text(json.dumps(report))
     if rank == 0:

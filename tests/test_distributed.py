@@ -26,6 +26,7 @@ def test_two_processes_match_one_and_split_the_newton_schulz_work(tmp_path):
     assert done.returncode == 0, done.stderr[-4000:]
     reports = [json.loads((tmp_path / "two" / f"rank{r}.json").read_text()) for r in (0, 1)]
     assert [r["world"] for r in reports] == [2, 2] and reports[0]["ddp"] == "DistributedDataParallel"
+    assert [r["bucket_views"] for r in reports] == [True, True]  # DDP's buckets are the gradients: no second copy
     assert [r["accumulation"] for r in reports] == [1, 1]  # 2 ranks x 2 rows x 16 tokens = 64 per step
     rank0, rank1 = (set(r["rows"]) for r in reports)
     assert not rank0 & rank1 and rank0 | rank1 >= set(range(STEPS * 4))  # disjoint, none skipped (+ prefetch)

@@ -67,12 +67,21 @@ def test_muon_lr_scale_follows_rows_over_cols():
     assert lr_scale(torch.Size([64, 64])) == 1.0
 
 
-def test_adamw_groups_equal_torch_adamw():
-    ours, theirs = matrices(3), matrices(3)
-    a = run(MuonAdamW([dict(params=ours, lr=0.004, use_muon=False)]), ours, steps=4)
-    b = run(torch.optim.AdamW(theirs, lr=0.004, betas=(0.8, 0.95), eps=1e-10, weight_decay=0.0), theirs, steps=4)
-    for x, y in zip(a, b):
-        torch.testing.assert_close(x, y, atol=1e-7, rtol=1e-6)
+@pytest.mark.parametrize("fused", [True, False])
+def test_adamw_groups_equal_torch_adamw(fused):
+    """The AdamW groups run torch's own kernel (fused, or foreach): weights equal torch.optim.AdamW's exactly."""
+    ours, theirs, start = matrices(3), matrices(3), matrices(3)
+    a = run(MuonAdamW([dict(params=ours, lr=0.004, use_muon=False)], adamw_fused=fused), ours, steps=4)
+    b = run(torch.optim.AdamW(theirs, lr=0.004, betas=(0.8, 0.95), eps=1e-10, weight_decay=0.0, fused=fused,
+                              foreach=not fused), theirs, steps=4)
+    for x, y, x0 in zip(a, b, start):
+        assert (x - x0).abs().max() > 0.01  # four steps of ~lr each
+        assert torch.equal(x, y)
+
+
+def test_adamw_uses_the_fused_kernel_where_torch_has_one():
+    assert MuonAdamW([torch.nn.Parameter(torch.ones(2))])._adamw_fused(torch.ones(2))
+    assert not MuonAdamW([torch.nn.Parameter(torch.ones(2))], adamw_fused=False)._adamw_fused(torch.ones(2))
 
 
 def test_param_groups_follow_nanochat():
@@ -177,6 +186,8 @@ def test_training_arguments_drop_the_per_step_host_syncs(tmp_path):
     args = HansardTrainingArguments(output_dir=str(tmp_path), use_cpu=True)
     assert args.max_grad_norm == 0.0 and not args.logging_nan_inf_filter and not args.average_tokens_across_devices
     assert args.ddp_find_unused_parameters is False and args.dataloader_drop_last
+    gpu = HansardTrainingArguments(output_dir=str(tmp_path), use_cpu=not torch.cuda.is_available())
+    assert gpu.accelerator_config.non_blocking == torch.cuda.is_available()  # pinned batches reach a GPU without a sync
     assert (args.eval_steps, args.save_steps) == (250, 2000)
 
 

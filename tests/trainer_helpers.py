@@ -41,11 +41,11 @@ def plain_loop(model, dataset, args, steps: int, on_step=None) -> list[float]:
         for _ in range(accumulation):
             loss = model(**next(loader)).loss / accumulation
             loss.backward()
-            total += loss.item()
+            total = total + loss.detach()  # on the device: no host sync per micro-step
         optimizer.step()
         schedule.step()
         model.zero_grad(set_to_none=True)
-        losses.append(total)
+        losses.append(total.item())  # one per step, as nanochat's per-step log
         if on_step is not None:
             on_step()
     return losses

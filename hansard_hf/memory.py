@@ -1,0 +1,70 @@
+"""Peak training memory per GPU, and the activation checkpointing that makes a micro-batch fit.
+
+The activation terms are the bytes the model keeps for backward under bf16 autocast, per token and hidden unit,
+as measured on the model itself (tests/test_memory.py counts them with saved-tensor hooks):
+
+- a layer kept whole: 32 (fp32 residual into each norm 4 + 4, bf16 normed inputs 2 + 2, q and k after RoPE 2 + 2,
+  SDPA's q, k, v and output 8, fc1's output 8 (relu^2 is recomputed in backward), o_proj's input 2), plus 12 bytes
+  per head (fp32 1/rms of q and k, attention log-sum-exp) and 8 (1/rms of the two norms) per token;
+- a checkpointed layer: 4 (its fp32 input), and in backward one layer is recomputed whole at a time;
+- outside the layers: 12 (embedding output, final norm input, the loss's fp32 gradient of the hidden states), plus
+  16 per token (token ids, two norms' 1/rms).
+
+State per parameter: fp32 weight 4 + fp32 gradient 4 + bf16 autocast copy 2, plus Muon momentum 4 (block matrices)
+or AdamW moments 8 (embedding, lm_head); DDP gradient buckets are views of the gradients (no copy).
+"""
+
+import math
+
+from .configuration_hansard_gpt import HansardGPTConfig
+
+KEPT_LAYER_BYTES = 32
+CHECKPOINTED_LAYER_BYTES = 4
+OUTSIDE_LAYERS_BYTES = 12
+PER_HEAD_BYTES = 12
+PER_TOKEN_LAYER_BYTES = 8
+PER_TOKEN_OUTSIDE_BYTES = 16
+MEMORY_FRACTION = 0.85  # of the GPU's memory, for the estimate: the rest is CUDA context, workspaces, fragmentation
+
+
+def checkpointed_layers(num_layers: int, every_n_layers: int) -> int:
+    """How many layers `activation_checkpointing_enable(every_n_layers=n)` checkpoints (0: none)."""
+    return 0 if every_n_layers <= 0 else math.ceil(num_layers / every_n_layers)
+
+
+def kept_layer_bytes(config: HansardGPTConfig) -> int:
+    """Bytes per token that a layer kept whole holds for backward."""
+    return KEPT_LAYER_BYTES * config.hidden_size + PER_HEAD_BYTES * config.num_attention_heads + PER_TOKEN_LAYER_BYTES
+
+
+def activation_bytes(config: HansardGPTConfig, tokens: int, every_n_layers: int = 0) -> int:
+    """Bytes kept for backward by a forward over `tokens` tokens (bf16 autocast), checkpointing every n-th layer."""
+    h, layers = config.hidden_size, config.num_hidden_layers
+    checkpointed = checkpointed_layers(layers, every_n_layers)
+    kept_layer = kept_layer_bytes(config)
+    recompute = kept_layer if checkpointed else 0  # one checkpointed layer is whole again during its backward
+    return tokens * ((layers - checkpointed) * kept_layer + checkpointed * CHECKPOINTED_LAYER_BYTES * h
+                     + recompute + OUTSIDE_LAYERS_BYTES * h + PER_TOKEN_OUTSIDE_BYTES)
+
+
+def state_bytes(config: HansardGPTConfig) -> int:
+    """Weights, gradients, bf16 copies and optimizer state."""
+    params = config.num_parameters()
+    embeddings = 2 * config.vocab_size * config.hidden_size
+    return 10 * params + 4 * (params - embeddings) + 8 * embeddings
+
+
+def training_bytes(config: HansardGPTConfig, micro_batch: int, seq: int, every_n_layers: int = 0) -> int:
+    """Estimated peak bytes per GPU of a training step at `micro_batch` rows of `seq` tokens."""
+    loss_buffers = 2 * 4 * min(config.loss_chunk_size, micro_batch * seq) * config.vocab_size
+    return state_bytes(config) + activation_bytes(config, micro_batch * seq, every_n_layers) + loss_buffers
+
+
+def checkpointing_to_fit(config: HansardGPTConfig, micro_batch: int, seq: int, memory_bytes: float) -> int | None:
+    """The `every_n_layers` that fits `MEMORY_FRACTION` of `memory_bytes`: 0 (no checkpointing) when everything
+    fits, else the largest n that does (1 = every layer); None when even full checkpointing does not fit."""
+    budget = MEMORY_FRACTION * memory_bytes
+    if training_bytes(config, micro_batch, seq) <= budget:
+        return 0
+    layers = config.num_hidden_layers
+    return next((n for n in range(layers, 0, -1) if training_bytes(config, micro_batch, seq, n) <= budget), None)
