@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
-# Issue 7's GPU figures on one GPU, in parts that each end within 10 minutes on an H100; logs go to $OUT (or
-# bench/gpu_logs). Record what they print in bench/RESULTS.md with the machine and the date.
+# Issue 7's GPU figures on one GPU, one part per device call (each should end within 10 minutes on an H100, compile
+# warm-up included); logs go to $OUT (or bench/gpu_logs). Record what they print in bench/RESULTS.md with the machine
+# and the date. Most important first, for a session with little device time:
 #
 #   bash bench/gpu_suite.sh tests     # tests/test_gpu.py + the CUDA no-sync test: bf16, compile, peak memory d16-d48
-#   bash bench/gpu_suite.sh small     # d16, d24: tokens/s, MFU, peak memory, HansardTrainer vs plain loop
-#   bash bench/gpu_suite.sh large     # d36, d48: the same (auto activation checkpointing), Trainer only
+#   bash bench/gpu_suite.sh d24       # tokens/s, MFU, step time, peak memory; HansardTrainer vs the plain loop
+#   bash bench/gpu_suite.sh d36       # the same, Trainer only (automatic activation checkpointing)
 #   bash bench/gpu_suite.sh nanochat  # d24 vs nanochat's base_train loop (needs .nanochat, see bench/vs_nanochat.py)
+#   bash bench/gpu_suite.sh d16 | d48
 set -uo pipefail
 cd "$(dirname "$0")/.."
 out=${OUT:-bench/gpu_logs}
@@ -19,19 +21,15 @@ run() {  # run NAME COMMAND...: the command's output on the console and in $out/
     "$@" 2>&1 | tee -a "$out/$name.log"
 }
 { nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
-  python -c "import torch, transformers; print('torch', torch.__version__, 'transformers', transformers.__version__)"
+  python3 -c "import torch, transformers; print('torch', torch.__version__, 'transformers', transformers.__version__)"
   date -u; } | tee "$out/machine.txt"
 case "${1:-}" in
-    tests) run tests python -m pytest -q -s -p no:cacheprovider tests/test_gpu.py tests/test_host_syncs.py ;;
-    small)
-        for recipe in d16 d24; do
-            run "throughput_$recipe" python bench/throughput.py "recipes/$recipe.json" --steps 16 --warmup 6 --reference loop
-        done ;;
-    large)
-        run throughput_d36 python bench/throughput.py recipes/d36.json --steps 10 --warmup 4
-        run throughput_d48 python bench/throughput.py recipes/d48.json --steps 7 --warmup 3 ;;
+    tests) run tests python3 -m pytest -q -s -p no:cacheprovider tests/test_gpu.py tests/test_host_syncs.py ;;
+    d16 | d24) run "throughput_$1" python3 bench/throughput.py "recipes/$1.json" --steps 10 --warmup 3 --reference loop ;;
+    d36) run throughput_d36 python3 bench/throughput.py recipes/d36.json --steps 7 --warmup 2 ;;
+    d48) run throughput_d48 python3 bench/throughput.py recipes/d48.json --steps 5 --warmup 2 ;;
     nanochat)
-        run vs_nanochat_d24 python bench/vs_nanochat.py --nanochat .nanochat recipes/d24.json --steps 16 --warmup 6 \
+        run vs_nanochat_d24 python3 bench/vs_nanochat.py --nanochat .nanochat recipes/d24.json --steps 10 --warmup 3 \
             --device_batch_size=32 ;;
-    *) echo "usage: bash bench/gpu_suite.sh tests|small|large|nanochat" >&2; exit 2 ;;
+    *) echo "usage: bash bench/gpu_suite.sh tests|d16|d24|d36|d48|nanochat" >&2; exit 2 ;;
 esac

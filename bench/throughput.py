@@ -11,6 +11,7 @@ Trainer's share of its tokens/s (target >= 0.95).
 """
 
 import argparse
+import gc
 import statistics
 import sys
 import tempfile
@@ -98,6 +99,7 @@ def main():
     if device.type == "cuda":
         print(f"peak memory {torch.cuda.max_memory_allocated(device) / 2**30:.1f} GiB")
         del trainer, model
+        gc.collect()  # the trainer's callbacks refer back to it
         torch.cuda.empty_cache()
     if known.reference == "loop":
         set_seed(0)

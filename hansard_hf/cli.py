@@ -144,7 +144,8 @@ def build_parser() -> argparse.ArgumentParser:
     plan_run.add_argument("--gpus", type=int, default=8, help="number of GPUs (default 8)")
     plan_run.add_argument("--gpu", default="H100", help="GPU model for the peak FLOP/s (H100, A100, H200, ...)")
     plan_run.add_argument("--mfu", type=float, default=0.45, help="assumed model FLOPs utilisation (default 0.45)")
-    plan_run.add_argument("--gpu-memory", type=float, default=80, help="GB per GPU, for the checkpointing (default 80)")
+    plan_run.add_argument("--gpu-memory", type=float, default=85,
+                          help="GB per GPU as CUDA reports it, for the checkpointing (default 85: an H100 80GB)")
     plan_run.add_argument("--markdown", action="store_true", help="one markdown table (the README's)")
     plan_run.set_defaults(func=_plan)
 

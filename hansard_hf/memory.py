@@ -10,6 +10,10 @@ as measured on the model itself (tests/test_memory.py counts them with saved-ten
 - outside the layers: 12 (embedding output, final norm input, the loss's fp32 gradient of the hidden states), plus
   16 per token (token ids, two norms' 1/rms).
 
+During backward, gradients of one layer's activations are in flight: counted as 16 per token and hidden unit (fc1's
+output gradient 8, the fp32 residual's 4, a normed input's and an attention tensor's 2 + 2; an assumption, not
+measured on the CPU: tests/test_gpu.py compares the whole estimate with a GPU's peak).
+
 State per parameter: fp32 weight 4 + fp32 gradient 4 + bf16 autocast copy 2, plus Muon momentum 4 (block matrices)
 or AdamW moments 8 (embedding, lm_head); DDP gradient buckets are views of the gradients (no copy).
 """
@@ -24,6 +28,7 @@ OUTSIDE_LAYERS_BYTES = 12
 PER_HEAD_BYTES = 12
 PER_TOKEN_LAYER_BYTES = 8
 PER_TOKEN_OUTSIDE_BYTES = 16
+BACKWARD_IN_FLIGHT_BYTES = 16
 MEMORY_FRACTION = 0.85  # of the GPU's memory, for the estimate: the rest is CUDA context, workspaces, fragmentation
 
 
@@ -56,8 +61,10 @@ def state_bytes(config: HansardGPTConfig) -> int:
 
 def training_bytes(config: HansardGPTConfig, micro_batch: int, seq: int, every_n_layers: int = 0) -> int:
     """Estimated peak bytes per GPU of a training step at `micro_batch` rows of `seq` tokens."""
-    loss_buffers = 2 * 4 * min(config.loss_chunk_size, micro_batch * seq) * config.vocab_size
-    return state_bytes(config) + activation_bytes(config, micro_batch * seq, every_n_layers) + loss_buffers
+    tokens = micro_batch * seq
+    loss_buffers = 2 * 4 * min(config.loss_chunk_size, tokens) * config.vocab_size
+    in_flight = BACKWARD_IN_FLIGHT_BYTES * config.hidden_size * tokens
+    return state_bytes(config) + activation_bytes(config, tokens, every_n_layers) + loss_buffers + in_flight
 
 
 def checkpointing_to_fit(config: HansardGPTConfig, micro_batch: int, seq: int, memory_bytes: float) -> int | None:

@@ -63,16 +63,19 @@ class _ReluSquaredLinear(torch.autograd.Function):
     @staticmethod
     def forward(ctx, u, weight):
         ctx.save_for_backward(u, weight)
-        return F.relu(u).square() @ weight.to(u.dtype).T
+        relu = F.relu(u)
+        return (relu * relu) @ weight.to(u.dtype).T  # r * r, not square(): CUDA autocast would run pow in fp32
 
     @staticmethod
     def backward(ctx, grad):
         u, weight = ctx.saved_tensors
         relu = F.relu(u)
         grad = grad.to(u.dtype)
-        grad_u = (grad @ weight.to(u.dtype)) * (2 * relu)
-        grad_weight = grad.flatten(0, -2).T @ relu.square().flatten(0, -2)
-        return grad_u, grad_weight.to(weight.dtype)
+        grad_u = (grad @ weight.to(u.dtype)) * (2 * relu) if ctx.needs_input_grad[0] else None
+        grad_weight = None
+        if ctx.needs_input_grad[1]:
+            grad_weight = (grad.flatten(0, -2).T @ (relu * relu).flatten(0, -2)).to(weight.dtype)
+        return grad_u, grad_weight
 
 
 class HansardGPTRotaryEmbedding(nn.Module):
@@ -189,9 +192,14 @@ class HansardGPTMLP(nn.Module):
         self.relu_squared = config.hidden_act == "relu2"
 
     def forward(self, x):
-        if self.relu_squared:  # nanochat's activation, with half the activation memory
+        if self.relu_squared and torch.is_grad_enabled() and self._plain_fc2():  # half the activation memory
             return _ReluSquaredLinear.apply(self.fc1(x), self.fc2.weight)
         return self.fc2(self.act_fn(self.fc1(x)))
+
+    def _plain_fc2(self) -> bool:
+        """fc2 is a bare nn.Linear (no adapter, quantised layer or hook whose forward the fused path would skip)."""
+        fc2 = self.fc2
+        return type(fc2) is nn.Linear and not (fc2._forward_hooks or fc2._forward_pre_hooks or hasattr(fc2, "_hf_hook"))
 
 
 class HansardGPTDecoderLayer(GradientCheckpointingLayer):

@@ -108,6 +108,12 @@ class MuonAdamW(torch.optim.Optimizer):
               [s["step"] for s in states], foreach=not fused, fused=fused, amsgrad=False, beta1=beta1, beta2=beta2,
               lr=group["lr"], weight_decay=group["weight_decay"], eps=group["eps"], maximize=False)
 
+    def load_state_dict(self, state_dict):
+        super().load_state_dict(state_dict)
+        for state in self.state.values():  # torch's AdamW kernel counts steps in place: give each its own counter
+            if "step" in state:
+                state["step"] = state["step"].clone()
+
     def _adamw_fused(self, parameter: torch.Tensor) -> bool:
         if self.adamw_fused == "auto":
             return parameter.device.type in _get_fused_kernels_supported_devices() and parameter.is_floating_point()

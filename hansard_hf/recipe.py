@@ -116,7 +116,7 @@ class Recipe:
         return {"recipe": self.path, **self.values}
 
 
-def plan(recipe: Recipe, gpus: int = 8, gpu: str = "H100", mfu: float = 0.45, gpu_memory_gb: float = 80) -> dict:
+def plan(recipe: Recipe, gpus: int = 8, gpu: str = "H100", mfu: float = 0.45, gpu_memory_gb: float = 85) -> dict:
     """Parameters, tokens, steps, the micro-batch used, FLOPs, the activation checkpointing that fits
     `gpu_memory_gb` with its peak memory estimate, and the wall time at `mfu`."""
     config = recipe.model_config()
@@ -153,7 +153,7 @@ def checkpointing_text(p: dict) -> str:
 
 
 def plan_table(recipes: list[Recipe], gpus: int = 8, gpu: str = "H100", mfu: float = 0.45,
-               gpu_memory_gb: float = 80) -> str:
+               gpu_memory_gb: float = 85) -> str:
     """A markdown table of `plan` for several recipes (the README's recipe table)."""
     lines = ["| recipe | width | heads | params | tokens | steps | micro-batch (asked) x accum | FLOPs/token | "
              f"total FLOPs | activation checkpointing, memory/GPU (of {gpu_memory_gb:.0f} GB) | "

@@ -98,7 +98,7 @@ class HansardTrainingArguments(TrainingArguments):
     total_batch_size: int = field(default=524288, metadata={"help": "Tokens per optimizer step, over all ranks and accumulation steps."})
     device_batch_size: int = field(default=32, metadata={"help": "Rows per device per micro-step (lowered to divide total_batch_size if needed)."})
     max_seq_len: int = field(default=2048, metadata={"help": "Tokens per row."})
-    auto_activation_checkpointing: bool = field(default=True, metadata={"help": "On a GPU, unless activation_checkpointing is set: checkpoint every n-th layer, with the largest n whose estimated peak memory (hansard_hf.memory) fits the GPU; none when everything fits. Logged."})
+    auto_activation_checkpointing: bool = field(default=True, metadata={"help": "On a GPU with bf16 under DDP, unless activation_checkpointing is set: checkpoint every n-th layer, with the largest n whose estimated peak memory (hansard_hf.memory) fits the GPU; none when everything fits. Logged."})
     auto_micro_batch: bool = field(default=False, metadata={"help": "Before training, try one step at the micro-batch; on out-of-memory halve it and double the accumulation (logged), until it fits."})
     strict_batch_size: bool = field(default=False, metadata={"help": "Fail instead of lowering device_batch_size when it does not divide."})
     eval_tokens: int = field(default=20 * 524288, metadata={"help": "Validation tokens per evaluation (nanochat's eval_tokens); 0 = the whole split."})
@@ -291,7 +291,10 @@ class HansardTrainer(Trainer):
                 f"vocab_size={model.config.vocab_size}: build the model with vocab_size >= {data_vocab}."
             )
         args.resolve(model.num_parameters())
-        if args.auto_activation_checkpointing and not args.activation_checkpointing and args.device.type == "cuda":
+        # the estimate is for bf16 autocast under DDP (a whole model per GPU)
+        ddp_bf16 = args.bf16 and not (args.fsdp or args.deepspeed)
+        if args.auto_activation_checkpointing and not args.activation_checkpointing and ddp_bf16 and \
+                args.device.type == "cuda":
             checkpoint_to_fit(model, args, torch.cuda.get_device_properties(args.device).total_memory)
         if args.auto_micro_batch and kwargs.get("train_dataset") is not None:
             fit_micro_batch(model, args, kwargs["train_dataset"])

@@ -79,6 +79,19 @@ def test_adamw_groups_equal_torch_adamw(fused):
         assert torch.equal(x, y)
 
 
+def test_loaded_step_counters_are_never_shared():
+    """torch's AdamW kernel counts steps in place: a state dict whose parameters share one counter must not count
+    it twice after loading."""
+    params = matrices(3)[:2]
+    optimizer = MuonAdamW([dict(params=params, lr=0.004, use_muon=False)])
+    run(optimizer, params, steps=1)
+    state = optimizer.state_dict()
+    state["state"][1]["step"] = state["state"][0]["step"]
+    optimizer.load_state_dict(state)
+    run(optimizer, params, steps=1)
+    assert [optimizer.state[p]["step"].item() for p in params] == [2.0, 2.0]
+
+
 def test_adamw_uses_the_fused_kernel_where_torch_has_one():
     assert MuonAdamW([torch.nn.Parameter(torch.ones(2))])._adamw_fused(torch.ones(2))
     assert not MuonAdamW([torch.nn.Parameter(torch.ones(2))], adamw_fused=False)._adamw_fused(torch.ones(2))
