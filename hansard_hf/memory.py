@@ -4,8 +4,9 @@ The activation terms are the bytes the model keeps for backward under bf16 autoc
 as measured on the model itself (tests/test_memory.py counts them with saved-tensor hooks):
 
 - a layer kept whole: 32 (fp32 residual into each norm 4 + 4, bf16 normed inputs 2 + 2, q and k after RoPE 2 + 2,
-  SDPA's q, k, v and output 8, fc1's output 8 (relu^2 is recomputed in backward), o_proj's input 2), plus 12 bytes
-  per head (fp32 1/rms of q and k, attention log-sum-exp) and 8 (1/rms of the two norms) per token;
+  SDPA's q, k, v and output 8 (the output is also o_proj's input), fc1's output 8 (relu^2 is recomputed in
+  backward)), plus 12 bytes per head (fp32 1/rms of q and k, attention log-sum-exp) and 8 (1/rms of the two norms)
+  per token;
 - a checkpointed layer: 4 (its fp32 input), and in backward one layer is recomputed whole at a time;
 - outside the layers: 12 (embedding output, final norm input, the loss's fp32 gradient of the hidden states), plus
   16 per token (token ids, two norms' 1/rms).
