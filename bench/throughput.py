@@ -50,6 +50,19 @@ class Clock(TrainerCallback):
         self.stamps.append(time.perf_counter())
 
 
+def bench_recipe(path, steps: int, overrides: list[str]) -> Recipe:
+    """The recipe for `steps` timed steps: no evaluation, checkpoints, benchmarks, samples or tracking."""
+    return Recipe.load(path, overrides + [f"--max_steps={steps}", "--eval_every=0", "--save_every=0",
+                                          "--report_to=none", "--run=dummy", "--core_metric_every=0",
+                                          "--sample_every=0", "--disable_tqdm=true",
+                                          f"--output_dir={tempfile.mkdtemp()}"])
+
+
+def median_step(stamps: list[float], warmup: int) -> float:
+    """Median seconds between step ends, the first `warmup` steps (compilation, allocator warm-up) left out."""
+    return statistics.median([b - a for a, b in zip(stamps, stamps[1:])][warmup:])
+
+
 def report(name, seconds, tokens, flops_per_token, peak, gpus):
     line = f"{name:16s} step {seconds * 1e3:9.1f} ms   {tokens / seconds:12,.0f} tokens/s"
     if peak:
@@ -64,10 +77,7 @@ def main():
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--reference", choices=["none", "loop"], default="none")
     known, overrides = parser.parse_known_args()
-    recipe = Recipe.load(known.recipe, overrides + [f"--max_steps={known.steps}", "--eval_every=0", "--save_every=0",
-                                                    "--report_to=none", "--run=dummy", "--core_metric_every=0",
-                                                    "--sample_every=0", "--disable_tqdm=true",
-                                                    f"--output_dir={tempfile.mkdtemp()}"])
+    recipe = bench_recipe(known.recipe, known.steps, overrides)
     args = recipe.training_arguments()
     set_seed(0)
     model = HansardGPTForCausalLM(recipe.model_config())
@@ -89,8 +99,7 @@ def main():
         torch.cuda.reset_peak_memory_stats(device)
     trainer = HansardTrainer(model=model, args=args, train_dataset=data, callbacks=[clock])
     trainer.train()
-    steps = [b - a for a, b in zip(clock.stamps, clock.stamps[1:])][known.warmup:]
-    trainer_seconds = statistics.median(steps)
+    trainer_seconds = median_step(clock.stamps, known.warmup)
     print(report("HansardTrainer", trainer_seconds, args.total_batch_size, flops_per_token, peak, gpus))
     every = 0  # the activation checkpointing the Trainer chose (it picks one on a GPU when the micro-batch needs it)
     if args.activation_checkpointing:
@@ -117,7 +126,7 @@ def main():
 
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bool(args.bf16)):
             plain_loop(reference, _OnDevice(data, device), args, known.steps, on_step=tick)
-        loop_seconds = statistics.median([b - a for a, b in zip(stamps, stamps[1:])][known.warmup:])
+        loop_seconds = median_step(stamps, known.warmup)
         print(report("plain loop", loop_seconds, args.total_batch_size, flops_per_token, peak, gpus))
         print(f"Trainer tokens/s as a share of the plain loop's: {loop_seconds / trainer_seconds:.3f}")
 

@@ -19,9 +19,7 @@ the median gap between step ends after `--warmup` steps; the losses of the first
 import argparse
 import itertools
 import math
-import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -30,11 +28,10 @@ from transformers import set_seed
 
 from hansard_hf import HansardGPTForCausalLM, HansardTrainer
 from hansard_hf.optimization import lr_multiplier, muon_momentum
-from hansard_hf.recipe import Recipe
 from hansard_hf.trainer import peak_flops
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from throughput import Clock, RandomRows, report  # noqa: E402
+from throughput import Clock, RandomRows, bench_recipe, median_step, report  # noqa: E402
 
 # nanochat parameter names -> ours
 RENAMES = {"transformer.wte": "model.embed_tokens", "transformer.h": "model.layers", "attn.c_q": "self_attn.q_proj",
@@ -135,9 +132,7 @@ def main():
     sys.path.insert(0, str(Path(known.nanochat).resolve()))
     from nanochat.common import compute_init
 
-    recipe = Recipe.load(known.recipe, ["--muon_ns_dtype=bfloat16", "--muon_compile=true"] + overrides + [
-        f"--max_steps={known.steps}", "--eval_every=0", "--save_every=0", "--report_to=none", "--run=dummy",
-        "--core_metric_every=0", "--sample_every=0", "--disable_tqdm=true", f"--output_dir={tempfile.mkdtemp()}"])
+    recipe = bench_recipe(known.recipe, known.steps, ["--muon_ns_dtype=bfloat16", "--muon_compile=true"] + overrides)
     cuda = torch.cuda.is_available() and not recipe.values.get("use_cpu", False)
     compile = cuda if known.compile == "auto" else known.compile == "true"
     recipe.values.update(bf16=bool(recipe.values.get("bf16")) and cuda, torch_compile=compile)
@@ -162,7 +157,7 @@ def main():
     copy_weights(nanochat, ours)
     stamps, micro_losses = nanochat_loop(nanochat, args, data, known.steps, args.bf16, compile)
     nanochat_losses = step_losses(micro_losses, args.gradient_accumulation_steps)
-    nanochat_seconds = statistics.median([b - a for a, b in zip(stamps, stamps[1:])][known.warmup:])
+    nanochat_seconds = median_step(stamps, known.warmup)
     print(report("nanochat", nanochat_seconds, args.total_batch_size, flops_per_token, peak, 1))
     if cuda:
         print(f"peak memory {torch.cuda.max_memory_allocated(device) / 2**30:.1f} GiB")
@@ -174,7 +169,7 @@ def main():
     trainer = RecordingTrainer(model=ours, args=args, train_dataset=data, callbacks=[clock])
     trainer.train()
     our_losses = step_losses(trainer.micro_losses, args.gradient_accumulation_steps)
-    our_seconds = statistics.median([b - a for a, b in zip(clock.stamps, clock.stamps[1:])][known.warmup:])
+    our_seconds = median_step(clock.stamps, known.warmup)
     print(report("HansardTrainer", our_seconds, args.total_batch_size, flops_per_token, peak, 1))
     if cuda:
         print(f"peak memory {torch.cuda.max_memory_allocated(device) / 2**30:.1f} GiB")

@@ -96,11 +96,10 @@ class MuonAdamW(torch.optim.Optimizer):
             return
         for p in params:
             state = self.state[p]
-            if not state:
+            if not state:  # the step count lives beside the parameter as float32, as torch's fused AdamW wants
+                state["step"] = torch.zeros((), dtype=torch.float32, device=p.device)
                 state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
                 state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-            # the step count lives beside the parameter as float32, as torch's fused AdamW wants (no host sync)
-            state["step"] = state.get("step", torch.tensor(0.0)).to(p.device, torch.float32)
         states = [self.state[p] for p in params]
         fused = self._adamw_fused(params[0])
         beta1, beta2 = group["betas"]
@@ -110,9 +109,9 @@ class MuonAdamW(torch.optim.Optimizer):
 
     def load_state_dict(self, state_dict):
         super().load_state_dict(state_dict)
-        for state in self.state.values():  # torch's AdamW kernel counts steps in place: give each its own counter
+        for p, state in self.state.items():  # each its own counter beside its parameter (the kernel counts in place)
             if "step" in state:
-                state["step"] = state["step"].clone()
+                state["step"] = state["step"].to(p.device, torch.float32, copy=True)
 
     def _adamw_fused(self, parameter: torch.Tensor) -> bool:
         if self.adamw_fused == "auto":
