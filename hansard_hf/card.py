@@ -61,8 +61,13 @@ def plot(run_dir, out=None) -> Path:
     return out
 
 
-def model_card(run_dir, repo_id: str, config, recipe: dict | None = None, total_batch_size: int | None = None) -> str:
-    """README.md for the Hub: recipe, parameters, tokens seen, validation bpb, CORE when measured, curves, usage."""
+def model_card(run_dir, model_id: str, config, recipe: dict | None = None, total_batch_size: int | None = None) -> str:
+    """README.md of a run folder or Hub repo: recipe, parameters, tokens seen, validation bpb, CORE when measured,
+    curves, and usage code that loads `model_id` (the repo id, or the folder's path) verbatim."""
+    import transformers
+
+    from .modeling_hansard_gpt import TESTED_TRANSFORMERS
+
     state = trainer_state(run_dir)
     history = state.get("log_history", [])
     last = lambda key: next((e[key] for e in reversed(history) if key in e), None)  # noqa: E731
@@ -94,7 +99,7 @@ tags: [hansard_hf, nanochat, custom_code, hansard]
 datasets: [common-pile/uk_hansard]
 ---
 
-# {repo_id.split("/")[-1]}
+# {Path(model_id).name}
 
 A nanochat-style GPT pretrained on UK parliamentary debate (Hansard) with hansard-hf (Hugging Face Trainer,
 Muon + AdamW, nanochat's schedules, Chinchilla-sized runs).
@@ -110,13 +115,22 @@ Muon + AdamW, nanochat's schedules, Chinchilla-sized runs).
 ```python
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-tokenizer = AutoTokenizer.from_pretrained("{repo_id}")
-model = AutoModelForCausalLM.from_pretrained("{repo_id}", trust_remote_code=True)
+tokenizer = AutoTokenizer.from_pretrained("{model_id}", trust_remote_code=True)
+model = AutoModelForCausalLM.from_pretrained("{model_id}", trust_remote_code=True)
 inputs = tokenizer("<|bos|>Mr. Speaker, I beg to move", return_tensors="pt", add_special_tokens=False)
 print(tokenizer.decode(model.generate(**inputs, max_new_tokens=40, do_sample=False)[0]))
 ```
 
-`hansard-hf export` turns it into transformers' native `NanoChatForCausalLM` (no `trust_remote_code`).
+`trust_remote_code=True` runs this repo's `configuration_hansard_gpt.py` and `modeling_hansard_gpt.py`; the
+tokenizer needs it too, because `AutoTokenizer` reads the model's `config.json` first.
+
+## Compatibility
+
+The code shipped here is tested with transformers {TESTED_TRANSFORMERS[0]} to {TESTED_TRANSFORMERS[1]} (it was saved with
+{transformers.__version__}). The version-proof route is transformers' own class, which needs no custom code and
+moves with transformers' releases: `pip install hansard-hf`, then `hansard-hf export {model_id} nanochat-out`
+writes a `NanoChatForCausalLM` checkpoint with identical logits that `AutoModelForCausalLM.from_pretrained("nanochat-out")`
+loads, tokenizer included.
 {samples}
 ## Recipe
 

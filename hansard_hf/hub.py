@@ -14,6 +14,7 @@ import torch
 from huggingface_hub import HfApi
 from transformers import AutoTokenizer, NanoChatConfig, NanoChatForCausalLM, PreTrainedModel
 from transformers.initialization import no_init_weights
+from transformers.utils import cached_file
 
 from .configuration_hansard_gpt import HansardGPTConfig
 from .files import atomic_directory
@@ -63,9 +64,18 @@ def _copy_weights(source: PreTrainedModel, target_class, target_config) -> PreTr
     return target.eval()
 
 
+def _has_tokenizer(source) -> bool:
+    """Whether `source` (a folder or a Hub id; not a model object) holds a tokenizer."""
+    if not isinstance(source, (str, Path)):
+        return False
+    if Path(source).is_dir():
+        return any((Path(source) / name).exists() for name in TOKENIZER_FILES)
+    return cached_file(str(source), TOKENIZER_FILES[0], _raise_exceptions_for_missing_entries=False) is not None
+
+
 def _copy_tokenizer(source, folder: Path) -> None:
-    """Save the tokenizer of the `source` folder into `folder`, when `source` is a folder that has one."""
-    if isinstance(source, (str, Path)) and any((Path(source) / name).exists() for name in TOKENIZER_FILES):
+    """Save the tokenizer of `source` (a folder or Hub id) into `folder`, when it has one."""
+    if _has_tokenizer(source):
         AutoTokenizer.from_pretrained(source).save_pretrained(folder)
 
 

@@ -9,6 +9,7 @@ separate q/k/v/o projections, RoPE (nanochat's sign) then weightless QK-norm; ML
 embedding and lm_head; logits soft-capped `cap * tanh(logits / cap)` in fp32.
 """
 
+import functools
 import math
 from collections.abc import Callable
 
@@ -25,6 +26,29 @@ from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutpu
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS, PreTrainedModel, slice_logits_to_keep
 
 from .configuration_hansard_gpt import HansardGPTConfig
+
+# The transformers releases this file is tested on: the oldest hansard-hf admits (.ci/oldest.txt) and the newest
+# (requirements-lock.txt). A model card quotes them.
+TESTED_TRANSFORMERS = ("5.23.0", "5.24.0")
+
+# transformers 5.24 renamed the KV cache from `past_key_values` to `cache` (arguments and output fields). This file
+# runs on both sides of the rename: forwards take either name, outputs use the installed release's field.
+CACHE_FIELD = "cache" if "cache" in BaseModelOutputWithPast.__dataclass_fields__ else "past_key_values"
+
+
+def accepts_past_key_values(forward):
+    """Let `forward(cache=...)` also be called as `forward(past_key_values=...)` (transformers <= 5.23)."""
+
+    @functools.wraps(forward)
+    def bridged(self, *args, **kwargs):
+        past_key_values = kwargs.pop("past_key_values", None)
+        if past_key_values is not None:
+            if kwargs.get("cache") is not None:
+                raise ValueError("Pass the KV cache once, as `cache` (or its old name `past_key_values`), not both.")
+            kwargs["cache"] = past_key_values
+        return forward(self, *args, **kwargs)
+
+    return bridged
 
 
 def compute_dtype(x: torch.Tensor) -> torch.dtype:
@@ -154,7 +178,7 @@ class HansardGPTAttention(nn.Module):
         self.v_proj = nn.Linear(config.hidden_size, kv_dim, bias=bias)
         self.o_proj = zero_init(nn.Linear(q_dim, config.hidden_size, bias=bias))
 
-    def forward(self, hidden_states, position_embeddings, attention_mask=None, past_key_values=None, **kwargs):
+    def forward(self, hidden_states, position_embeddings, attention_mask=None, cache=None, **kwargs):
         input_shape = hidden_states.shape[:-1]
         hidden_shape = (*input_shape, -1, self.head_dim)
         query = self.q_proj(hidden_states).view(hidden_shape).transpose(1, 2)
@@ -164,8 +188,8 @@ class HansardGPTAttention(nn.Module):
         query, key = apply_rotary_pos_emb(query, key, *position_embeddings)
         eps = self.config.rms_norm_eps
         query, key = rms_norm(query, eps), rms_norm(key, eps)  # QK-norm after RoPE, as nanochat
-        if past_key_values is not None:
-            key, value = past_key_values.update(key, value, self.layer_idx)
+        if cache is not None:
+            key, value = cache.update(key, value, self.layer_idx)
 
         attention_interface: Callable = ALL_ATTENTION_FUNCTIONS.get_interface(
             self.config._attn_implementation, eager_attention_forward
@@ -209,12 +233,13 @@ class HansardGPTDecoderLayer(GradientCheckpointingLayer):
         self.self_attn = HansardGPTAttention(config, layer_idx)
         self.mlp = HansardGPTMLP(config)
 
-    def forward(self, hidden_states, position_embeddings, attention_mask=None, past_key_values=None, **kwargs):
+    @accepts_past_key_values
+    def forward(self, hidden_states, position_embeddings, attention_mask=None, cache=None, **kwargs):
         # the residual stream stays fp32; each branch gets its normed input once in the matmul dtype (under autocast
         # q, k and v share one bf16 copy instead of casting it three times)
         dtype = compute_dtype(hidden_states)
         attn_output, _ = self.self_attn(
-            rms_norm(hidden_states, self.eps, dtype), position_embeddings, attention_mask, past_key_values, **kwargs
+            rms_norm(hidden_states, self.eps, dtype), position_embeddings, attention_mask, cache, **kwargs
         )
         hidden_states = hidden_states + attn_output
         return hidden_states + self.mlp(rms_norm(hidden_states, self.eps, dtype))
@@ -226,7 +251,7 @@ class HansardGPTPreTrainedModel(PreTrainedModel):
     base_model_prefix = "model"
     supports_gradient_checkpointing = True
     _no_split_modules = ["HansardGPTDecoderLayer"]
-    _skip_keys_device_placement = ["past_key_values"]
+    _skip_keys_device_placement = ["cache", "past_key_values"]
     _supports_sdpa = True
     _supports_flash_attn = True
     _supports_flex_attn = True
@@ -277,12 +302,13 @@ class HansardGPTModel(HansardGPTPreTrainedModel):
         self.gradient_checkpointing = False
         self.post_init()
 
+    @accepts_past_key_values
     def forward(
         self,
         input_ids: torch.LongTensor | None = None,
         attention_mask: torch.Tensor | None = None,
         position_ids: torch.LongTensor | None = None,
-        past_key_values: Cache | None = None,
+        cache: Cache | None = None,
         inputs_embeds: torch.Tensor | None = None,
         use_cache: bool | None = None,
         **kwargs,
@@ -293,19 +319,14 @@ class HansardGPTModel(HansardGPTPreTrainedModel):
             inputs_embeds = self.embed_tokens(input_ids)
         if use_cache is None:  # no cache while training: packed documents need a cache-free mask
             use_cache = self.config.use_cache and not self.training
-        if use_cache and past_key_values is None:
-            past_key_values = DynamicCache(config=self.config)
+        if use_cache and cache is None:
+            cache = DynamicCache(config=self.config)
         # With no attention_mask and no cache, given position_ids that restart mark packed documents: block-causal
         # mask. Positions made here never restart, and leaving them out spares the mask's packed check a host sync.
-        mask = create_causal_mask(
-            config=self.config,
-            inputs_embeds=inputs_embeds,
-            attention_mask=attention_mask,
-            past_key_values=past_key_values,
-            position_ids=position_ids,
-        )
+        # (the cache goes in by position: its keyword is `past_key_values` up to transformers 5.23, `cache` after)
+        mask = create_causal_mask(self.config, inputs_embeds, attention_mask, cache, position_ids=position_ids)
         if position_ids is None:
-            past_seen = past_key_values.get_seq_length() if past_key_values is not None else 0
+            past_seen = cache.get_seq_length() if cache is not None else 0
             position_ids = (torch.arange(inputs_embeds.shape[1], device=inputs_embeds.device) + past_seen).unsqueeze(0)
         position_embeddings = self.rotary_emb(inputs_embeds, position_ids)
         hidden_states = rms_norm(inputs_embeds, self.config.rms_norm_eps)  # norm right after the embedding
@@ -314,11 +335,11 @@ class HansardGPTModel(HansardGPTPreTrainedModel):
                 hidden_states,
                 position_embeddings=position_embeddings,
                 attention_mask=mask,
-                past_key_values=past_key_values,
+                **{CACHE_FIELD: cache},  # the name transformers' checkpointing layer clears while checkpointing
                 **kwargs,
             )
         hidden_states = rms_norm(hidden_states, self.config.rms_norm_eps)
-        return BaseModelOutputWithPast(last_hidden_state=hidden_states, past_key_values=past_key_values)
+        return BaseModelOutputWithPast(last_hidden_state=hidden_states, **{CACHE_FIELD: cache})
 
 
 def softcap_logits(logits: torch.Tensor, cap: float | None) -> torch.Tensor:
@@ -416,12 +437,13 @@ class HansardGPTForCausalLM(HansardGPTPreTrainedModel, GenerationMixin):
         self.lm_head = zero_init(nn.Linear(config.hidden_size, config.vocab_size, bias=False))
         self.post_init()
 
+    @accepts_past_key_values
     def forward(
         self,
         input_ids: torch.LongTensor | None = None,
         attention_mask: torch.Tensor | None = None,
         position_ids: torch.LongTensor | None = None,
-        past_key_values: Cache | None = None,
+        cache: Cache | None = None,
         inputs_embeds: torch.Tensor | None = None,
         labels: torch.LongTensor | None = None,
         use_cache: bool | None = None,
@@ -435,7 +457,7 @@ class HansardGPTForCausalLM(HansardGPTPreTrainedModel, GenerationMixin):
             input_ids=input_ids,
             attention_mask=attention_mask,
             position_ids=position_ids,
-            past_key_values=past_key_values,
+            cache=cache,
             inputs_embeds=inputs_embeds,
             use_cache=use_cache,
             **kwargs,
@@ -450,7 +472,7 @@ class HansardGPTForCausalLM(HansardGPTPreTrainedModel, GenerationMixin):
             logits = softcap_logits(self.lm_head(slice_logits_to_keep(hidden_states, logits_to_keep)), cap)
         if has_targets and loss is None:
             loss = self.loss_function(logits, labels, self.vocab_size, **kwargs)
-        return CausalLMOutputWithPast(loss=loss, logits=logits, past_key_values=outputs.past_key_values)
+        return CausalLMOutputWithPast(loss=loss, logits=logits, **{CACHE_FIELD: getattr(outputs, CACHE_FIELD)})
 
 
 HansardGPTModel.register_for_auto_class("AutoModel")

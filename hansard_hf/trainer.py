@@ -119,8 +119,10 @@ class HansardTrainingArguments(TrainingArguments):
     logging_steps: float = field(default=10, metadata={"help": "Log loss, lrm, tokens/s and MFU every this many steps."})
 
     def __post_init__(self):
-        if self.accelerator_config is None and torch.cuda.is_available() and not self.use_cpu:
+        on_gpu = torch.cuda.is_available() and not self.use_cpu
+        if self.accelerator_config is None and on_gpu:
             self.accelerator_config = {"non_blocking": True}  # pinned rows reach the GPU without a host sync
+        self.dataloader_pin_memory = self.dataloader_pin_memory and on_gpu  # pinning needs a GPU to copy to
         self.per_device_train_batch_size = self.per_device_eval_batch_size = self.device_batch_size
         if self.eval_every > 0:
             self.eval_strategy, self.eval_steps = "steps", self.eval_every
@@ -385,8 +387,8 @@ class HansardTrainer(Trainer):
         self.state.save_to_json(str(out / "trainer_state.json"))
         if any("loss" in entry for entry in self.state.log_history):
             plot(out)
-        repo_id = self.args.hub_model_id or out.name
-        card = model_card(out, repo_id, self.model.config, self.recipe, self.args.total_batch_size)
+        model_id = self.args.hub_model_id or str(out.resolve())  # what the card's usage code loads
+        card = model_card(out, model_id, self.model.config, self.recipe, self.args.total_batch_size)
         (out / "README.md").write_text(card)
 
     def floating_point_ops(self, inputs) -> int:

@@ -4,11 +4,11 @@ import math
 
 import pytest
 import torch
-from transformers import NanoChatForCausalLM
+from transformers import DynamicCache, NanoChatForCausalLM
 
 from hansard_hf import HansardGPTForCausalLM, load_from_nanochat
 from hansard_hf.hub import max_logit_difference, to_nanochat_config
-from hansard_hf.modeling_hansard_gpt import chunked_softcap_cross_entropy, softcap_logits
+from hansard_hf.modeling_hansard_gpt import CACHE_FIELD, chunked_softcap_cross_entropy, softcap_logits
 from conftest import randomized, tiny_config
 
 
@@ -120,6 +120,28 @@ def test_generate_same_tokens_with_and_without_cache(tiny_model, input_ids):
     assert torch.equal(cached, uncached)
 
 
+@pytest.mark.parametrize("name", ["cache", "past_key_values"])
+@torch.no_grad()
+def test_kv_cache_is_read_under_either_name(tiny_model, input_ids, name):
+    """transformers 5.24 renamed the cache argument `past_key_values` -> `cache`: both names reach the same cache,
+    and a step that sees one new token gives the logits of the full sequence's last position."""
+    full = tiny_model(input_ids).logits[:, -1]
+    prefix = tiny_model(input_ids[:, :-1], use_cache=True)
+    cache = getattr(prefix, CACHE_FIELD)
+    assert cache.get_seq_length() == input_ids.shape[1] - 1
+    step = tiny_model(input_ids[:, -1:], **{name: cache})
+    assert cache.get_seq_length() == input_ids.shape[1]
+    assert (step.logits[:, -1] - full).abs().max() < 1e-5
+    # without the cache the single token sees nothing before it: the check above is not vacuous
+    assert (tiny_model(input_ids[:, -1:], use_cache=False).logits[:, -1] - full).abs().max() > 1e-2
+
+
+def test_cache_under_both_names_is_refused(tiny_model, input_ids):
+    cache = DynamicCache(config=tiny_model.config)
+    with pytest.raises(ValueError, match="not both"):
+        tiny_model(input_ids, cache=cache, past_key_values=cache)
+
+
 def test_activation_checkpointing_gives_the_same_gradients(tiny_model, input_ids):
     tiny_model.train()
     tiny_model(input_ids, labels=input_ids).loss.backward()
@@ -151,11 +173,25 @@ def test_nanochat_initialisation():
     assert torch.allclose(model(torch.tensor([[1, 2, 3]])).logits, torch.zeros(1, 3, 4000))
 
 
+def torch_flex_kernel_is_right(seq_len: int) -> bool:
+    """torch's own compiled CPU flex kernel agrees with sdpa at this length (torch 2.13 on AVX2 CPUs gets some
+    lengths that are not a multiple of its block size wrong, e.g. 24, 56, 72: an upstream bug, pytorch#159247)."""
+    from torch.nn.attention.flex_attention import create_block_mask, flex_attention
+
+    q, k, v = torch.randn(3, 1, 4, seq_len, 16, generator=torch.Generator().manual_seed(0))
+    mask = create_block_mask(lambda b, h, i, j: i >= j, None, None, seq_len, seq_len, device="cpu")
+    reference = torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True)
+    return (torch.compile(flex_attention)(q, k, v, block_mask=mask) - reference).abs().max() < 1e-4
+
+
 @pytest.mark.slow
 @torch.no_grad()
-def test_flex_attention_matches_sdpa_with_packed_documents(tiny_model, input_ids):
+def test_flex_attention_matches_sdpa_with_packed_documents(tiny_model):
     """flex_attention (compiled on first use; forward only: it has no CPU backward) agrees with sdpa."""
-    positions = torch.cat([torch.arange(10), torch.arange(14)])[None].expand(2, -1)
+    if not torch_flex_kernel_is_right(32):
+        pytest.xfail("torch's compiled CPU flex_attention is wrong at this length on this CPU (pytorch#159247)")
+    input_ids = torch.randint(0, 97, (2, 32), generator=torch.Generator().manual_seed(1))
+    positions = torch.cat([torch.arange(10), torch.arange(22)])[None].expand(2, -1)
     sdpa = tiny_model(input_ids, position_ids=positions, use_cache=False).logits
     tiny_model.set_attn_implementation("flex_attention")
     flex = tiny_model(input_ids, position_ids=positions, use_cache=False).logits

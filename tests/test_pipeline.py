@@ -156,6 +156,39 @@ class FakeHub:
         return f"https://huggingface.co/{repo_id}/commit/{revision}"
 
 
+def card_usage(card: str) -> str:
+    """The model card's usage code, verbatim."""
+    return card.split("```python\n", 1)[1].split("```", 1)[0]
+
+
+def run_as_a_user(code: str, environment: dict, *args) -> subprocess.CompletedProcess:
+    """Run `code` in a fresh interpreter with stdin closed (a prompt would fail) and check it neither prompts nor
+    warns about the model type, and never imports hansard_hf."""
+    code += "\nimport sys\nassert 'hansard_hf' not in sys.modules\n"
+    done = subprocess.run([sys.executable, "-c", code, *map(str, args)], capture_output=True, text=True,
+                          stdin=subprocess.DEVNULL, env=environment, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "Do you wish to run the custom code" not in done.stdout + done.stderr
+    assert "You are using a model of type" not in done.stdout + done.stderr
+    return done
+
+
+# greedy tokens with and without the KV cache, from the model and tokenizer the usage code loaded
+SAME_WITH_AND_WITHOUT_CACHE = """
+ids = tokenizer("<|bos|>The House", return_tensors="pt", add_special_tokens=False).input_ids
+cached = model.generate(ids, max_new_tokens=12, do_sample=False, use_cache=True)
+plain = model.generate(ids, max_new_tokens=12, do_sample=False, use_cache=False)
+assert cached.shape[1] > ids.shape[1] and (cached == plain).all(), (cached, plain)
+"""
+
+
+def test_run_folder_card_usage_works_verbatim(env, trained):
+    card = (trained / "README.md").read_text()
+    assert f'from_pretrained("{trained.resolve()}"' in card  # the run folder itself, usable from any directory
+    done = run_as_a_user(card_usage(card) + SAME_WITH_AND_WITHOUT_CACHE, env[2])
+    assert done.stdout.startswith("<|bos|>Mr. Speaker, I beg to move")
+
+
 def test_push_uploads_what_a_user_needs_and_it_loads(env, trained, monkeypatch):
     root = env[0]
     monkeypatch.setenv("FAKE_HUB_CACHE", str(root / "hub"))
@@ -167,21 +200,34 @@ def test_push_uploads_what_a_user_needs_and_it_loads(env, trained, monkeypatch):
     ids = torch.tensor([[1, 2, 3, 4, 5, 6]])
     model = HansardGPTForCausalLM.from_pretrained(trained)
     torch.save({"ids": ids, "logits": model(ids).logits}, root / "expected.pt")
-    code = textwrap.dedent("""
+    user_env = {**env[2], "HF_HUB_CACHE": str(root / "hub"), "HF_HUB_OFFLINE": "1"}
+    card = (root / "hub" / "models--me--hansard-tiny" / "snapshots" / f"{len(FakeHub.uploads) - 1:040d}" / "README.md")
+    card = card.read_text()
+    assert 'from_pretrained("me/hansard-tiny", trust_remote_code=True)' in card
+    assert "transformers 5.23.0 to" in card and "hansard-hf export me/hansard-tiny" in card
+    run_as_a_user(card_usage(card) + SAME_WITH_AND_WITHOUT_CACHE, user_env)
+    run_as_a_user(textwrap.dedent("""
         import sys, torch
-        from transformers import AutoModel, AutoModelForCausalLM, AutoTokenizer
+        from transformers import AutoModel, AutoModelForCausalLM
         expected = torch.load(sys.argv[1])
         lm = AutoModelForCausalLM.from_pretrained("me/hansard-tiny", trust_remote_code=True)
         base = AutoModel.from_pretrained("me/hansard-tiny", trust_remote_code=True)
-        tok = AutoTokenizer.from_pretrained("me/hansard-tiny")
-        assert "hansard_hf" not in sys.modules and type(base).__name__ == "HansardGPTModel"
-        assert tok.bos_token == "<|bos|>"
+        assert type(base).__name__ == "HansardGPTModel"
         with torch.no_grad():
             assert torch.equal(lm(expected["ids"]).logits, expected["logits"])
-    """)
-    done = subprocess.run([sys.executable, "-c", code, str(root / "expected.pt")], capture_output=True, text=True,
-                          env={**env[2], "HF_HUB_CACHE": str(root / "hub"), "HF_HUB_OFFLINE": "1"}, timeout=300)
+    """), user_env, root / "expected.pt")
+    # the card's version-proof route: export the pushed repo to native NanoChat, tokenizer included
+    native = root / "native-from-hub"
+    done = subprocess.run([sys.executable, "-m", "hansard_hf.cli", "export", "me/hansard-tiny", str(native)],
+                          capture_output=True, text=True, env=user_env, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
+    assert {"tokenizer.json", "model.safetensors"} <= {p.name for p in native.iterdir()}
+    run_as_a_user(textwrap.dedent(f"""
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+        tokenizer = AutoTokenizer.from_pretrained("{native}")
+        model = AutoModelForCausalLM.from_pretrained("{native}")
+        assert type(model).__name__ == "NanoChatForCausalLM"
+    """) + SAME_WITH_AND_WITHOUT_CACHE, user_env)
 
 
 def test_trainer_push_to_hub_ships_code_and_card_with_every_push(env, tmp_path, monkeypatch):

@@ -5,6 +5,7 @@ import os
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import pytest
 import torch
@@ -58,7 +59,8 @@ def test_save_pretrained_ships_code_and_auto_map(tiny_model, tmp_path):
 
 def test_fresh_process_loads_with_trust_remote_code(tiny_model, input_ids, tmp_path):
     tiny_model.save_pretrained(tmp_path / "ckpt")
-    torch.save({"ids": input_ids, "logits": tiny_model(input_ids).logits,
+    greedy = tiny_model.generate(input_ids[:, :5], max_new_tokens=10, do_sample=False, use_cache=False)
+    torch.save({"ids": input_ids, "logits": tiny_model(input_ids).logits, "greedy": greedy,
                 "hidden": tiny_model.model(input_ids).last_hidden_state}, tmp_path / "expected.pt")
     run_python(
         """
@@ -81,10 +83,52 @@ def test_fresh_process_loads_with_trust_remote_code(tiny_model, input_ids, tmp_p
             # rotary frequencies are recomputed after meta-device loading
             inv = lm.model.rotary_emb.inv_freq
             assert torch.allclose(inv, 1.0 / 10000 ** (torch.arange(0, 16, 2).float() / 16))
+        prompt = expected["ids"][:, :5]
+        cached = lm.generate(prompt, max_new_tokens=10, do_sample=False, use_cache=True)
+        assert torch.equal(cached, lm.generate(prompt, max_new_tokens=10, do_sample=False, use_cache=False))
+        assert torch.equal(cached, expected["greedy"])
         """,
         tmp_path / "ckpt",
         tmp_path / "expected.pt",
     )
+
+
+FROZEN = Path(__file__).parent / "fixtures" / "hansard_gpt_2026-12-01"
+
+
+def test_a_checkpoint_shipped_on_2026_12_01_still_generates_in_a_fresh_process():
+    """The frozen checkpoint (weights and Hub code as pushed on 2026-12-01, saved with transformers 5.24.0) loads with
+    trust_remote_code alone on the installed transformers (CI: the oldest we admit, the lock, the newest) and generates
+    the tokens it generated then, with and without the cache, warning of nothing deprecated in its code."""
+    run_python(
+        """
+        import json, sys, warnings, torch
+        from transformers import AutoModelForCausalLM
+        warnings.filterwarnings("error", category=FutureWarning, module="transformers_modules")
+        warnings.filterwarnings("error", category=DeprecationWarning, module="transformers_modules")
+        folder = sys.argv[1]
+        expected = json.load(open(folder + "/expected.json"))
+        model = AutoModelForCausalLM.from_pretrained(folder, trust_remote_code=True)
+        prompt = torch.tensor([expected["prompt"]])
+        with torch.no_grad():
+            logits = model(prompt).logits[0, -1]
+        assert (logits - torch.tensor(expected["last_logits"])).abs().max() < 1e-5
+        for use_cache in (True, False):
+            tokens = model.generate(prompt, max_new_tokens=16, do_sample=False, use_cache=use_cache)
+            assert tokens[0].tolist() == expected["greedy"], (use_cache, tokens)
+        assert "hansard_hf" not in sys.modules
+        """,
+        FROZEN,
+    )
+
+
+def test_todays_package_reads_the_frozen_checkpoint():
+    expected = json.loads((FROZEN / "expected.json").read_text())
+    model = HansardGPTForCausalLM.from_pretrained(FROZEN)
+    prompt = torch.tensor([expected["prompt"]])
+    with torch.no_grad():
+        assert (model(prompt).logits[0, -1] - torch.tensor(expected["last_logits"])).abs().max() < 1e-5
+    assert model.generate(prompt, max_new_tokens=16, do_sample=False)[0].tolist() == expected["greedy"]
 
 
 def test_export_to_native_nanochat_identical_logits(tiny_model, input_ids, tmp_path):
