@@ -66,6 +66,8 @@ def model_card(run_dir, model_id: str, config, recipe: dict | None = None, total
     curves, and usage code that loads `model_id` (the repo id, or the folder's path) verbatim."""
     import transformers
 
+    from .data import is_hub_dataset
+    from .locations import DEFAULT_DATASET
     from .modeling_hansard_gpt import TESTED_TRANSFORMERS
 
     state = trainer_state(run_dir)
@@ -75,7 +77,11 @@ def model_card(run_dir, model_id: str, config, recipe: dict | None = None, total
     batch = total_batch_size or recipe.get("total_batch_size")
     tokens = state.get("global_step", 0) * batch if batch else None
     bpb, core, hansard = last("eval_bpb"), last("core_metric"), last("hansard_metric")
+    dataset = str(recipe.get("dataset", DEFAULT_DATASET))
+    hub_dataset = is_hub_dataset(dataset)
     rows = [
+        ("training corpus", f"[{dataset}](https://huggingface.co/datasets/{dataset})" if hub_dataset else
+                            f"local files `{dataset}` (not on the Hub)"),
         ("architecture", f"nanochat GPT, depth {config.num_hidden_layers}, width {config.hidden_size}, "
                          f"{config.num_attention_heads} heads, vocab {config.vocab_size:,}"),
         ("parameters", f"{config.num_parameters():,}"),
@@ -96,8 +102,7 @@ def model_card(run_dir, model_id: str, config, recipe: dict | None = None, total
 library_name: transformers
 pipeline_tag: text-generation
 tags: [hansard_hf, nanochat, custom_code, hansard]
-datasets: [common-pile/uk_hansard]
----
+{f"datasets: [{dataset}]{chr(10)}" if hub_dataset else ""}---
 
 # {Path(model_id).name}
 

@@ -1,29 +1,38 @@
 """The `hansard-hf` command line."""
 
 import argparse
+import contextlib
+import json
+import os
 import sys
 
-from . import hub
-from .data import DEFAULT_DATASET, Corpus, home, prepare
+from . import locations
+from .locations import DEFAULT_DATASET, TOKENIZER_SETTINGS
 
 
 def _export(args):
-    out = hub.export_to_nanochat(args.checkpoint, args.out_dir, overwrite=args.overwrite)
+    from .hub import export_to_nanochat
+
+    out = export_to_nanochat(args.checkpoint, args.out_dir, overwrite=args.overwrite)
     print(f"wrote native NanoChat checkpoint to {out} (load with AutoModelForCausalLM, no trust_remote_code)")
 
 
 def _import_nanochat(args):
-    out = hub.import_from_nanochat(args.checkpoint, args.out_dir, overwrite=args.overwrite)
+    from .hub import import_from_nanochat
+
+    out = import_from_nanochat(args.checkpoint, args.out_dir, overwrite=args.overwrite)
     print(f"wrote HansardGPT checkpoint to {out}")
 
 
-def _corpus(args) -> Corpus:
+def _corpus(args):
+    from .data import Corpus
+
     return Corpus(args.dataset, args.text_field, args.id_field, args.split_field)
 
 
-def _add_corpus_arguments(parser):
-    parser.add_argument("--dataset", default=DEFAULT_DATASET,
-                        help=f"Hub dataset id, or local JSONL/JSON/Parquet/text file, glob or folder (default {DEFAULT_DATASET})")
+def _add_corpus_arguments(parser, default=DEFAULT_DATASET):
+    parser.add_argument("--dataset", default=default, help="Hub dataset id, or local JSONL/JSON/Parquet/text file, "
+                        "glob or folder" + (f" (default {default})" if default else ""))
     parser.add_argument("--text-field", default="text", help="field holding the document text")
     parser.add_argument("--id-field", default="id", help="field whose hash picks the split (default id)")
     parser.add_argument("--split-field", default=None, help="field holding train/validation/test, instead of the hash")
@@ -32,37 +41,86 @@ def _add_corpus_arguments(parser):
 def _train_tokenizer(args):
     from .tokenization import save_tokenizer, train_tokenizer
 
-    tokenizer = train_tokenizer(_corpus(args).texts("train"), args.vocab_size, args.doc_cap, args.max_chars, args.nfkc)
-    out = save_tokenizer(tokenizer, args.out, overwrite=args.overwrite)
+    corpus = _corpus(args)
+    out = args.out or locations.tokenizer_dir(corpus, vocab_size=args.vocab_size, doc_cap=args.doc_cap,
+                                              max_chars=args.max_chars, nfkc=args.nfkc)
+    tokenizer = train_tokenizer(corpus.texts("train"), args.vocab_size, args.doc_cap, args.max_chars, args.nfkc)
+    out = save_tokenizer(tokenizer, out, overwrite=args.overwrite)
     print(f"wrote a {len(tokenizer):,}-token tokenizer (bos id {tokenizer.bos_token_id}) to {out}")
 
 
+def _prepared(args, replace=False) -> tuple:
+    """(data folder, its index) of the corpus tokenized by --tokenizer (default: the Hansard tokenizer of this
+    corpus, trained first if missing) in --out (default: the folder locations.data_dir names)."""
+    from .data import prepare
+
+    corpus = _corpus(args)
+    tokenizer = args.tokenizer or locations.tokenizer_dir(corpus)
+    if args.tokenizer is None and not (tokenizer / "tokenizer.json").exists():
+        from .tokenization import save_tokenizer, train_tokenizer
+
+        print(f"training the Hansard tokenizer of {corpus.source} into {tokenizer}", file=sys.stderr)
+        save_tokenizer(train_tokenizer(corpus.texts("train")), tokenizer)
+    out = getattr(args, "out", None) or locations.data_dir(corpus, tokenizer)
+    return out, prepare(corpus, tokenizer, out, rebuild=getattr(args, "rebuild", False), replace=replace)
+
+
 def _prepare(args):
-    index = prepare(_corpus(args), args.tokenizer, args.out, rebuild=args.rebuild)
+    out, index = _prepared(args, replace=args.replace)
     for split, info in index["splits"].items():
         print(f"{split}: {info['tokens']:,} tokens, {info['documents']:,} documents in {len(info['shards'])} shard(s)")
-    print(f"prepared data in {args.out}")
+    print(f"prepared data in {out}")
 
 
 def _count_tokens(args):
     from .counting import report
 
-    if args.dataset is not None:
-        prepare(_corpus(args), args.tokenizer, args.data)
-    print(report(args.data, args.split))
+    if args.json:
+        with contextlib.redirect_stdout(sys.stderr):  # stdout holds the JSON alone, whatever a library prints
+            from .counting import seed_choice, split_counts
+
+            data = _counted_data(args)
+            counts = split_counts(data)
+        print(json.dumps({"data_dir": str(data), "splits": counts, "seed_depth": seed_choice(counts["train"]["tokens"])}))
+        return
+    data = _counted_data(args)
+    print(f"data       {data}")
+    print(report(data, args.split))
+
+
+def _counted_data(args):
+    """The prepared data folder count-tokens reports on: --data, a run's or recipe's, or --dataset's (prepared)."""
+    if args.data:
+        return args.data
+    if args.run_or_recipe:
+        from .recipe import Recipe
+
+        corpus = {"dataset": args.dataset, "text_field": args.text_field, "id_field": args.id_field,
+                  "split_field": args.split_field} if args.dataset else {}  # the corpus options, as for `train`
+        recipe = Recipe.load(args.run_or_recipe, corpus)
+        if not (recipe.tokenizer_dir() / "tokenizer.json").exists():
+            raise FileNotFoundError(f"{recipe.path}: its tokenizer ({recipe.tokenizer_dir()}) is not trained yet, so "
+                                    f"neither is its data: `hansard-hf train {args.run_or_recipe}` (with the same "
+                                    "corpus options) builds both first.")
+        return recipe.data_dir()
+    if args.dataset:
+        return _prepared(args)[0]
+    raise ValueError("count what? Name a run folder or recipe (hansard-hf count-tokens runs/hansard_tiny), "
+                     "prepared data (--data=FOLDER) or a corpus (--dataset=PATH_OR_HUB_ID).")
 
 
 def _train(args):
     from .pipeline import run_recipe
 
     trainer = run_recipe(args.recipe, args.overrides)
-    print(f"trained {trainer.state.global_step} steps; model, tokenizer and card in {trainer.args.output_dir}")
+    if trainer is not None:  # None: the run had finished already (run_recipe said so)
+        print(f"trained {trainer.state.global_step} steps; model, tokenizer and card in {trainer.args.output_dir}")
 
 
 def _plan(args):
     from .recipe import Recipe, describe_plan, plan, plan_table
 
-    recipes = [Recipe.load(path) for path in args.recipes]
+    recipes = [Recipe.load(name) for name in args.recipes]
     if args.markdown:
         print(plan_table(recipes, args.gpus, args.gpu, args.mfu, args.gpu_memory))
         return
@@ -72,7 +130,9 @@ def _plan(args):
 
 
 def _push(args):
-    url = hub.push(args.checkpoint, args.repo_id, private=args.private)
+    from .hub import push
+
+    url = push(args.checkpoint, args.repo_id, private=args.private)
     print(f"pushed {args.checkpoint} to {args.repo_id}: {url}")
 
 
@@ -112,35 +172,45 @@ def build_parser() -> argparse.ArgumentParser:
     tokenizer_commands = tokenizer.add_subparsers(dest="tokenizer_command", required=True)
     train = tokenizer_commands.add_parser("train", help="train the BPE tokenizer on the corpus' train split")
     _add_corpus_arguments(train)
-    train.add_argument("--vocab-size", type=int, default=65536, help="tokens, the 9 special tokens included")
-    train.add_argument("--doc-cap", type=int, default=100_000, help="characters read per document")
-    train.add_argument("--max-chars", type=int, default=2_000_000_000, help="characters read in total")
+    train.add_argument("--vocab-size", type=int, default=TOKENIZER_SETTINGS["vocab_size"],
+                       help="tokens, the 9 special tokens included")
+    train.add_argument("--doc-cap", type=int, default=TOKENIZER_SETTINGS["doc_cap"], help="characters read per document")
+    train.add_argument("--max-chars", type=int, default=TOKENIZER_SETTINGS["max_chars"], help="characters read in total")
     train.add_argument("--nfkc", action="store_true", help="NFKC-normalise text before tokenizing")
-    train.add_argument("--out", default=str(home() / "tokenizer"), help="folder to write (default %(default)s)")
+    train.add_argument("--out", default=None, help=f"folder to write (default: {locations.home()}/tokenizers/"
+                       "hansard-<vocab>-<fingerprint of corpus and settings>, where recipes and prepare look)")
     train.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
     train.set_defaults(func=_train_tokenizer)
 
+    default_tokenizer = "the Hansard tokenizer of this corpus, trained first if missing"
+    default_data = f"{locations.home()}/data/<fingerprint of corpus and tokenizer>, where recipes look"
     prep = commands.add_parser("prepare", help="tokenize the corpus into token shards, one per split")
     _add_corpus_arguments(prep)
-    prep.add_argument("--tokenizer", default=str(home() / "tokenizer"), help="tokenizer folder (default %(default)s)")
-    prep.add_argument("--out", default=str(home() / "data"), help="folder to write (default %(default)s)")
+    prep.add_argument("--tokenizer", default=None, help=f"tokenizer folder (default: {default_tokenizer})")
+    prep.add_argument("--out", default=None, help=f"folder to write (default: {default_data})")
     prep.add_argument("--rebuild", action="store_true", help="rebuild even if the folder is up to date")
+    prep.add_argument("--replace", action="store_true",
+                      help="--out holds something else (another corpus or tokenizer, other files): delete it and prepare")
     prep.set_defaults(func=_prepare)
 
     count = commands.add_parser("count-tokens", help="tokens per split, and which recipe the corpus supports")
+    count.add_argument("run_or_recipe", nargs="?", default=None,
+                       help="a run folder (runs/hansard_tiny) or recipe (tiny, d24, a JSON file; with --dataset etc. as its "
+                       "corpus): count its data")
+    count.add_argument("--data", default=None, help="a prepared data folder to count")
+    _add_corpus_arguments(count, default=None)
+    count.add_argument("--tokenizer", default=None, help=f"with --dataset: tokenizer folder (default: {default_tokenizer})")
     count.add_argument("--split", default=None, choices=["train", "validation", "test"], help="only this split")
-    count.add_argument("--data", default=str(home() / "data"), help="prepared data folder (default %(default)s)")
-    count.add_argument("--tokenizer", default=str(home() / "tokenizer"), help="tokenizer, if --dataset is given")
-    _add_corpus_arguments(count)
-    count.set_defaults(func=_count_tokens, dataset=None)
+    count.add_argument("--json", action="store_true", help="print the counts and the seed's depth as one JSON object")
+    count.set_defaults(func=_count_tokens)
 
     train_run = commands.add_parser("train", help="train a recipe end to end (tokenizer, data, train, eval, save)")
-    train_run.add_argument("recipe", help="recipe JSON, e.g. recipes/tiny.json")
+    train_run.add_argument("recipe", help="shipped recipe name (tiny, d16, d24, d36, d48), recipe JSON, or a run folder")
     train_run.add_argument("overrides", nargs=argparse.REMAINDER, help="--key=value overrides of recipe keys")
     train_run.set_defaults(func=_train)
 
     plan_run = commands.add_parser("plan", help="params, tokens, steps, batch, FLOPs, memory and time of recipes")
-    plan_run.add_argument("recipes", nargs="+", help="recipe JSON files")
+    plan_run.add_argument("recipes", nargs="+", help="shipped recipe names (d24) or recipe JSON files")
     plan_run.add_argument("--gpus", type=int, default=8, help="number of GPUs (default 8)")
     plan_run.add_argument("--gpu", default="H100", help="GPU model for the peak FLOP/s (H100, A100, H200, ...)")
     plan_run.add_argument("--mfu", type=float, default=0.45, help="assumed model FLOPs utilisation (default 0.45)")
@@ -178,8 +248,12 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
         args.func(args)
-    except (FileExistsError, FileNotFoundError, OSError, ValueError) as error:
-        print(f"hansard-hf {args.command}: error: {error}", file=sys.stderr)
+    except (OSError, ValueError) as error:  # bad input: one line, from the main process only
+        if os.environ.get("RANK", "0") == "0":
+            print(f"hansard-hf {args.command}: error: {error}", file=sys.stderr, flush=True)
+        from .distributed import wait_for_everyone
+
+        wait_for_everyone()  # the others exit after the main process said why (the launcher stops them all)
         return 1
     return 0
 

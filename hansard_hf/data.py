@@ -22,26 +22,21 @@ import torch
 from tqdm.auto import tqdm
 
 from .files import atomic_directory
+from .locations import DEFAULT_DATASET
 from .tokenization import bulk_encoder, load_tokenizer, tokenizer_hash
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_DATASET = "common-pile/uk_hansard"
 SPLITS = ("train", "validation", "test")
 LOCAL_FORMATS = {".jsonl": "json", ".json": "json", ".parquet": "parquet", ".txt": "text"}
 INDEX_FILE = "index.json"
 FORMAT_VERSION = 2  # bump when the bytes written for the same corpus and tokenizer change
 
 
-def home() -> Path:
-    """Where tokenizers and prepared data live by default: $HANSARD_HF_HOME or ~/.cache/hansard_hf."""
-    return Path(os.environ.get("HANSARD_HF_HOME", Path.home() / ".cache" / "hansard_hf"))
-
-
-def default_data_dir(corpus: "Corpus", tokenizer_dir) -> Path:
-    """Where `prepare` writes a corpus tokenized by a tokenizer, unless told otherwise: one folder per pair."""
-    key = json.dumps([asdict(corpus), tokenizer_hash(tokenizer_dir)], sort_keys=True, default=str)
-    return home() / "data" / hashlib.sha1(key.encode()).hexdigest()[:10]
+def is_hub_dataset(source: str) -> bool:
+    """Whether `source` names a Hub dataset (owner/name, and no such local path)."""
+    return (source.count("/") == 1 and not source.startswith((".", "/")) and Path(source).suffix not in LOCAL_FORMATS
+            and not Path(source).exists())
 
 
 def split_of(doc_id: str, validation_percent: int = 5, test_percent: int = 5) -> str:
@@ -71,8 +66,8 @@ class Corpus:
             found = sorted(f for f in glob.glob(self.source, recursive=True) if Path(f).suffix in LOCAL_FORMATS)
         elif path.exists():
             found = [str(path)]
-        elif self.source.count("/") == 1 and not self.source.startswith((".", "/")) and path.suffix not in LOCAL_FORMATS:
-            return None  # owner/name: a Hub dataset
+        elif is_hub_dataset(self.source):
+            return None
         else:
             raise FileNotFoundError(f"{self.source}: no such file, folder or glob (nor a Hub dataset id owner/name).")
         if not found:
@@ -184,21 +179,32 @@ def read_index(data_dir) -> dict:
 
 
 def prepare(corpus: Corpus, tokenizer_dir, data_dir, batch_documents: int = 2048, shard_tokens: int = 100_000_000,
-            rebuild: bool = False) -> dict:
+            rebuild: bool = False, replace: bool = False) -> dict:
     """Tokenize every split of `corpus` into `data_dir` and return its index. A folder prepared from the same corpus
-    with the same tokenizer is reused; one made with another tokenizer (or corpus) is rebuilt."""
+    with the same tokenizer is reused (rebuilt if `rebuild` or made by an older format). Any other non-empty folder
+    is left alone with an error, unless `replace` says to delete it and prepare there."""
     key = {"format": FORMAT_VERSION, "tokenizer": tokenizer_hash(tokenizer_dir), "corpus": asdict(corpus)}
-    if not rebuild and (Path(data_dir) / INDEX_FILE).exists():
-        index = read_index(data_dir)
-        if index.get("key") == key:
+    folder = Path(data_dir)
+    if folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
+        try:
+            index = json.loads((folder / INDEX_FILE).read_text())
+        except (OSError, ValueError):  # no index, or not one of ours
+            index = {}
+        index = index if isinstance(index, dict) else {}
+        made = index.get("key") if isinstance(index.get("key"), dict) else {}
+        same_pair = (made.get("tokenizer"), made.get("corpus")) == (key["tokenizer"], key["corpus"])
+        if index.get("key") == key and not rebuild:
             logger.info("Reusing the prepared data in %s.", data_dir)
             return index
-        logger.warning("%s was prepared from another tokenizer or corpus: rebuilding it.", data_dir)
+        if not same_pair and not replace:
+            what = "data prepared from another corpus or tokenizer" if index else "files that are not prepared data"
+            raise FileExistsError(f"{data_dir} holds {what}: prepare into another folder (--out), or pass --replace "
+                                  "to delete it and prepare there.")
     tokenizer = load_tokenizer(tokenizer_dir)
     encode, bos = bulk_encoder(tokenizer), tokenizer.bos_token_id
     dtype = token_dtype(len(tokenizer))
     counts = {split: {"documents": 0, "bytes": 0} for split in SPLITS}
-    with atomic_directory(data_dir, overwrite=True) as tmp:
+    with atomic_directory(data_dir, overwrite=True) as tmp:  # ours, or the user said replace
         writers = {split: _ShardWriter(tmp, split, dtype, shard_tokens) for split in SPLITS}
         progress = tqdm(desc=f"tokenizing {corpus.source}", unit=" docs")
 

@@ -4,7 +4,6 @@ Works in one process or under `accelerate launch -m hansard_hf.cli eval ...`: bp
 split across ranks and the sums reduced; the main process prints and writes the results.
 """
 
-import hashlib
 import json
 from pathlib import Path
 
@@ -13,7 +12,10 @@ from accelerate import PartialState
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from .core import evaluate_tasks, load_bundle
-from .data import Corpus, TokenRows, default_data_dir, home, prepare
+from . import locations
+from .auto import register
+from .data import Corpus, TokenRows, prepare
+from .distributed import on_main_process
 from .evaluation import evaluate_bpb, sample
 from .hansard_bench import build_hansard_tasks
 from .tokenization import load_token_bytes
@@ -25,7 +27,7 @@ def _local_tokenizer(checkpoint, tokenizer) -> Path:
     """A local folder holding the tokenizer (the checkpoint itself, or a copy for a Hub id)."""
     if (Path(checkpoint) / "tokenizer.json").exists():
         return Path(checkpoint)
-    folder = home() / "eval_tokenizers" / hashlib.sha1(str(checkpoint).encode()).hexdigest()[:10]
+    folder = locations.eval_tokenizer_dir(checkpoint)
     if not (folder / "tokenizer.json").exists():
         tokenizer.save_pretrained(folder)
     return folder
@@ -48,14 +50,16 @@ def evaluate_checkpoint(checkpoint, tasks=None, corpus: Corpus | None = None, sp
         raise ValueError(f"unknown task(s) {unknown}: choose from {list(TASKS)}.")
     corpus = corpus or Corpus()
     state = PartialState()
-    model = AutoModelForCausalLM.from_pretrained(checkpoint, trust_remote_code=True).to(state.device).eval()
-    tokenizer = AutoTokenizer.from_pretrained(checkpoint)
+    register()  # HansardGPT folders load with this package's code
+    with state.main_process_first():  # a Hub id is downloaded once, by the main process; the others read its cache
+        model = AutoModelForCausalLM.from_pretrained(checkpoint, trust_remote_code=True).to(state.device).eval()
+        tokenizer = AutoTokenizer.from_pretrained(checkpoint)
     if tokenizer.bos_token_id is None:
         raise ValueError(f"{checkpoint}: the tokenizer has no BOS token; every prompt starts with one.")
     results = {"checkpoint": str(checkpoint)}
     if "bpb" in tasks:
         tokenizer_dir = _local_tokenizer(checkpoint, tokenizer)
-        data_dir = default_data_dir(corpus, tokenizer_dir)
+        data_dir = locations.data_dir(corpus, tokenizer_dir)
         with state.main_process_first():
             prepare(corpus, tokenizer_dir, data_dir)
         seq = min(getattr(model.config, "max_position_embeddings", None) or 2048, 2048)
@@ -65,7 +69,7 @@ def evaluate_checkpoint(checkpoint, tasks=None, corpus: Corpus | None = None, sp
     if "core" in tasks:
         results["core"] = evaluate_tasks(model, tokenizer, load_bundle(core_bundle, max_per_task))
     if "hansard" in tasks:
-        hansard = build_hansard_tasks(corpus.texts(split), max_per_task or 500)
+        hansard = on_main_process(lambda: build_hansard_tasks(corpus.texts(split), max_per_task or 500))
         results["hansard"] = evaluate_tasks(model, tokenizer, [t for t in hansard if t.examples])
     if "sample" in tasks and state.is_main_process:
         results["samples"] = sample(model, tokenizer)

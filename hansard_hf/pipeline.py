@@ -1,7 +1,6 @@
 """The whole run of a recipe: tokenizer -> data -> model -> train -> evaluate -> save (and push)."""
 
 import json
-import logging
 import shutil
 from pathlib import Path
 
@@ -10,13 +9,15 @@ from transformers import set_seed
 
 from .core import load_bundle
 from .data import TokenRows, prepare
+from .distributed import on_main_process
 from .hansard_bench import build_hansard_tasks
 from .modeling_hansard_gpt import HansardGPTForCausalLM
+from .preflight import preflight
 from .recipe import Recipe
 from .tokenization import TOKEN_BYTES_FILE, load_token_bytes, load_tokenizer, save_tokenizer, train_tokenizer
 from .trainer import HansardTrainer
 
-logger = logging.getLogger(__name__)
+RUN_COMPLETE = "run_complete.json"  # written last by a run that finished: {"steps": N}
 
 
 def ensure_tokenizer(recipe: Recipe) -> Path:
@@ -26,10 +27,9 @@ def ensure_tokenizer(recipe: Recipe) -> Path:
         return folder
     if recipe.values.get("tokenizer", "hansard") != "hansard" and "tokenizer_dir" not in recipe.values:
         raise FileNotFoundError(f"tokenizer {folder}: no tokenizer.json there; use \"hansard\" to train one.")
-    logger.info("Training the Hansard tokenizer into %s.", folder)
-    tokenizer = train_tokenizer(recipe.corpus().texts("train"), recipe.values.get("tokenizer_vocab_size", 65536),
-                                max_chars=recipe.values.get("tokenizer_max_chars", 2_000_000_000))
-    save_tokenizer(tokenizer, folder, overwrite=True)
+    settings = recipe.tokenizer_settings()
+    tokenizer = train_tokenizer(recipe.corpus().texts("train"), settings["vocab_size"], max_chars=settings["max_chars"])
+    save_tokenizer(tokenizer, folder)  # never over a folder that exists (it is not a tokenizer: the user's)
     return folder
 
 
@@ -42,33 +42,60 @@ def benchmark_tasks(recipe: Recipe, args) -> list:
     return tasks + [t for t in build_hansard_tasks(recipe.corpus().texts("test"), args.core_max_per_task) if t.examples]
 
 
-def run_recipe(path, overrides=None) -> HansardTrainer:
-    """Train a recipe end to end; a run whose output folder holds a complete checkpoint resumes from it."""
+def finished_steps(output_dir) -> int | None:
+    """The step count of a run that finished in `output_dir`, or None."""
+    marker = Path(output_dir) / RUN_COMPLETE
+    return json.loads(marker.read_text())["steps"] if marker.exists() else None
+
+
+def run_recipe(path, overrides=None) -> HansardTrainer | None:
+    """Train a recipe end to end; a run whose output folder holds a complete checkpoint resumes from it, and a run
+    that already finished (RUN_COMPLETE) says so and returns None; a higher max_steps extends it."""
     recipe = Recipe.load(path, overrides)
-    with PartialState().main_process_first():  # the main process trains the tokenizer and prepares data first
+    state = PartialState()
+    say = print if state.is_main_process else (lambda *_: None)
+    for notice in preflight(recipe):
+        say(notice)
+    say(f"run        {recipe.path} -> {recipe.output_dir()}")
+    with state.main_process_first():  # the main process trains the tokenizer and prepares data first
+        found = (recipe.tokenizer_dir() / "tokenizer.json").exists()
+        say(f"tokenizer  {recipe.tokenizer_dir()}{'' if found else ' (training it now)'}")
         tokenizer_dir = ensure_tokenizer(recipe)
         data_dir = recipe.data_dir()
+        say(f"data       {data_dir}")
         prepare(recipe.corpus(), tokenizer_dir, data_dir)
     tokenizer = load_tokenizer(tokenizer_dir)
     args = recipe.training_arguments()
     ids = dict(bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
                pad_token_id=tokenizer.pad_token_id)
+    config = recipe.model_config(vocab_size=len(tokenizer), **ids)
+    args.resolve(config.num_parameters())
+    out = Path(args.output_dir)
+    done = finished_steps(out)
+    if done is not None and done >= args.max_steps:
+        say(f"{out} already finished: {done} of {args.max_steps} steps (model, tokenizer and card are there). To train "
+            f"further, run again with a higher max_steps (e.g. --max_steps={2 * done}): it resumes from the last checkpoint.")
+        return None
+    if state.is_main_process:
+        out.mkdir(parents=True, exist_ok=True)  # the run's recipe, with the folders it resolved: `hansard-hf train OUT`
+        resolved = {"tokenizer_dir": str(tokenizer_dir), "data_dir": str(data_dir), "output_dir": str(out)}
+        (out / "recipe.json").write_text(json.dumps({**recipe.to_dict(), **resolved}, indent=2) + "\n")
     set_seed(args.seed)  # the initialisation is part of the run: same recipe, same weights
-    model = HansardGPTForCausalLM(recipe.model_config(vocab_size=len(tokenizer), **ids))
+    model = HansardGPTForCausalLM(config)
     train = TokenRows(data_dir, "train", args.max_seq_len, tokenizer_dir=tokenizer_dir)
     validation = TokenRows(data_dir, "validation", args.max_seq_len) if args.eval_every > 0 else None
     trainer = HansardTrainer(model=model, args=args, train_dataset=train, eval_dataset=validation,
                              token_bytes=load_token_bytes(tokenizer_dir), processing_class=tokenizer,
-                             recipe=recipe.to_dict(), benchmark_tasks=benchmark_tasks(recipe, args))
+                             recipe=recipe.to_dict(), benchmark_tasks=on_main_process(lambda: benchmark_tasks(recipe, args)))
     trainer.train(resume_from_checkpoint=True)
     if validation is not None and trainer.state.global_step % args.eval_every:  # always end on an evaluation
         trainer.evaluate()
     trainer.save_model()
     if trainer.is_world_process_zero():
-        out = Path(args.output_dir)
-        (out / "recipe.json").write_text(json.dumps(recipe.to_dict(), indent=2) + "\n")
         shutil.copy(tokenizer_dir / TOKEN_BYTES_FILE, out / TOKEN_BYTES_FILE)
         trainer.create_model_card()
     if args.push_to_hub:
         trainer.push_to_hub()
+    if trainer.is_world_process_zero():
+        (out / RUN_COMPLETE).write_text(json.dumps({"steps": trainer.state.global_step}) + "\n")
     return trainer

@@ -6,13 +6,16 @@ that names it.
 """
 
 import dataclasses
-import hashlib
+import difflib
+import importlib.resources
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from .configuration_hansard_gpt import HansardGPTConfig
-from .data import DEFAULT_DATASET, Corpus, default_data_dir, home
+from . import locations
+from .data import DEFAULT_DATASET, Corpus
+from .locations import TOKENIZER_SETTINGS
 from .memory import checkpointed_layers, checkpointing_to_fit, training_bytes
 from .trainer import PEAK_FLOPS, HansardTrainingArguments, batch_plan
 
@@ -38,31 +41,59 @@ def parse_overrides(arguments: list[str]) -> dict:
     return overrides
 
 
+def shipped_recipes() -> dict[str, Path]:
+    """The recipes installed with the package, by name (d16, d24, d36, d48, tiny)."""
+    folder = importlib.resources.files("hansard_hf.recipes")
+    return {Path(item.name).stem: Path(str(item)) for item in folder.iterdir() if item.name.endswith(".json")}
+
+
+def find_recipe(name) -> Path:
+    """A recipe file: `name` itself when it is a file (a path always wins), else the shipped recipe it names:
+    `d24`, `d24.json` or `recipes/d24.json`. A run folder means its recipe.json."""
+    path = Path(name)
+    if path.is_dir() and (path / "recipe.json").is_file():
+        return path / "recipe.json"
+    if path.is_file():
+        return path
+    shipped = shipped_recipes()
+    stem = path.name.removesuffix(".json")
+    if path.parent in (Path("."), Path("recipes")) and stem in shipped:
+        return shipped[stem]
+    guess = difflib.get_close_matches(stem, shipped, n=1)
+    raise FileNotFoundError(f"{name}: no such recipe file or shipped recipe{f' (did you mean {guess[0]}?)' if guess else ''}; "
+                            f"the shipped recipes are {sorted(shipped)}, or give a path to a recipe JSON.")
+
+
 @dataclass
 class Recipe:
     """Everything a run needs, read from a recipe file (plus overrides)."""
 
     path: str
     values: dict = field(default_factory=dict)
+    origin: str = ""  # the recipe a run folder's recipe.json came from (else path)
 
     @classmethod
     def load(cls, path, overrides: list[str] | dict | None = None) -> "Recipe":
+        """Read a recipe file or shipped recipe (`find_recipe`), apply `overrides` and check every key."""
+        path = find_recipe(path)
         try:
-            values = json.loads(Path(path).read_text())
-        except FileNotFoundError:
-            raise FileNotFoundError(f"{path}: no such recipe file (see recipes/*.json).") from None
+            values = json.loads(path.read_text())
         except json.JSONDecodeError as error:
             raise ValueError(f"{path}: not valid JSON ({error}).") from error
         if not isinstance(values, dict):
             raise ValueError(f"{path}: a recipe is a JSON object of keys and values.")
+        origin = str(values.pop("recipe", path))  # a run folder's recipe.json names the recipe it came from
         values.update(parse_overrides(overrides) if isinstance(overrides, list) else (overrides or {}))
-        unknown = sorted(set(values) - MODEL_KEYS - DATA_KEYS - RUN_KEYS - TRAINING_KEYS)
+        known = MODEL_KEYS | DATA_KEYS | RUN_KEYS | TRAINING_KEYS
+        unknown = sorted(set(values) - known)
         if unknown:
+            guesses = {key: difflib.get_close_matches(key, known, n=1) for key in unknown}
+            hints = "; ".join(f"did you mean {guess[0]!r} for {key!r}?" for key, guess in guesses.items() if guess)
             raise ValueError(
-                f"{path}: unknown key(s) {unknown}. A recipe takes {sorted(MODEL_KEYS | DATA_KEYS | RUN_KEYS)} "
-                "and any HansardTrainingArguments field."
+                f"{path}: unknown key(s) {unknown}. {hints + ' ' if hints else ''}A recipe takes "
+                f"{sorted(MODEL_KEYS | DATA_KEYS | RUN_KEYS)} and any HansardTrainingArguments field."
             )
-        return cls(str(path), values)
+        return cls(str(path), values, origin)
 
     @property
     def run(self) -> str:
@@ -79,13 +110,21 @@ class Recipe:
         seq = self.values.get("max_seq_len", 2048)
         return HansardGPTConfig(max_position_embeddings=seq, **model, **token_ids)
 
+    def report_to(self) -> list[str]:
+        """The trackers: the recipe's `report_to`, else wandb for a named run; none for a "dummy" or unnamed run."""
+        if not self.tracking:
+            return ["none"]
+        value = self.values.get("report_to", "wandb")
+        return [value] if isinstance(value, str) else list(value)
+
+    def output_dir(self) -> Path:
+        """The recipe's `output_dir`, else runs/<run name> (runs/<recipe file name> for an unnamed run)."""
+        return Path(self.values.get("output_dir") or locations.run_dir(self.run if self.tracking else Path(self.path).stem))
+
     def training_arguments(self, **extra) -> HansardTrainingArguments:
         values = {k: v for k, v in self.values.items() if k in TRAINING_KEYS}
-        values.setdefault("output_dir", str(Path("runs") / (self.run if self.tracking else Path(self.path).stem)))
-        values["run_name"] = values.get("run_name") or (self.run if self.tracking else None)
-        values["report_to"] = values.get("report_to", "wandb" if self.tracking else "none")
-        if not self.tracking:
-            values["report_to"] = "none"
+        values.update(output_dir=str(self.output_dir()), report_to=self.report_to(),
+                      run_name=values.get("run_name") or (self.run if self.tracking else None))
         return HansardTrainingArguments(**{**values, **extra})
 
     def corpus(self) -> Corpus:
@@ -93,8 +132,11 @@ class Recipe:
         return Corpus(v.get("dataset", DEFAULT_DATASET), v.get("text_field", "text"), v.get("id_field", "id"),
                       v.get("split_field"), v.get("max_documents"))
 
-    def _fingerprint(self, *parts) -> str:
-        return hashlib.sha1(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:10]
+    def tokenizer_settings(self) -> dict:
+        """How the Hansard tokenizer of this recipe is trained (see locations.TOKENIZER_SETTINGS)."""
+        v = self.values
+        return {"vocab_size": v.get("tokenizer_vocab_size", TOKENIZER_SETTINGS["vocab_size"]),
+                "max_chars": v.get("tokenizer_max_chars", TOKENIZER_SETTINGS["max_chars"])}
 
     def tokenizer_dir(self) -> Path:
         """Where the tokenizer is (or will be trained): recipe's `tokenizer_dir`, a given path/Hub id, or ours."""
@@ -103,17 +145,16 @@ class Recipe:
             return Path(v["tokenizer_dir"])
         if v.get("tokenizer", "hansard") != "hansard":
             return Path(v["tokenizer"])
-        vocab = v.get("tokenizer_vocab_size", 65536)
-        return home() / "tokenizers" / f"hansard-{vocab}-{self._fingerprint(dataclasses.asdict(self.corpus()), vocab)}"
+        return locations.tokenizer_dir(self.corpus(), **self.tokenizer_settings())
 
     def data_dir(self) -> Path:
         """The recipe's `data_dir`, else the default folder for its corpus and (existing) tokenizer."""
         if "data_dir" in self.values:
             return Path(self.values["data_dir"])
-        return default_data_dir(self.corpus(), self.tokenizer_dir())
+        return locations.data_dir(self.corpus(), self.tokenizer_dir())
 
     def to_dict(self) -> dict:
-        return {"recipe": self.path, **self.values}
+        return {"recipe": self.origin or self.path, **self.values}
 
 
 def plan(recipe: Recipe, gpus: int = 8, gpu: str = "H100", mfu: float = 0.45, gpu_memory_gb: float = 85) -> dict:

@@ -1,11 +1,9 @@
-"""Train a recipe: `accelerate launch [--config_file accelerate_config.yaml] recipes/train.py recipes/d24.json
-[--key=value ...]` (or `hansard-hf train recipes/d24.json` without accelerate)."""
+"""Train a recipe: `accelerate launch [--config_file accelerate_config.yaml] recipes/train.py d24 [--key=value ...]`
+(a shipped recipe's name, a recipe JSON or a run folder; `hansard-hf train d24` is the same without accelerate)."""
 
 import sys
 
-from hansard_hf.pipeline import run_recipe
+from hansard_hf.cli import main
 
 if __name__ == "__main__":
-    if len(sys.argv) < 2:
-        sys.exit(__doc__)
-    run_recipe(sys.argv[1], sys.argv[2:])
+    sys.exit(main(["train", *sys.argv[1:]]))

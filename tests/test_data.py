@@ -99,20 +99,57 @@ def test_prepare_writes_bos_separated_shards(workspace, tmp_path):
     assert sum(index["splits"][s]["documents"] for s in index["splits"]) == len(docs)  # each doc once
 
 
-def test_prepare_reuses_the_cache_and_rebuilds_for_another_tokenizer(workspace, tmp_path):
+def test_prepare_reuses_its_folder_and_replaces_another_only_when_told(workspace, tmp_path):
     root, docs = workspace
     corpus = Corpus(str(root / "corpus.jsonl"))
     prepare(corpus, root / "tok", tmp_path / "data")
     stamp = os.stat(tmp_path / "data" / "index.json").st_mtime_ns
     prepare(corpus, root / "tok", tmp_path / "data")
     assert os.stat(tmp_path / "data" / "index.json").st_mtime_ns == stamp  # reused, not rewritten
+    prepare(corpus, root / "tok", tmp_path / "data", rebuild=True)
+    assert os.stat(tmp_path / "data" / "index.json").st_mtime_ns != stamp  # same pair: rebuilt when asked
     save_tokenizer(train_tokenizer((d["text"] for d in docs), vocab_size=450), tmp_path / "other")
     with pytest.raises(ValueError, match="another tokenizer"):
         TokenRows(tmp_path / "data", "train", 8, tokenizer_dir=tmp_path / "other")
-    index = prepare(corpus, tmp_path / "other", tmp_path / "data")
+    before = (tmp_path / "data" / "index.json").read_bytes()
+    with pytest.raises(FileExistsError, match="another corpus or tokenizer.*--replace"):
+        prepare(corpus, tmp_path / "other", tmp_path / "data")
+    assert (tmp_path / "data" / "index.json").read_bytes() == before  # left alone
+    index = prepare(corpus, tmp_path / "other", tmp_path / "data", replace=True)
     assert index["vocab_size"] == 450
     TokenRows(tmp_path / "data", "train", 8, tokenizer_dir=tmp_path / "other")  # consistent again
     assert not [p for p in tmp_path.iterdir() if ".partial-" in p.name]
+
+
+FOREIGN_FOLDERS = {  # what a user might point --out at by mistake: prepare must leave each exactly as it was
+    "the user's files": {"notes.txt": b"my notes", "sub/more.bin": b"\x00\x01"},
+    "garbage index.json": {"index.json": b"{not json", "keep.txt": b"x"},
+    "index.json that is a list": {"index.json": b"[1, 2]"},
+    "index.json whose key is not ours": {"index.json": b'{"key": "x"}', "a.bin": b"1"},
+    "index.json of other data": {"index.json": b'{"key": {"tokenizer": "t", "corpus": {}}}', "train-000.bin": b""},
+}
+
+
+@pytest.mark.parametrize("case", FOREIGN_FOLDERS)
+def test_prepare_never_deletes_a_folder_it_did_not_make(workspace, tmp_path, case):
+    root, _ = workspace
+    folder = tmp_path / "out"
+    for name, content in FOREIGN_FOLDERS[case].items():
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        (folder / name).write_bytes(content)
+    snapshot = {p: p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+    with pytest.raises(FileExistsError, match=f"{folder}.*--replace"):
+        prepare(Corpus(str(root / "corpus.jsonl")), root / "tok", folder)
+    assert {p: p.read_bytes() for p in folder.rglob("*") if p.is_file()} == snapshot
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]  # no partial folder left either
+
+
+def test_prepare_into_a_file_is_refused(workspace, tmp_path):
+    root, _ = workspace
+    (tmp_path / "out").write_text("a file")
+    with pytest.raises(FileExistsError, match="not prepared data"):
+        prepare(Corpus(str(root / "corpus.jsonl")), root / "tok", tmp_path / "out")
+    assert (tmp_path / "out").read_text() == "a file"
 
 
 def test_token_dtype():

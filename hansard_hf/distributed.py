@@ -1,0 +1,38 @@
+"""One process decides, every process follows: for work that must happen once (the Hub, messages to the user)."""
+
+import sys
+
+from accelerate import PartialState
+from accelerate.utils import broadcast_object_list
+
+USER_ERRORS = (ValueError, OSError)  # bad input: one message, printed once (see cli.main)
+
+
+def on_main_process(make):
+    """`make()` run by the main process only; every process returns its result, or raises its error. A user-facing
+    error (USER_ERRORS) is raised as such everywhere; any other stops the other processes quietly (SystemExit)."""
+    state = PartialState()
+    if state.num_processes == 1:
+        return make()
+    box = [None]
+    if state.is_main_process:
+        try:
+            box = [(True, make())]
+        except Exception as error:  # noqa: BLE001 - handed to the other processes, then raised here
+            box = [(False, error)]
+    broadcast_object_list(box)
+    ok, value = box[0]
+    if ok:
+        return value
+    if state.is_main_process or isinstance(value, USER_ERRORS):
+        raise value
+    raise SystemExit(1)
+
+
+def wait_for_everyone() -> None:
+    """A barrier when this is one of several processes (so the main process can say why before the others exit)."""
+    if "torch" in sys.modules:  # no process group without torch: the command line stays light
+        import torch.distributed as dist
+
+        if dist.is_available() and dist.is_initialized():
+            dist.barrier()

@@ -1,0 +1,126 @@
+"""What a run checks before any expensive work (tokenizer training, data preparation, the model): the device and
+precision it asks for, the corpus, the experiment tracker, and on a CPU the plan's time. The main process checks,
+every process gets the verdict (hansard_hf.distributed): a bad setup is one message naming the fix, printed once."""
+
+import netrc
+import os
+import time
+from urllib.parse import urlparse
+
+import torch
+
+from .data import is_hub_dataset
+from .distributed import on_main_process
+from .recipe import Recipe, plan
+
+CPU_EFFICIENCY = 0.5  # training FLOP/s over fp32 matmul FLOP/s on a CPU (tiny recipe, 2-core EPYC: 0.44)
+SLOW_HOURS = 1.0  # a CPU run the plan says takes longer than this gets a warning pointing to the tiny recipe
+OFFLINE_MODES = {"offline", "disabled", "dryrun"}
+
+
+def check_device(recipe: Recipe) -> None:
+    """The precision and device the recipe asks for exist here."""
+    v = recipe.values
+    gpu = torch.cuda.is_available() and not v.get("use_cpu", False)
+    for precision in ("bf16", "fp16"):
+        if v.get(precision) and not gpu and not v.get("use_cpu", False):
+            raise ValueError(f"{recipe.path}: {precision}=true asks for a GPU and this machine has none (torch sees no "
+                             "CUDA device): add --use_cpu=true --bf16=false --fp16=false to train on the CPU, or use the "
+                             "CPU-sized recipe: hansard-hf train tiny.")
+    if v.get("bf16") and gpu and not torch.cuda.is_bf16_supported():
+        raise ValueError(f"{recipe.path}: bf16=true and this GPU has no bf16: add --bf16=false.")
+
+
+def check_corpus(recipe: Recipe) -> None:
+    """The corpus is there: local files exist and are readable, a Hub dataset answers."""
+    corpus = recipe.corpus()
+    if not is_hub_dataset(corpus.source):
+        corpus.files()  # names the missing file, folder or glob
+        return
+    fix = ("point --dataset=PATH at local Hansard files (JSONL, JSON, Parquet or text: a file, folder or glob), "
+           "e.g. --dataset=../shared/data/hansard/hansard_debates.jsonl")
+    if os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes"):
+        raise ValueError(f"dataset {corpus.source}: HF_HUB_OFFLINE is set, so the Hub is not asked: {fix}.")
+    from huggingface_hub import HfApi
+    from huggingface_hub.errors import RepositoryNotFoundError
+
+    try:
+        HfApi().dataset_info(corpus.source, timeout=10)
+    except RepositoryNotFoundError:
+        raise ValueError(f"dataset {corpus.source}: no such dataset on the Hub (or a private one: `hf auth login`); "
+                         f"check the id, or {fix}.") from None
+    except Exception as error:  # noqa: BLE001 - any network failure: the message says which
+        raise ValueError(f"dataset {corpus.source}: the Hugging Face Hub cannot be reached ({type(error).__name__}: "
+                         f"{error}); {fix}.") from None
+
+
+def wandb_credentials() -> bool:
+    """Whether wandb has an API key where it looks: WANDB_API_KEY, an identity token file, or the netrc entry that
+    `wandb login` writes."""
+    if os.environ.get("WANDB_API_KEY") or os.environ.get("WANDB_IDENTITY_TOKEN_FILE"):
+        return True
+    host = urlparse(os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai")).hostname
+    try:
+        return netrc.netrc(os.environ.get("NETRC")).authenticators(host) is not None
+    except (OSError, netrc.NetrcParseError):
+        return False
+
+
+def tracker_environment(recipe: Recipe) -> tuple[dict, str | None]:
+    """(environment to set, notice): wandb without credentials logs offline, unless WANDB_MODE=online says
+    otherwise (then it is an error)."""
+    report_to = recipe.report_to()
+    if not ("wandb" in report_to or "all" in report_to):
+        return {}, None
+    mode = os.environ.get("WANDB_MODE", "").lower()
+    if mode in OFFLINE_MODES or wandb_credentials():
+        return {}, None
+    if mode == "online":
+        raise ValueError("WANDB_MODE=online and wandb has no API key: run `wandb login` (or set WANDB_API_KEY), or "
+                         "log offline (unset WANDB_MODE), or --report_to=none.")
+    return {"WANDB_MODE": "offline"}, (
+        "wandb: no API key (`wandb login` or WANDB_API_KEY), so this run logs offline to ./wandb; upload it later with "
+        "`wandb sync --sync-all` (run in this folder), or set WANDB_MODE=online to require online logging.")
+
+
+def cpu_flops_per_second(seconds: float = 0.3) -> float:
+    """fp32 matmul FLOP/s of this machine, measured now."""
+    a, b = torch.randn(1024, 1024), torch.randn(1024, 1024)
+    a @ b
+    start, count = time.perf_counter(), 0
+    while time.perf_counter() - start < seconds:
+        a @ b
+        count += 1
+    return 2 * 1024**3 * count / (time.perf_counter() - start)
+
+
+def cpu_notice(recipe: Recipe) -> str | None:
+    """On a CPU: the plan's time here, with a pointer to the tiny recipe when it is long."""
+    if torch.cuda.is_available() and not recipe.values.get("use_cpu", False):
+        return None
+    p = plan(recipe, gpus=1)
+    speed = cpu_flops_per_second() * CPU_EFFICIENCY
+    hours = p["total_flops"] / speed / 3600
+    minutes = round(hours * 60)
+    when = (f"{hours / 24:,.1f} days" if hours >= 48 else f"{hours:,.1f} hours" if hours >= 1 else
+            f"{minutes} minutes" if minutes > 1 else "a minute" if minutes == 1 else "under a minute")
+    text = (f"{recipe.path} on this CPU: ~{when} by the plan ({p['total_flops']:.3g} FLOPs for {p['steps']:,} steps at "
+            f"~{speed / 1e9:.0f} GFLOP/s, half this machine's fp32 matmul speed measured now).")
+    if hours > SLOW_HOURS:
+        text += " For a CPU-sized run: hansard-hf train tiny. Going on; Ctrl-C stops."
+    return text
+
+
+def preflight(recipe: Recipe) -> list[str]:
+    """Check everything a run needs before expensive work; returns the notices to print (main process only), sets the
+    environment the checks chose (every process), raises one error naming the fix."""
+
+    def check():
+        check_device(recipe)
+        check_corpus(recipe)
+        environment, notice = tracker_environment(recipe)
+        return environment, [n for n in (notice, cpu_notice(recipe)) if n]
+
+    environment, notices = on_main_process(check)
+    os.environ.update(environment)
+    return notices
