@@ -12,7 +12,8 @@ Its side is scripts/base_train.py's inner loop on its GPT (meta-device init, set
 Muon momentum schedules, loss / grad_accum per micro-step, compiled on CUDA, bf16 autocast). Ours is HansardTrainer
 on the same depth, width, heads, vocab, sequence, micro-batch, accumulation, learning rates and synthetic rows,
 starting from nanochat's initial weights; both run Newton-Schulz in bf16 under torch.compile (nanochat's only mode)
-and clip gradients at the recipe's max_grad_norm. bf16 autocast and `--compile auto` apply only on CUDA. Step time is
+and nanochat clips gradients at its own default, 1.0 (base_train's grad_clip at 10231df), while ours clips at the
+recipe's max_grad_norm (0 by default: see HansardTrainingArguments.max_grad_norm; --max_grad_norm=1.0 matches). bf16 autocast and `--compile auto` apply only on CUDA. Step time is
 the median gap between step ends after `--warmup` steps; the losses of the first and last steps should agree.
 """
 
@@ -28,6 +29,8 @@ from transformers import set_seed
 
 from hansard_hf import HansardGPTForCausalLM, HansardTrainer
 from hansard_hf.optimization import lr_multiplier, muon_momentum
+
+NANOCHAT_GRAD_CLIP = 1.0  # scripts/base_train.py at 10231df: grad_clip = 1.0
 from hansard_hf.trainer import peak_flops
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -99,8 +102,7 @@ def nanochat_loop(model, args, data, steps, bf16, compile):
             loss.backward()
             losses.append(loss.detach())  # base_train's train_loss, kept for the end instead of logged per step
             x, y = next(train_loader)
-        if args.max_grad_norm > 0:
-            torch.nn.utils.clip_grad_norm_(orig_model.parameters(), args.max_grad_norm).item()
+        torch.nn.utils.clip_grad_norm_(orig_model.parameters(), NANOCHAT_GRAD_CLIP).item()  # its default, not ours
         lrm = lr_multiplier(step, steps, args.warmup_ratio, args.warmdown_ratio, args.final_lr_frac)
         for opt in optimizers:
             for group in opt.param_groups:

@@ -8,13 +8,17 @@ PLOT_FILE = "training_curves.png"
 
 def trainer_state(run_dir) -> dict:
     """The newest `trainer_state.json` of a run: the folder's own, else its latest complete checkpoint's."""
-    from .trainer import last_complete_checkpoint
+    from .checkpoints import last_complete_checkpoint
 
     run_dir = Path(run_dir)
     checkpoint = last_complete_checkpoint(run_dir)
     for candidate in (run_dir / "trainer_state.json", checkpoint / "trainer_state.json" if checkpoint else None):
         if candidate is not None and candidate.exists():
-            return json.loads(candidate.read_text())
+            try:
+                return json.loads(candidate.read_text())
+            except ValueError as error:
+                raise ValueError(f"{candidate} is damaged ({error}): delete it to use the latest checkpoint's, or "
+                                 "train again to rewrite it.") from None
     raise FileNotFoundError(f"{run_dir}: no trainer_state.json here or in a complete checkpoint (not a training run?).")
 
 

@@ -147,7 +147,7 @@ def _eval(args):
 
     tasks = args.tasks.split(",") if args.tasks else None
     results = evaluate_checkpoint(args.checkpoint, tasks, _corpus(args), args.split,
-                                  args.core_bundle, args.max_per_task, args.eval_tokens, args.json)
+                                  args.core_bundle, args.max_per_task, args.eval_tokens, args.json, args.trust_remote_code)
     if results is not None:
         print(format_results(results))
 
@@ -234,6 +234,8 @@ def build_parser() -> argparse.ArgumentParser:
     evaluation.add_argument("--split", default="test", choices=["validation", "test"], help="held-out split (default test)")
     evaluation.add_argument("--eval-tokens", type=int, default=20 * 524288, help="tokens for bpb (default 10,485,760)")
     evaluation.add_argument("--json", default=None, help="also write the results to this JSON file")
+    evaluation.add_argument("--trust-remote-code", action="store_true",
+                            help="let a folder or repo with its own model code run it (HansardGPT needs no such trust)")
     _add_corpus_arguments(evaluation)
     evaluation.set_defaults(func=_eval)
 

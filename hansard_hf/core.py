@@ -108,23 +108,35 @@ def encode(tokenizer, texts: list[str]) -> list[list[int]]:
     return [[tokenizer.bos_token_id, *x] for x in ids]
 
 
+POSITION_TABLES = ("wpe", "embed_positions", "position_embeddings")  # learned absolute position embeddings
+
+
+def position_limit(model) -> int | None:
+    """The hard context limit of a model with learned absolute positions (GPT-2's `wpe`, OPT's `embed_positions`),
+    else None: rotary models such as ours take any length, and nanochat scores their prompts whole."""
+    for name, module in model.named_modules():
+        if isinstance(module, torch.nn.Embedding) and name.rsplit(".", 1)[-1] in POSITION_TABLES:
+            return module.num_embeddings - getattr(module, "offset", 0)
+    return None
+
+
 @torch.no_grad()
-def score_example(model, tokenizer, task: Task, index: int) -> bool:
-    """Whether the model gets example `index` of `task` right (nanochat's scoring)."""
+def score_example(model, tokenizer, task: Task, index: int, limit: int | None = None) -> tuple[bool, bool]:
+    """(right, cropped): whether the model gets example `index` of `task` right (nanochat's scoring), and whether
+    the prompt had to be cropped from the left to the model's hard position `limit` (see position_limit)."""
     item = task.examples[index]
     fewshot = []
     if task.num_fewshot:
         others = [i for i in range(len(task.examples)) if i != index]
         fewshot = [task.examples[i] for i in random.Random(1234 + index).sample(others, task.num_fewshot)]
     tokens, starts, ends = continuation_spans(task.task_type, encode(tokenizer, render_prompts(task, item, fewshot)))
-    limit = getattr(model.config, "max_position_embeddings", None)
-    if limit:  # crop from the left: the continuation is at the end
-        crops = [max(0, len(t) - limit) for t in tokens]
+    crops = [max(0, len(t) - limit) for t in tokens] if limit else [0] * len(tokens)
+    if any(crops):  # crop from the left (nanochat, for a model with a hard limit): the continuation is at the end
         tokens = [t[c:] for t, c in zip(tokens, crops)]
         starts, ends = [s - c for s, c in zip(starts, crops)], [e - c for e, c in zip(ends, crops)]
         if min(starts) < 1:  # the continuation alone is longer than the model's context: it cannot be scored
             logger.warning("%s example %d: continuation longer than %d tokens, counted as wrong.", task.label, index, limit)
-            return False
+            return False, True
     device = next(model.parameters()).device
     width = max(len(t) for t in tokens)
     input_ids = torch.full((len(tokens), width), tokenizer.bos_token_id, dtype=torch.long)
@@ -134,23 +146,24 @@ def score_example(model, tokenizer, task: Task, index: int) -> bool:
     logits = model(input_ids=input_ids).logits.float()
     if task.task_type == "language_modeling":
         start, end = starts[0], ends[0]
-        return bool(torch.equal(logits[0, start - 1 : end - 1].argmax(-1), input_ids[0, start:end]))
+        return bool(torch.equal(logits[0, start - 1 : end - 1].argmax(-1), input_ids[0, start:end])), any(crops)
     losses = F.cross_entropy(logits[:, :-1].transpose(1, 2), input_ids[:, 1:], reduction="none")
     means = [losses[row, start - 1 : end - 1].mean().item() for row, (start, end) in enumerate(zip(starts, ends))]
-    return min(range(len(means)), key=means.__getitem__) == item["gold"]
+    return min(range(len(means)), key=means.__getitem__) == item["gold"], any(crops)
 
 
-def evaluate_task(model, tokenizer, task: Task) -> float:
-    """Accuracy over the task's examples; under torch.distributed each rank takes every world-th example."""
+def evaluate_task(model, tokenizer, task: Task) -> tuple[float, int]:
+    """(accuracy, examples cropped to the model's hard position limit) over the task's examples; under
+    torch.distributed each rank takes every world-th example."""
     rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_available() and dist.is_initialized() else (0, 1)
-    device = next(model.parameters()).device
-    correct = torch.zeros(2, dtype=torch.float64, device=device)
+    device, limit = next(model.parameters()).device, position_limit(model)
+    counts = torch.zeros(3, dtype=torch.float64, device=device)  # right, examples, cropped
     for index in range(rank, len(task.examples), world):
-        correct += torch.tensor([score_example(model, tokenizer, task, index), 1.0], dtype=torch.float64,
-                                device=device)
+        right, cropped = score_example(model, tokenizer, task, index, limit)
+        counts += torch.tensor([right, 1.0, cropped], dtype=torch.float64, device=device)
     if world > 1:
-        dist.all_reduce(correct)
-    return (correct[0] / correct[1]).item() if correct[1] else 0.0
+        dist.all_reduce(counts)
+    return (counts[0] / counts[1]).item() if counts[1] else 0.0, int(counts[2].item())
 
 
 def centered(accuracy: float, baseline: float) -> float:
@@ -163,9 +176,13 @@ def evaluate_tasks(model, tokenizer, tasks: list[Task]) -> dict:
     model.eval()
     results = {}
     for task in tasks:
-        accuracy = evaluate_task(model, tokenizer, task)
+        accuracy, cropped = evaluate_task(model, tokenizer, task)
         results[task.label] = {"accuracy": accuracy, "centered": centered(accuracy, task.random_baseline),
-                               "random_baseline": task.random_baseline, "examples": len(task.examples)}
+                               "random_baseline": task.random_baseline, "examples": len(task.examples),
+                               "cropped": cropped}
+        if cropped:
+            logger.warning("%s: %d of %d prompts cropped from the left to the model's %d positions.", task.label,
+                           cropped, len(task.examples), position_limit(model))
     model.train(was_training)
     mean = sum(r["centered"] for r in results.values()) / len(results) if results else float("nan")
     return {"mean_centered": mean, "tasks": results}

@@ -175,7 +175,13 @@ def read_index(data_dir) -> dict:
     file = Path(data_dir) / INDEX_FILE
     if not file.exists():
         raise FileNotFoundError(f"{data_dir} holds no prepared data ({INDEX_FILE}): run `hansard-hf prepare` first.")
-    return json.loads(file.read_text())
+    try:
+        index = json.loads(file.read_text())
+        index["splits"], index["key"], index["dtype"]  # noqa: B018 - the keys every reader needs
+    except (ValueError, KeyError, TypeError) as error:
+        raise ValueError(f"{file} is damaged ({type(error).__name__}: {error}): prepare the data again "
+                         f"(`hansard-hf prepare --rebuild --out={data_dir}` with the same corpus and tokenizer).") from None
+    return index
 
 
 def prepare(corpus: Corpus, tokenizer_dir, data_dir, batch_documents: int = 2048, shard_tokens: int = 100_000_000,
@@ -257,6 +263,15 @@ class TokenRows(torch.utils.data.Dataset):
         if split not in index["splits"]:
             raise ValueError(f"{data_dir} has no split {split!r}; it has {sorted(index['splits'])}.")
         shards = [s for s in index["splits"][split]["shards"] if s["tokens"]]
+        itemsize = np.dtype(index["dtype"]).itemsize
+        for shard in shards:  # a truncated or foreign shard would silently train on less or other data
+            file = Path(data_dir) / shard["file"]
+            size = file.stat().st_size if file.exists() else None
+            if size != shard["tokens"] * itemsize:
+                found = "is missing" if size is None else f"has {size:,} bytes"
+                raise ValueError(f"{file} {found}; {INDEX_FILE} says {shard['tokens']:,} tokens "
+                                 f"({shard['tokens'] * itemsize:,} bytes): the data folder is damaged, prepare it again "
+                                 f"(`hansard-hf prepare --rebuild --out={data_dir}` with the same corpus and tokenizer).")
         self.vocab_size = index["vocab_size"]
         self.arrays = [np.memmap(Path(data_dir) / s["file"], dtype=index["dtype"], mode="r") for s in shards]
         self.starts = np.cumsum([0] + [len(a) for a in self.arrays])

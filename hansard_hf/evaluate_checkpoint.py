@@ -14,11 +14,12 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from .core import evaluate_tasks, load_bundle
 from . import locations
 from .auto import register
+from .checkpoints import read_marker
 from .data import Corpus, TokenRows, prepare
 from .distributed import on_main_process
 from .evaluation import evaluate_bpb, sample
 from .hansard_bench import build_hansard_tasks
-from .tokenization import load_token_bytes
+from .tokenization import load_token_bytes, tokenizer_fingerprint
 
 TASKS = ("bpb", "core", "hansard", "sample")
 
@@ -41,19 +42,48 @@ def _rows(rows: TokenRows, limit: int, batch_size: int, rank: int, world: int):
         yield {key: torch.stack([item[key] for item in items]) for key in items[0]}
 
 
+def load_checked(checkpoint, trust_remote_code: bool = False):
+    """(model, tokenizer) of a folder or Hub id, with one clear error for a folder that wants to run its own code
+    (without `trust_remote_code`), a damaged folder, or a tokenizer that does not belong to the model."""
+    register()  # HansardGPT folders load with this package's code, no trust_remote_code needed
+    try:
+        model = AutoModelForCausalLM.from_pretrained(checkpoint, trust_remote_code=trust_remote_code)
+        tokenizer = AutoTokenizer.from_pretrained(checkpoint, trust_remote_code=trust_remote_code)
+    except Exception as error:  # noqa: BLE001 - re-raised with what to do
+        if "trust_remote_code" in str(error):
+            raise ValueError(f"{checkpoint} holds code of its own (its config's auto_map names a model type this "
+                             "package does not know): it runs only with --trust-remote-code, if you trust its "
+                             "source.") from None
+        if not Path(checkpoint).is_dir():
+            raise
+        raise ValueError(f"{checkpoint}: the model cannot be loaded ({type(error).__name__}: {error}); a file in it is "
+                         "incomplete or damaged: evaluate one of its complete checkpoint-N folders, or train again."
+                         ) from None
+    vocab = model.get_input_embeddings().num_embeddings
+    if len(tokenizer) > vocab:
+        raise ValueError(f"{checkpoint}: the tokenizer has {len(tokenizer):,} tokens and the model {vocab:,}: ids past "
+                         "the model's vocabulary; use the tokenizer the model was trained with.")
+    saved, found = (read_marker(checkpoint) or {}).get("tokenizer"), tokenizer_fingerprint(tokenizer)
+    if saved and found and saved != found:
+        raise ValueError(f"{checkpoint} was trained with tokenizer {saved} and holds tokenizer {found}: other token ids; "
+                         "put back the tokenizer files the checkpoint was saved with.")
+    return model, tokenizer
+
+
 def evaluate_checkpoint(checkpoint, tasks=None, corpus: Corpus | None = None, split: str = "test", core_bundle=None,
-                        max_per_task: int | None = None, eval_tokens: int = 20 * 524288, json_out=None) -> dict | None:
-    """Evaluate `checkpoint` on `tasks` (default bpb, hansard, sample, and core when a bundle is given)."""
+                        max_per_task: int | None = None, eval_tokens: int = 20 * 524288, json_out=None,
+                        trust_remote_code: bool = False) -> dict | None:
+    """Evaluate `checkpoint` on `tasks` (default bpb, hansard, sample, and core when a bundle is given). Code from
+    the folder or repo runs only with `trust_remote_code` (ours loads without it)."""
     tasks = list(tasks or ["bpb", "hansard", "sample"] + (["core"] if core_bundle else []))
     unknown = sorted(set(tasks) - set(TASKS))
     if unknown:
         raise ValueError(f"unknown task(s) {unknown}: choose from {list(TASKS)}.")
     corpus = corpus or Corpus()
     state = PartialState()
-    register()  # HansardGPT folders load with this package's code
     with state.main_process_first():  # a Hub id is downloaded once, by the main process; the others read its cache
-        model = AutoModelForCausalLM.from_pretrained(checkpoint, trust_remote_code=True).to(state.device).eval()
-        tokenizer = AutoTokenizer.from_pretrained(checkpoint)
+        model, tokenizer = load_checked(checkpoint, trust_remote_code)
+    model = model.to(state.device).eval()
     if tokenizer.bos_token_id is None:
         raise ValueError(f"{checkpoint}: the tokenizer has no BOS token; every prompt starts with one.")
     results = {"checkpoint": str(checkpoint)}
@@ -89,7 +119,8 @@ def format_results(results: dict) -> str:
             lines.append(f"{name}: mean centred accuracy {results[name]['mean_centered']:.4f}")
             for label, r in results[name]["tasks"].items():
                 lines.append(f"  {label:<36} accuracy {r['accuracy']:.4f}  baseline {r['random_baseline']:.3f}  "
-                             f"centred {r['centered']:+.4f}  ({r['examples']} examples)")
+                             f"centred {r['centered']:+.4f}  ({r['examples']} examples"
+                             f"{', %d cropped to the model' % r['cropped'] if r.get('cropped') else ''})")
     for prompt, text in results.get("samples", {}).items():
         lines.append(f"sample {prompt!r} -> {text!r}")
     return "\n".join(lines)

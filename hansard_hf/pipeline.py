@@ -7,6 +7,7 @@ from pathlib import Path
 from accelerate import PartialState
 from transformers import set_seed
 
+from .checkpoints import OutputDirLock
 from .core import load_bundle
 from .data import TokenRows, prepare
 from .distributed import on_main_process
@@ -76,6 +77,17 @@ def run_recipe(path, overrides=None) -> HansardTrainer | None:
         say(f"{out} already finished: {done} of {args.max_steps} steps (model, tokenizer and card are there). To train "
             f"further, run again with a higher max_steps (e.g. --max_steps={2 * done}): it resumes from the last checkpoint.")
         return None
+    lock = OutputDirLock(out)
+    on_main_process(lock.acquire)  # one live run per folder; a refusal stops every process
+    try:
+        return _train(recipe, args, config, tokenizer, tokenizer_dir, data_dir, state)
+    finally:
+        lock.release()
+
+
+def _train(recipe, args, config, tokenizer, tokenizer_dir, data_dir, state) -> HansardTrainer:
+    """The part of run_recipe that writes into the output folder."""
+    out = Path(args.output_dir)
     if state.is_main_process:
         out.mkdir(parents=True, exist_ok=True)  # the run's recipe, with the folders it resolved: `hansard-hf train OUT`
         resolved = {"tokenizer_dir": str(tokenizer_dir), "data_dir": str(data_dir), "output_dir": str(out)}

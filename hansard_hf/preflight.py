@@ -2,6 +2,7 @@
 precision it asks for, the corpus, the experiment tracker, and on a CPU the plan's time. The main process checks,
 every process gets the verdict (hansard_hf.distributed): a bad setup is one message naming the fix, printed once."""
 
+import dataclasses
 import netrc
 import os
 import time
@@ -12,6 +13,7 @@ import torch
 from .data import is_hub_dataset
 from .distributed import on_main_process
 from .recipe import Recipe, plan
+from .trainer import HansardTrainingArguments, batch_plan
 
 CPU_EFFICIENCY = 0.5  # training FLOP/s over fp32 matmul FLOP/s on a CPU (tiny recipe, 2-core EPYC: 0.44)
 SLOW_HOURS = 1.0  # a CPU run the plan says takes longer than this gets a warning pointing to the tiny recipe
@@ -29,6 +31,18 @@ def check_device(recipe: Recipe) -> None:
                              "CPU-sized recipe: hansard-hf train tiny.")
     if v.get("bf16") and gpu and not torch.cuda.is_bf16_supported():
         raise ValueError(f"{recipe.path}: bf16=true and this GPU has no bf16: add --bf16=false.")
+
+
+def check_batch(recipe: Recipe) -> None:
+    """The batch arithmetic works out for this many processes (before the tokenizer and the data, not after)."""
+    from accelerate import PartialState
+
+    args = {f.name: f.default for f in dataclasses.fields(HansardTrainingArguments)} | recipe.values
+    try:
+        batch_plan(args["total_batch_size"], args["device_batch_size"], args["max_seq_len"],
+                   PartialState().num_processes, args["strict_batch_size"])
+    except ValueError as error:
+        raise ValueError(f"{recipe.path}: {error}") from None
 
 
 def check_corpus(recipe: Recipe) -> None:
@@ -117,6 +131,7 @@ def preflight(recipe: Recipe) -> list[str]:
 
     def check():
         check_device(recipe)
+        check_batch(recipe)
         check_corpus(recipe)
         environment, notice = tracker_environment(recipe)
         return environment, [n for n in (notice, cpu_notice(recipe)) if n]

@@ -122,7 +122,13 @@ def bulk_encoder(tokenizer: PreTrainedTokenizerFast, threads: int | None = None)
 def save_tokenizer(tokenizer: PreTrainedTokenizerFast, out_dir, overwrite: bool = False) -> Path:
     """Write the tokenizer and its token-bytes table to `out_dir`, atomically."""
     with atomic_directory(out_dir, overwrite) as tmp:
-        tokenizer.save_pretrained(tmp)
+        try:
+            tokenizer.save_pretrained(tmp)
+        except Exception as error:  # noqa: BLE001 - tokenizers reports a failed write (a full disk) as a bare Exception
+            if isinstance(error, OSError):
+                raise
+            raise OSError(f"{out_dir}: writing the tokenizer failed ({error}): free some disk space, or write it "
+                          "elsewhere.") from error
         torch.save(token_bytes(tokenizer), tmp / TOKEN_BYTES_FILE)
     return Path(out_dir)
 
@@ -137,7 +143,13 @@ def load_tokenizer(path) -> PreTrainedTokenizerFast:
 def load_token_bytes(path) -> torch.Tensor:
     """The token-bytes table saved beside a tokenizer (computed from the tokenizer if the file is missing)."""
     file = Path(path) / TOKEN_BYTES_FILE
-    return torch.load(file) if file.exists() else token_bytes(load_tokenizer(path))
+    return torch.load(file, weights_only=True) if file.exists() else token_bytes(load_tokenizer(path))  # tensors only
+
+
+def tokenizer_fingerprint(tokenizer) -> str | None:
+    """A fingerprint of a loaded fast tokenizer's vocabulary and rules (None for a slow one): checkpoints record it."""
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    return hashlib.sha256(backend.to_str().encode()).hexdigest()[:16] if backend is not None else None
 
 
 def tokenizer_hash(path) -> str:

@@ -8,6 +8,7 @@ validation bits per byte, and keeps the Trainer's checkpoint/resume, accelerate 
 import itertools
 import json
 import logging
+import os
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -20,23 +21,17 @@ from torch.utils.data import SequentialSampler
 from transformers import Trainer, TrainerCallback, TrainingArguments
 from transformers.trainer_utils import IntervalStrategy
 
+from .checkpoints import OutputDirLock, last_complete_checkpoint, mark_complete, problems, read_marker, rotate, unmark
 from .core import evaluate_tasks
+from .distributed import on_main_process
 from .evaluation import evaluate_bpb, sample
 from .memory import checkpointed_layers, checkpointing_to_fit, training_bytes
 from .optimization import MuonAdamW, NanochatSchedule, param_groups
+from .tokenization import tokenizer_fingerprint
 
 logger = logging.getLogger(__name__)
 
 SAMPLES_FILE = "samples.json"
-COMPLETE_MARKER = "checkpoint_complete"  # written last: a checkpoint without it is partial and never resumed from
-CHECKPOINT_FILES = ("model.safetensors", "optimizer.pt", "scheduler.pt", "trainer_state.json")
-
-
-def last_complete_checkpoint(output_dir) -> Path | None:
-    """The highest-numbered checkpoint-N in `output_dir` that was completely written, or None."""
-    complete = [p for p in Path(output_dir).glob("checkpoint-*") if (p / COMPLETE_MARKER).exists()]
-    return max(complete, key=lambda p: int(p.name.split("-")[-1]), default=None)
-
 # Dense bf16 peak FLOP/s by GPU name (nanochat's table); the first name found in the device name wins.
 PEAK_FLOPS = {
     "H100 PCIe": 756e12,
@@ -109,7 +104,10 @@ class HansardTrainingArguments(TrainingArguments):
     save_every: int = field(default=2000, metadata={"help": "Save a resumable checkpoint every this many steps; 0: no checkpoints (recipes still save the final model)."})
     sample_every: int = field(default=2000, metadata={"help": "Log greedy samples of fixed prompts every this many steps and at the end (needs the tokenizer); 0 disables."})
     # Trainer defaults that cost a host sync or deviate from nanochat
-    max_grad_norm: float = field(default=0.0, metadata={"help": "Gradient clipping norm; 0 = none (nanochat)."})
+    max_grad_norm: float = field(default=0.0, metadata={"help": (
+        "Gradient clipping norm; 0 = none. Departs from nanochat 10231df, which clips at 1.0: nanochat itself removed "
+        "clipping in 061f83c (2026-01-08: it clipped per GPU before the gradient sync, cost ~2% MFU and did not help), "
+        "and we follow that. 1.0 reproduces 10231df.")})
     logging_nan_inf_filter: bool = field(default=False, metadata={"help": "Filter nan/inf losses (a host sync per step)."})
     average_tokens_across_devices: bool = field(default=False, metadata={"help": "Gather token counts across ranks every step."})
     ddp_find_unused_parameters: bool | None = field(default=False, metadata={"help": "DDP unused-parameter search."})
@@ -348,26 +346,71 @@ class HansardTrainer(Trainer):
         return self.lr_scheduler
 
     def train(self, resume_from_checkpoint=None, **kwargs):
-        """As Trainer.train; `resume_from_checkpoint=True` takes the last *complete* checkpoint (none: start fresh)."""
-        if resume_from_checkpoint is True:
-            resume_from_checkpoint = last_complete_checkpoint(self.args.output_dir)
-            if resume_from_checkpoint is None:
-                logger.info("No complete checkpoint in %s: starting from scratch.", self.args.output_dir)
-        elif resume_from_checkpoint:
-            missing = [f for f in CHECKPOINT_FILES if not (Path(resume_from_checkpoint) / f).exists()]
-            if missing:
-                raise ValueError(f"{resume_from_checkpoint} is not a complete checkpoint: it lacks {missing}.")
-        return super().train(resume_from_checkpoint=str(resume_from_checkpoint) if resume_from_checkpoint else None,
-                             **kwargs)
+        """As Trainer.train, holding the output folder (one live run per folder); `resume_from_checkpoint=True` takes
+        the newest checkpoint whose manifest holds (none: start fresh). A checkpoint made with another tokenizer
+        than this Trainer's `processing_class` is refused."""
+        lock = OutputDirLock(self.args.output_dir)
+        on_main_process(lock.acquire)  # a refusal stops every process
+        try:
+            if resume_from_checkpoint is True:
+                resume_from_checkpoint = last_complete_checkpoint(self.args.output_dir)
+                if resume_from_checkpoint is None:
+                    logger.info("No complete checkpoint in %s: starting from scratch.", self.args.output_dir)
+            elif resume_from_checkpoint:
+                found = problems(resume_from_checkpoint)
+                if found:
+                    raise ValueError(f"{resume_from_checkpoint} is not a complete checkpoint: {'; '.join(found)}.")
+            if resume_from_checkpoint:
+                self._check_tokenizer(resume_from_checkpoint)
+            return super().train(resume_from_checkpoint=str(resume_from_checkpoint) if resume_from_checkpoint else None,
+                                 **kwargs)
+        finally:
+            lock.release()
+
+    def _check_tokenizer(self, checkpoint) -> None:
+        saved, mine = (read_marker(checkpoint) or {}).get("tokenizer"), tokenizer_fingerprint(self.processing_class)
+        if saved and mine and saved != mine:
+            raise ValueError(f"{checkpoint} was trained with tokenizer {saved}; this run's is {mine}: other token ids. "
+                             "Resume with the checkpoint's tokenizer (saved in it), or train into a new output_dir.")
 
     def _save_checkpoint(self, model, trial):
+        """As Trainer's, made safe: the folder loses its marker before anything in it is rewritten, the marker (a
+        manifest of every file) is written last, and old checkpoints are rotated only after that."""
         start = time.perf_counter()
-        super()._save_checkpoint(model, trial)
+        folder = Path(self._get_output_dir(trial=trial)) / f"checkpoint-{self.state.global_step}"
+        if self.args.should_save:
+            unmark(folder)
+        limit, self.args.save_total_limit = self.args.save_total_limit, None  # no rotation inside the write
+        try:
+            super()._save_checkpoint(model, trial)
+        except OSError as error:  # a full disk, a lost mount: say which checkpoint, and what a rerun does
+            previous = last_complete_checkpoint(folder.parent, warn=False)
+            raise OSError(error.errno, f"writing {folder} failed ({error}); it stays incomplete and is never resumed "
+                          f"from. Free some space and run again: it resumes from {previous or 'the start'}.") from error
+        finally:
+            self.args.save_total_limit = limit
         self.accelerator.wait_for_everyone()
         if self.args.should_save:
-            folder = Path(self.args.output_dir) / f"checkpoint-{self.state.global_step}"
-            (folder / COMPLETE_MARKER).write_text(f"{self.state.global_step}\n")
+            mark_complete(folder, self.state.global_step, tokenizer_fingerprint(self.processing_class))
+            rotate(folder.parent, limit, keep=[self.state.best_model_checkpoint])
         self.exclude_from_throughput(time.perf_counter() - start)
+
+    def _save(self, output_dir=None, state_dict=None):
+        """As Trainer's, into a hidden folder whose files then replace the old ones, one rename each: a kill or a full
+        disk never leaves a half-written model.safetensors under its name."""
+        out = Path(output_dir or self.args.output_dir)
+        if not self.args.should_save:
+            return super()._save(str(out), state_dict)
+        out.mkdir(parents=True, exist_ok=True)
+        for stale in out.glob(".saving-*"):  # a killed save's (one live run per folder: none is in progress)
+            shutil.rmtree(stale, ignore_errors=True)
+        tmp = out / f".saving-{os.getpid()}"
+        try:
+            super()._save(str(tmp), state_dict)
+            for path in tmp.iterdir():
+                os.replace(path, out / path.name)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
 
     def _push_from_checkpoint(self, checkpoint_folder):
         """Ship the modeling code and the model card with every push, so the repo root always loads."""

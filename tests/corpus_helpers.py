@@ -37,3 +37,13 @@ def documents(n: int = 60, seed: int = 0) -> list[dict]:
 def write_jsonl(path, rows):
     path.write_text("".join(json.dumps(row) + "\n" for row in rows))
     return path
+
+
+def corpus_with_tokenizer(root, vocab_size: int, n: int = 120) -> list[dict]:
+    """`root/corpus.jsonl` of `n` generated debates and `root/tok`, a tokenizer trained on them; returns the rows."""
+    from hansard_hf.tokenization import save_tokenizer, train_tokenizer
+
+    docs = documents(n)
+    write_jsonl(root / "corpus.jsonl", docs)
+    save_tokenizer(train_tokenizer((d["text"] for d in docs), vocab_size=vocab_size), root / "tok")
+    return docs

@@ -14,7 +14,7 @@ import torch
 from hansard_hf.counting import advice, recipe_table, report, seed_choice
 from hansard_hf.data import Corpus, TokenRows, prepare, read_index, split_of, token_dtype
 from hansard_hf.tokenization import save_tokenizer, train_tokenizer
-from corpus_helpers import documents, write_jsonl
+from corpus_helpers import corpus_with_tokenizer, documents, write_jsonl
 
 HANSARD = Path(__file__).resolve().parents[2] / "shared" / "data" / "hansard" / "hansard_debates.jsonl"
 
@@ -22,10 +22,7 @@ HANSARD = Path(__file__).resolve().parents[2] / "shared" / "data" / "hansard" / 
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory):
     root = tmp_path_factory.mktemp("data")
-    docs = documents(120)
-    write_jsonl(root / "corpus.jsonl", docs)
-    save_tokenizer(train_tokenizer((d["text"] for d in docs), vocab_size=500), root / "tok")
-    return root, docs
+    return root, corpus_with_tokenizer(root, vocab_size=500)
 
 
 def test_split_by_id_hash_is_deterministic_and_about_90_5_5():

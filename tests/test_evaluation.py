@@ -218,7 +218,20 @@ def test_other_causal_lms_evaluate_too(tokenizer, tmp_path):
         assert set(evaluate_tasks(model, tokenizer, tasks)["tasks"]) == {"animals", "who", "flight"}
 
 
-def test_a_continuation_longer_than_the_context_counts_as_wrong(bigram, tokenizer):
+def test_prompts_are_cropped_only_for_a_hard_position_limit(bigram, tokenizer):
+    """nanochat crops prompts only for models with a hard limit (GPT-2's learned positions): a rotary model scores
+    the whole prompt, beyond max_position_embeddings; a GPT-2 cannot, counts it wrong, and the crop is reported."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    from hansard_hf.core import position_limit
+
     task = Task("long", "multiple_choice", 0, " ", [
         {"query": "the cat", "choices": [" ".join(["mewed"] * 80), " ".join(["barked"] * 80)], "gold": 0}], 0.5)
-    assert evaluate_tasks(bigram, tokenizer, [task])["tasks"]["long"]["accuracy"] == 0.0  # 80 > 64 positions
+    assert position_limit(bigram) is None and bigram.config.max_position_embeddings == 64
+    whole = evaluate_tasks(bigram, tokenizer, [task])["tasks"]["long"]
+    assert whole["accuracy"] == 1.0 and whole["cropped"] == 0  # "cat" -> "mewed": the gold choice, scored in full
+    torch.manual_seed(0)
+    gpt2 = GPT2LMHeadModel(GPT2Config(vocab_size=len(WORDS), n_positions=64, n_embd=32, n_layer=1, n_head=2)).eval()
+    assert position_limit(gpt2) == 64
+    cropped = evaluate_tasks(gpt2, tokenizer, [task])["tasks"]["long"]
+    assert cropped["accuracy"] == 0.0 and cropped["cropped"] == 1  # 80 continuation tokens > 64 positions

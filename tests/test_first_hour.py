@@ -17,7 +17,6 @@ import torch
 from hansard_hf import locations, preflight
 from hansard_hf.card import model_card
 from hansard_hf.configuration_hansard_gpt import HansardGPTConfig
-from hansard_hf.data import Corpus
 from hansard_hf.recipe import Recipe, find_recipe, shipped_recipes
 from hansard_hf.tokenization import train_tokenizer
 from corpus_helpers import documents, write_jsonl
@@ -112,6 +111,15 @@ def test_bf16_without_a_gpu_stops_in_one_line_before_any_tokenizer(corpus, tmp_p
     assert len(lines) == 1 and "bf16=true asks for a GPU" in lines[0], done.stderr
     assert "--use_cpu=true --bf16=false" in lines[0] and "hansard-hf train tiny" in lines[0]
     assert not home.exists()  # nothing trained, nothing prepared
+
+
+def test_batch_arithmetic_is_checked_before_any_tokenizer(corpus, tmp_path):
+    home = tmp_path / "home"
+    done = cli("train", "tiny", f"--dataset={corpus}", "--total_batch_size=1000", HANSARD_HF_HOME=str(home))
+    lines = done.stderr.strip().splitlines()
+    assert done.returncode == 1 and len(lines) == 1, done.stderr
+    assert "tiny.json: total_batch_size=1000 is not a multiple of max_seq_len x world_size = 256 x 1" in lines[0]
+    assert not home.exists()
 
 
 def test_no_hub_means_one_line_naming_dataset_path(tmp_path, monkeypatch):

@@ -44,6 +44,23 @@ def test_trainer_equals_plain_pytorch_loop(tmp_path):
         torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
 
 
+def test_max_grad_norm_one_is_nanochat_10231df_clipping(tmp_path):
+    """nanochat 10231df clips at 1.0 (we default to none, as nanochat does since 061f83c): with max_grad_norm=1.0 the
+    Trainer equals that loop, and the clipping really acts here (the default run differs)."""
+    data = PackedRows(48, SEQ, 97)
+    clipped = HansardTrainer(model=fresh_model(), args=arguments(tmp_path / "a", max_grad_norm=1.0), train_dataset=data)
+    clipped.train()
+    reference_model = fresh_model()
+    reference = plain_loop(reference_model, data, clipped.args, steps=6, grad_clip=1.0)
+    assert train_losses(clipped) == pytest.approx(reference, abs=1e-5)
+    for a, b in zip(clipped.model.parameters(), reference_model.parameters()):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+    assert HansardTrainingArguments.max_grad_norm == 0.0 and "061f83c" in \
+        HansardTrainingArguments.__dataclass_fields__["max_grad_norm"].metadata["help"]
+    unclipped = plain_loop(fresh_model(), data, clipped.args, steps=6)
+    assert max(abs(a - b) for a, b in zip(unclipped, reference)) > 1e-3  # the clip changed the run
+
+
 def test_resume_gives_the_same_losses_as_an_uninterrupted_run(tmp_path):
     data = PackedRows(48, SEQ, 97)
     full = HansardTrainer(model=fresh_model(), args=arguments(tmp_path / "a", save_every=3), train_dataset=data)

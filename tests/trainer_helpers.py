@@ -24,8 +24,9 @@ class PackedRows(torch.utils.data.Dataset):
         return {"input_ids": self.rows[index, :-1], "shift_labels": self.rows[index, 1:]}
 
 
-def plain_loop(model, dataset, args, steps: int, on_step=None) -> list[float]:
-    """nanochat's loop: per step, `accumulation` micro-batches of loss / accumulation, one optimizer step.
+def plain_loop(model, dataset, args, steps: int, on_step=None, grad_clip: float = 0.0) -> list[float]:
+    """nanochat's loop: per step, `accumulation` micro-batches of loss / accumulation, then (10231df's base_train)
+    the gradients clipped to norm `grad_clip` when > 0, one optimizer step.
 
     `on_step()` is called after each optimizer step (the benchmark's clock)."""
     optimizer = MuonAdamW(param_groups(model, args.matrix_lr, args.embedding_lr, args.unembedding_lr),
@@ -42,6 +43,8 @@ def plain_loop(model, dataset, args, steps: int, on_step=None) -> list[float]:
             loss = model(**next(loader)).loss / accumulation
             loss.backward()
             total = total + loss.detach()  # on the device: no host sync per micro-step
+        if grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
         optimizer.step()
         schedule.step()
         model.zero_grad(set_to_none=True)

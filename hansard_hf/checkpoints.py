@@ -1,0 +1,163 @@
+"""The checkpoint protocol. A `checkpoint-N` folder is complete only when its marker, written last and atomically,
+lists every file with its size (and a checksum of the small ones) and the files still agree; a checkpoint that does
+not is skipped with one line naming what is wrong. The marker goes before a folder is rewritten, rotation deletes
+old checkpoints only after the new one is complete, and one live run holds an output folder at a time."""
+
+import errno
+import hashlib
+import json
+import logging
+import os
+import re
+import shutil
+from pathlib import Path
+
+logger = logging.getLogger(__name__)
+
+COMPLETE_MARKER = "checkpoint_complete"  # JSON manifest {"step", "tokenizer", "files"}, written last
+CHECKPOINT_FILES = ("model.safetensors", "optimizer.pt", "scheduler.pt", "trainer_state.json")
+CHECKSUM_BYTES = 16 * 2**20  # files up to this size are checksummed too (states, RNG, tokenizer); larger ones by size
+LOCK_FILE = ".hansard_hf.lock"
+
+
+def step_of(folder) -> int | None:
+    """N of a `checkpoint-N` folder, else None."""
+    match = re.fullmatch(r"checkpoint-(\d+)", Path(folder).name)
+    return int(match.group(1)) if match else None
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(2**20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def mark_complete(folder, step: int, tokenizer: str | None = None) -> None:
+    """Write the marker of a fully written checkpoint: its manifest, atomically (a temporary file, then a rename)."""
+    folder = Path(folder)
+    files = {}
+    for path in sorted(p for p in folder.rglob("*") if p.is_file() and not p.name.startswith(COMPLETE_MARKER)):
+        size = path.stat().st_size
+        files[str(path.relative_to(folder))] = {"bytes": size, "sha256": _sha256(path) if size <= CHECKSUM_BYTES else None}
+    tmp = folder / f"{COMPLETE_MARKER}.tmp"
+    tmp.write_text(json.dumps({"step": step, "tokenizer": tokenizer, "files": files}, indent=1))
+    os.replace(tmp, folder / COMPLETE_MARKER)
+
+
+def unmark(folder) -> None:
+    """Make a checkpoint incomplete before anything in it is rewritten."""
+    (Path(folder) / COMPLETE_MARKER).unlink(missing_ok=True)
+
+
+def read_marker(folder) -> dict | None:
+    """The manifest of a marked checkpoint ({} for a marker of the older plain-number kind), None when unmarked."""
+    marker = Path(folder) / COMPLETE_MARKER
+    try:
+        text = marker.read_text()
+    except FileNotFoundError:
+        return None
+    try:
+        manifest = json.loads(text)
+    except ValueError:
+        return {} if text.strip().isdigit() else {"unreadable": True}
+    return manifest if isinstance(manifest, dict) else {"unreadable": True}
+
+
+def problems(folder) -> list[str]:
+    """What is wrong with a checkpoint folder, by its manifest: [] for a complete one."""
+    folder = Path(folder)
+    manifest = read_marker(folder)
+    if manifest is None:
+        return [f"no {COMPLETE_MARKER} marker (its writing was cut short)"]
+    if manifest.get("unreadable"):
+        return [f"{COMPLETE_MARKER} is not a manifest"]
+    expected = manifest.get("files") or {name: {} for name in CHECKPOINT_FILES}  # an older marker: the files exist
+    found = []
+    for name, info in expected.items():
+        path = folder / name
+        if not path.is_file():
+            found.append(f"{name} is missing")
+        elif "bytes" in info and path.stat().st_size != info["bytes"]:
+            found.append(f"{name} has {path.stat().st_size:,} bytes, the manifest {info['bytes']:,}")
+        elif info.get("sha256") and _sha256(path) != info["sha256"]:
+            found.append(f"{name} changed after it was written (checksum)")
+    return found
+
+
+def checkpoints(output_dir) -> list[Path]:
+    """The checkpoint-N folders of a run, newest (highest N) first."""
+    found = [p for p in Path(output_dir).glob("checkpoint-*") if p.is_dir() and step_of(p) is not None]
+    return sorted(found, key=step_of, reverse=True)
+
+
+def last_complete_checkpoint(output_dir, warn: bool = True) -> Path | None:
+    """The newest checkpoint whose manifest holds; marked ones that fail it are skipped with one line each."""
+    for folder in checkpoints(output_dir):
+        if read_marker(folder) is None:
+            continue  # cut short while being written: never resumed from
+        found = problems(folder)
+        if not found:
+            return folder
+        if warn:
+            logger.warning("Skipping %s: %s. Falling back to the checkpoint before it.", folder, "; ".join(found))
+    return None
+
+
+def rotate(output_dir, limit: int | None, keep=()) -> list[Path]:
+    """Delete complete checkpoints beyond the newest `limit` ones, and unfinished ones older than the newest complete
+    one (leftovers of killed writers); never the newest complete one, nor those in `keep`. Returns what went."""
+    every = checkpoints(output_dir)
+    complete = [folder for folder in every if read_marker(folder) is not None and not problems(folder)]
+    if not complete:
+        return []
+    doomed = complete[max(limit, 1):] if limit and limit > 0 else []
+    doomed += [folder for folder in every if folder not in complete and step_of(folder) < step_of(complete[0])]
+    keep = {Path(k).resolve() for k in keep if k}
+    doomed = [folder for folder in doomed if folder.resolve() not in keep]
+    for folder in doomed:
+        shutil.rmtree(folder)
+    return doomed
+
+
+class OutputDirLock:
+    """An exclusive lock on an output folder while a run writes to it; the OS releases it when the process dies.
+    Re-entrant within a process (the recipe runner and the Trainer both take it). Use `with`, or acquire/release."""
+
+    held: dict[Path, int] = {}
+
+    def __init__(self, output_dir):
+        self.folder = Path(output_dir).resolve()
+        self.mine = False
+
+    def acquire(self) -> None:
+        if self.folder in self.held:
+            return
+        try:
+            import fcntl
+        except ImportError:  # no flock (Windows): no lock
+            return
+        self.folder.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.folder / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as error:
+            os.close(fd)
+            if error.errno in (errno.EAGAIN, errno.EACCES):
+                raise OSError(errno.EBUSY, f"{self.folder} is in use by another live run: wait for it to finish, or "
+                              "give this run another output_dir") from None
+            raise
+        self.held[self.folder], self.mine = fd, True
+
+    def release(self) -> None:
+        if self.mine:
+            os.close(self.held.pop(self.folder))
+            self.mine = False
+
+    def __enter__(self):
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc):
+        self.release()

@@ -1,0 +1,212 @@
+"""Checkpoints under faults: a checkpoint is complete only when its manifest holds, broken ones are skipped with one
+line, rewrites and rotation never leave nothing to resume from, the final save is atomic, one live run per folder,
+and a resume with another tokenizer is refused. Each fault is injected for real (files deleted, truncated, rewritten;
+an OSError raised inside a write, as a full disk raises it; a process killed while it holds the lock)."""
+
+import errno
+import logging
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from hansard_hf import HansardGPTForCausalLM
+from hansard_hf.checkpoints import COMPLETE_MARKER, OutputDirLock, last_complete_checkpoint, problems, read_marker
+from hansard_hf.tokenization import train_tokenizer
+from hansard_hf.trainer import HansardTrainer, HansardTrainingArguments
+from conftest import tiny_config
+from trainer_helpers import PackedRows
+
+SEQ = 16
+DATA = PackedRows(48, SEQ, 97)
+
+
+def arguments(out, **overrides) -> HansardTrainingArguments:
+    values = dict(output_dir=str(out), max_seq_len=SEQ, device_batch_size=2, total_batch_size=4 * SEQ, max_steps=6,
+                  warmup_ratio=0.2, warmdown_ratio=0.4, eval_every=0, save_every=2, logging_steps=1, report_to="none",
+                  use_cpu=True, seed=0, disable_tqdm=True)
+    return HansardTrainingArguments(**{**values, **overrides})
+
+
+def trainer(out, seed=0, **overrides) -> HansardTrainer:
+    torch.manual_seed(seed)
+    return HansardTrainer(model=HansardGPTForCausalLM(tiny_config()), args=arguments(out, **overrides),
+                          train_dataset=DATA)
+
+
+def losses(t, after: int = 0) -> dict[int, float]:
+    return {e["step"]: e["loss"] for e in t.state.log_history if "loss" in e and e["step"] > after}
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    run = tmp_path_factory.mktemp("uninterrupted") / "run"
+    t = trainer(run)
+    t.train()
+    return run, losses(t), {k: v.clone() for k, v in t.model.state_dict().items()}
+
+
+def truncate(path: Path):
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+
+
+def same_size_garbage(path: Path):
+    path.write_bytes(b"{" * path.stat().st_size)
+
+
+FAULTS = {  # what is done to the newest checkpoint -> what the skip line says
+    "optimizer.pt deleted": (lambda c: (c / "optimizer.pt").unlink(), "optimizer.pt is missing"),
+    "optimizer.pt emptied": (lambda c: (c / "optimizer.pt").write_bytes(b""), "optimizer.pt has 0 bytes"),
+    "model.safetensors truncated": (lambda c: truncate(c / "model.safetensors"), "model.safetensors has"),
+    "trainer_state.json garbage": (lambda c: same_size_garbage(c / "trainer_state.json"), "trainer_state.json changed"),
+    "scheduler.pt deleted": (lambda c: (c / "scheduler.pt").unlink(), "scheduler.pt is missing"),
+    "rng_state.pth truncated": (lambda c: truncate(c / "rng_state.pth"), "rng_state.pth has"),
+    "marker garbage": (lambda c: (c / COMPLETE_MARKER).write_text("not a manifest"), "is not a manifest"),
+}
+
+
+def test_every_checkpoint_carries_a_manifest_of_its_files(uninterrupted):
+    run = uninterrupted[0]
+    for step in (2, 4, 6):
+        manifest = read_marker(run / f"checkpoint-{step}")
+        assert manifest["step"] == step and problems(run / f"checkpoint-{step}") == []
+        files = manifest["files"]
+        assert {"model.safetensors", "optimizer.pt", "scheduler.pt", "trainer_state.json", "rng_state.pth"} <= set(files)
+        assert all(info["bytes"] == (run / f"checkpoint-{step}" / name).stat().st_size for name, info in files.items())
+    assert not list(run.rglob(".saving-*"))
+
+
+@pytest.mark.parametrize("fault", FAULTS)
+def test_a_broken_checkpoint_is_skipped_in_one_line_and_the_run_resumes_exactly(uninterrupted, tmp_path, fault, caplog):
+    source, reference, weights = uninterrupted
+    run = tmp_path / "run"
+    for step in (2, 4):  # a run killed after its step-4 checkpoint
+        shutil.copytree(source / f"checkpoint-{step}", run / f"checkpoint-{step}")
+    damage, said = FAULTS[fault]
+    damage(run / "checkpoint-4")
+    with caplog.at_level(logging.WARNING, logger="hansard_hf.checkpoints"):
+        assert last_complete_checkpoint(run) == run / "checkpoint-2"
+    skipped = [r.getMessage() for r in caplog.records if "Skipping" in r.getMessage()]
+    assert len(skipped) == 1 and "checkpoint-4" in skipped[0] and said in skipped[0], skipped
+    resumed = trainer(run, seed=1)
+    resumed.train(resume_from_checkpoint=True)
+    assert losses(resumed, after=2) == pytest.approx({s: reference[s] for s in (3, 4, 5, 6)}, abs=1e-6)
+    for name, value in resumed.model.state_dict().items():
+        torch.testing.assert_close(value, weights[name], atol=1e-6, rtol=1e-6)
+
+
+def test_an_explicit_broken_checkpoint_is_refused_by_name(uninterrupted, tmp_path):
+    checkpoint = tmp_path / "checkpoint-4"
+    shutil.copytree(uninterrupted[0] / "checkpoint-4", checkpoint)
+    (checkpoint / "optimizer.pt").unlink()
+    with pytest.raises(ValueError, match=r"checkpoint-4 is not a complete checkpoint: optimizer.pt is missing"):
+        trainer(tmp_path / "run").train(resume_from_checkpoint=str(checkpoint))
+
+
+def full_disk_at(monkeypatch, method: str, call: int):
+    """Make the `call`-th call of HansardTrainer.`method` raise ENOSPC, as a full disk does mid-write."""
+    original, calls = getattr(HansardTrainer, method), []
+
+    def failing(self, *args, **kwargs):
+        calls.append(1)
+        if len(calls) == call:
+            raise OSError(errno.ENOSPC, "No space left on device (injected)")
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(HansardTrainer, method, failing)
+
+
+@pytest.mark.parametrize("method", ["_save_optimizer_and_scheduler", "_save_rng_state"])
+def test_a_full_disk_during_a_checkpoint_keeps_the_previous_one(uninterrupted, tmp_path, monkeypatch, method):
+    _, reference, weights = uninterrupted
+    run = tmp_path / "run"
+    full_disk_at(monkeypatch, method, call=2)  # the step-4 checkpoint fails after its model was written
+    with pytest.raises(OSError, match=r"writing .*checkpoint-4 failed \(.*No space left.*resumes from .*checkpoint-2"):
+        trainer(run, save_total_limit=1).train()
+    assert read_marker(run / "checkpoint-4") is None  # cut short: never resumed from
+    assert problems(run / "checkpoint-2") == []  # rotation waited for a complete successor
+    monkeypatch.undo()
+    resumed = trainer(run, seed=1, save_total_limit=1)
+    resumed.train(resume_from_checkpoint=True)
+    assert losses(resumed, after=2) == pytest.approx({s: reference[s] for s in (3, 4, 5, 6)}, abs=1e-6)
+    assert sorted(p.name for p in run.glob("checkpoint-*")) == ["checkpoint-6"]  # rotated once 6 was complete
+    for name, value in resumed.model.state_dict().items():
+        torch.testing.assert_close(value, weights[name], atol=1e-6, rtol=1e-6)
+
+
+def test_a_rewritten_checkpoint_loses_its_marker_first(uninterrupted, tmp_path, monkeypatch):
+    run = tmp_path / "run"
+    shutil.copytree(uninterrupted[0] / "checkpoint-4", run / "checkpoint-4")  # complete, from an earlier run
+    (run / "checkpoint-4" / "trainer_state.json").write_text("{}")
+    full_disk_at(monkeypatch, "_save_optimizer_and_scheduler", call=2)  # this run's own step-4 checkpoint fails
+    with pytest.raises(OSError):
+        trainer(run).train()
+    assert read_marker(run / "checkpoint-4") is None and last_complete_checkpoint(run) == run / "checkpoint-2"
+
+
+def test_the_final_save_is_atomic(tmp_path, monkeypatch):
+    run = tmp_path / "run"
+    t = trainer(run, save_every=0, max_steps=2)
+    t.train()
+    t.save_model()
+    before = (run / "model.safetensors").read_bytes()
+    original = HansardGPTForCausalLM.save_pretrained
+
+    def dies_midway(self, folder, *args, **kwargs):
+        original(self, folder, *args, **kwargs)
+        (Path(folder) / "model.safetensors").write_bytes(b"half")  # the write in progress
+        raise OSError(errno.ENOSPC, "No space left on device (injected)")
+
+    monkeypatch.setattr(HansardGPTForCausalLM, "save_pretrained", dies_midway)
+    with pytest.raises(OSError):
+        t.save_model()
+    assert (run / "model.safetensors").read_bytes() == before  # the old file, whole
+    assert not list(run.glob(".saving-*"))
+
+
+LOCK_HOLDER = """
+import sys, time
+from hansard_hf.checkpoints import OutputDirLock
+with OutputDirLock(sys.argv[1]):
+    print("locked", flush=True)
+    time.sleep(600)
+"""
+
+
+def test_one_live_run_per_output_folder(tmp_path):
+    run = tmp_path / "run"
+    holder = subprocess.Popen([sys.executable, "-c", LOCK_HOLDER, str(run)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        with pytest.raises(OSError, match="is in use by another live run"):
+            trainer(run).train()
+        assert not list(run.glob("checkpoint-*"))  # refused before training
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait()
+    with OutputDirLock(run):  # a dead process holds nothing
+        with OutputDirLock(run):  # and the same process may take it again (the recipe runner, then the Trainer)
+            pass
+    t = trainer(run, max_steps=2)
+    t.train()
+    assert t.state.global_step == 2
+
+
+def test_resuming_with_another_tokenizer_is_refused(tmp_path):
+    texts = ["Mr. Speaker, I beg to move that the Bill be now read a Second time."] * 50
+    first, second = train_tokenizer(texts, vocab_size=300), train_tokenizer(texts[:10] + ["Order!"] * 40, vocab_size=300)
+    assert len(first) == len(second) == 300 and first.backend_tokenizer.to_str() != second.backend_tokenizer.to_str()
+    run = tmp_path / "run"
+    torch.manual_seed(0)
+    t = HansardTrainer(model=HansardGPTForCausalLM(tiny_config(vocab_size=300)), args=arguments(run, max_steps=2),
+                       train_dataset=PackedRows(48, SEQ, 300), processing_class=first)
+    t.train()
+    again = HansardTrainer(model=HansardGPTForCausalLM(tiny_config(vocab_size=300)), args=arguments(run, max_steps=4),
+                           train_dataset=PackedRows(48, SEQ, 300), processing_class=second)
+    with pytest.raises(ValueError, match=r"checkpoint-2 was trained with tokenizer [0-9a-f]{16}; this run's is "
+                                         r"[0-9a-f]{16}"):
+        again.train(resume_from_checkpoint=True)
