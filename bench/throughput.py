@@ -23,7 +23,7 @@ from transformers import TrainerCallback, set_seed
 
 from hansard_hf import HansardGPTForCausalLM, HansardTrainer
 from hansard_hf.recipe import Recipe
-from hansard_hf.trainer import peak_flops
+from hansard_hf.budget import peak_flops
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from trainer_helpers import plain_loop  # noqa: E402

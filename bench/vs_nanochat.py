@@ -31,7 +31,7 @@ from hansard_hf import HansardGPTForCausalLM, HansardTrainer
 from hansard_hf.optimization import lr_multiplier, muon_momentum
 
 NANOCHAT_GRAD_CLIP = 1.0  # scripts/base_train.py at 10231df: grad_clip = 1.0
-from hansard_hf.trainer import peak_flops
+from hansard_hf.budget import peak_flops
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from throughput import Clock, RandomRows, bench_recipe, median_step, report  # noqa: E402

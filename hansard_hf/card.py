@@ -71,6 +71,7 @@ def model_card(run_dir, model_id: str, config, recipe: dict | None = None, total
     import transformers
 
     from .data import is_hub_dataset
+    from .evaluation import SAMPLES_FILE
     from .locations import DEFAULT_DATASET
     from .modeling_hansard_gpt import TESTED_TRANSFORMERS
 
@@ -95,7 +96,7 @@ def model_card(run_dir, model_id: str, config, recipe: dict | None = None, total
         ("CORE", f"{core:.4f}" if core is not None else "not measured"),
         ("Hansard benchmark (centred)", f"{hansard:.4f}" if hansard is not None else "not measured"),
     ]
-    samples_file = Path(run_dir) / "samples.json"
+    samples_file = Path(run_dir) / SAMPLES_FILE
     samples = ""
     if samples_file.exists():
         saved = json.loads(samples_file.read_text())

@@ -15,9 +15,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-import torch.distributed as dist
 import torch.nn.functional as F
 import yaml
+
+from .distributed import rank_and_world, reduce_across_processes
 
 logger = logging.getLogger(__name__)
 BUNDLE_URL = "https://karpathy-public.s3.us-west-2.amazonaws.com/eval_bundle.zip"
@@ -155,14 +156,13 @@ def score_example(model, tokenizer, task: Task, index: int, limit: int | None = 
 def evaluate_task(model, tokenizer, task: Task) -> tuple[float, int]:
     """(accuracy, examples cropped to the model's hard position limit) over the task's examples; under
     torch.distributed each rank takes every world-th example."""
-    rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_available() and dist.is_initialized() else (0, 1)
+    rank, world = rank_and_world()
     device, limit = next(model.parameters()).device, position_limit(model)
     counts = torch.zeros(3, dtype=torch.float64, device=device)  # right, examples, cropped
     for index in range(rank, len(task.examples), world):
         right, cropped = score_example(model, tokenizer, task, index, limit)
         counts += torch.tensor([right, 1.0, cropped], dtype=torch.float64, device=device)
-    if world > 1:
-        dist.all_reduce(counts)
+    reduce_across_processes(counts)
     return (counts[0] / counts[1]).item() if counts[1] else 0.0, int(counts[2].item())
 
 

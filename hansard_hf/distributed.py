@@ -29,10 +29,34 @@ def on_main_process(make):
     raise SystemExit(1)
 
 
-def wait_for_everyone() -> None:
-    """A barrier when this is one of several processes (so the main process can say why before the others exit)."""
-    if "torch" in sys.modules:  # no process group without torch: the command line stays light
+def is_distributed() -> bool:
+    """Whether this process is one of a torch.distributed group (no torch imported: it is not)."""
+    if "torch" not in sys.modules:  # the command line stays light
+        return False
+    import torch.distributed as dist
+
+    return dist.is_available() and dist.is_initialized()
+
+
+def rank_and_world() -> tuple[int, int]:
+    """(this process's rank, the number of processes); (0, 1) outside torch.distributed."""
+    import torch.distributed as dist
+
+    return (dist.get_rank(), dist.get_world_size()) if is_distributed() else (0, 1)
+
+
+def reduce_across_processes(tensor, op: str = "sum"):
+    """`tensor` reduced in place over every process ("sum" or "min"); unchanged in a single process."""
+    if is_distributed():
         import torch.distributed as dist
 
-        if dist.is_available() and dist.is_initialized():
-            dist.barrier()
+        dist.all_reduce(tensor, op=getattr(dist.ReduceOp, op.upper()))
+    return tensor
+
+
+def wait_for_everyone() -> None:
+    """A barrier when this is one of several processes (so the main process can say why before the others exit)."""
+    if is_distributed():
+        import torch.distributed as dist
+
+        dist.barrier()

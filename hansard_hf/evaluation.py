@@ -3,8 +3,10 @@
 import math
 
 import torch
-import torch.distributed as dist
 import torch.nn.functional as F
+
+from .distributed import reduce_across_processes
+from .modeling_hansard_gpt import softcap_logits
 
 
 def next_token_targets(batch: dict) -> torch.Tensor:
@@ -25,13 +27,16 @@ def token_nats(model, input_ids: torch.Tensor, targets: torch.Tensor, chunk_size
     flat = targets.reshape(-1).to(hidden.device)
     nats = torch.empty(flat.shape, dtype=torch.float32, device=hidden.device)
     for start in range(0, flat.numel(), chunk_size):
-        logits = (hidden[start : start + chunk_size] @ weight.T).float()
-        if cap is not None:
-            logits = cap * torch.tanh(logits / cap)
+        logits = softcap_logits(hidden[start : start + chunk_size] @ weight.T, cap)
         nats[start : start + chunk_size] = F.cross_entropy(
             logits, flat[start : start + chunk_size], ignore_index=-100, reduction="none"
         )
     return nats.view(targets.shape)
+
+
+def bits_per_byte(nats: float, nbytes: float) -> float:
+    """nanochat's bits per byte: the summed nats of the tokens that have bytes, over their summed bytes, over ln 2."""
+    return nats / (math.log(2) * nbytes) if nbytes else float("nan")
 
 
 @torch.no_grad()
@@ -50,17 +55,17 @@ def evaluate_bpb(model, batches, token_bytes: torch.Tensor | None = None) -> dic
         valid = targets != -100
         nbytes = token_bytes.to(device)[targets.clamp(min=0)] * valid if token_bytes is not None else valid
         sums += torch.stack([(nats * (nbytes > 0)).sum(), nbytes.sum(), nats.sum(), valid.sum()])
-    if dist.is_available() and dist.is_initialized():
-        dist.all_reduce(sums)
+    reduce_across_processes(sums)
     byte_nats, nbytes, nats, count = sums.tolist()
     if count == 0 or nbytes == 0:
         raise ValueError("evaluate_bpb: the evaluation batches hold no targets (empty split?).")
     metrics = {"loss": nats / count}
     if token_bytes is not None:
-        metrics["bpb"] = byte_nats / (math.log(2) * nbytes)
+        metrics["bpb"] = bits_per_byte(byte_nats, nbytes)
     return metrics
 
 
+SAMPLES_FILE = "samples.json"  # the latest samples of a run, in its output folder
 SAMPLE_PROMPTS = [
     "Mr. Speaker, I beg to move that the Bill be now read a Second time.",
     "The Prime Minister: I am grateful to my right hon. Friend for",

@@ -8,6 +8,8 @@ update equals the single-process one, and no rank repeats the whole Newton-Schul
 import torch
 import torch.distributed as dist
 
+from .distributed import rank_and_world
+
 NS_COEFFICIENTS = (3.4445, -4.7750, 2.0315)
 
 
@@ -40,12 +42,6 @@ def lr_scale(shape: torch.Size) -> float:
     return max(1.0, shape[0] / shape[1]) ** 0.5
 
 
-def _rank_and_world() -> tuple[int, int]:
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
-
-
 _compiled_newtonschulz = None
 
 
@@ -61,7 +57,7 @@ def orthogonalize(updates: list[torch.Tensor], steps: int, dtype, compile: bool 
     """Newton-Schulz of every update, batched by shape and split across ranks: within a shape, rank r takes
     matrices r, r + world, ...; one all_gather per shape shares the results. Returns them and this rank's count."""
     newtonschulz = compiled_newtonschulz() if compile else zeropower_via_newtonschulz5
-    rank, world = _rank_and_world()
+    rank, world = rank_and_world()
     by_shape: dict[torch.Size, list[int]] = {}
     for index, update in enumerate(updates):
         by_shape.setdefault(update.shape, []).append(index)

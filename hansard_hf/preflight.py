@@ -13,7 +13,8 @@ import torch
 from .data import is_hub_dataset
 from .distributed import on_main_process
 from .recipe import Recipe, plan
-from .trainer import HansardTrainingArguments, batch_plan
+from .budget import batch_plan
+from .trainer import HansardTrainingArguments
 
 CPU_EFFICIENCY = 0.5  # training FLOP/s over fp32 matmul FLOP/s on a CPU (tiny recipe, 2-core EPYC: 0.44)
 SLOW_HOURS = 1.0  # a CPU run the plan says takes longer than this gets a warning pointing to the tiny recipe

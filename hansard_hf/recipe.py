@@ -17,7 +17,8 @@ from . import locations
 from .data import DEFAULT_DATASET, Corpus
 from .locations import TOKENIZER_SETTINGS
 from .memory import checkpointed_layers, checkpointing_to_fit, training_bytes
-from .trainer import PEAK_FLOPS, HansardTrainingArguments, batch_plan
+from .budget import PEAK_FLOPS, batch_plan, chinchilla_steps
+from .trainer import HansardTrainingArguments
 
 MODEL_KEYS = {"depth", "aspect_ratio", "head_dim", "vocab_size", "num_key_value_heads", "loss_chunk_size"}
 DATA_KEYS = {"dataset", "text_field", "id_field", "split_field", "max_documents", "tokenizer", "tokenizer_vocab_size",
@@ -168,7 +169,7 @@ def plan(recipe: Recipe, gpus: int = 8, gpu: str = "H100", mfu: float = 0.45, gp
     params = config.num_parameters()
     steps = v.get("max_steps", -1)
     if steps is None or steps <= 0:
-        steps = int(v.get("target_param_data_ratio", 20) * params // total)
+        steps = chinchilla_steps(v.get("target_param_data_ratio", 20), params, total)
     tokens = steps * total
     flops = config.flops_per_token(seq) * tokens
     peak = PEAK_FLOPS.get(gpu)

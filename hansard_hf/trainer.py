@@ -15,64 +15,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-import torch.distributed as dist
 from accelerate.utils import DistributedDataParallelKwargs
 from torch.utils.data import SequentialSampler
 from transformers import Trainer, TrainerCallback, TrainingArguments
 from transformers.trainer_utils import IntervalStrategy
 
+from .budget import batch_plan, chinchilla_steps, peak_flops
 from .checkpoints import OutputDirLock, last_complete_checkpoint, mark_complete, problems, read_marker, rotate, unmark
 from .core import evaluate_tasks
-from .distributed import on_main_process
-from .evaluation import evaluate_bpb, sample
+from .distributed import on_main_process, reduce_across_processes
+from .evaluation import SAMPLES_FILE, evaluate_bpb, sample
 from .memory import checkpointed_layers, checkpointing_to_fit, training_bytes
 from .optimization import MuonAdamW, NanochatSchedule, param_groups
 from .tokenization import tokenizer_fingerprint
 
 logger = logging.getLogger(__name__)
-
-SAMPLES_FILE = "samples.json"
-# Dense bf16 peak FLOP/s by GPU name (nanochat's table); the first name found in the device name wins.
-PEAK_FLOPS = {
-    "H100 PCIe": 756e12,
-    "H100 NVL": 835e12,
-    "H100": 989e12,
-    "H200": 989e12,
-    "GH200": 989e12,
-    "B200": 2250e12,
-    "A100": 312e12,
-    "L40S": 362e12,
-    "A10G": 125e12,
-    "L4": 121e12,
-}
-
-
-def peak_flops(device_name: str) -> float | None:
-    """Peak dense bf16 FLOP/s of a GPU by its name (e.g. "NVIDIA H100 80GB HBM3"); None when unknown."""
-    return next((flops for key, flops in PEAK_FLOPS.items() if key in device_name), None)
-
-
-def batch_plan(total_batch_size: int, device_batch_size: int, max_seq_len: int, world_size: int, strict: bool):
-    """(device batch, gradient accumulation) giving exactly `total_batch_size` tokens per optimizer step.
-
-    The device batch is the largest one <= the requested size that divides the rows each rank needs per step.
-    """
-    rows, remainder = divmod(total_batch_size, max_seq_len * world_size)
-    if remainder or rows == 0:
-        raise ValueError(
-            f"total_batch_size={total_batch_size} is not a multiple of max_seq_len x world_size = "
-            f"{max_seq_len} x {world_size}: choose a total_batch_size that is."
-        )
-    if device_batch_size < 1:
-        raise ValueError(f"device_batch_size={device_batch_size} must be >= 1.")
-    used = next(b for b in range(min(device_batch_size, rows), 0, -1) if rows % b == 0)
-    if used != device_batch_size and strict:
-        raise ValueError(
-            f"device_batch_size={device_batch_size} x max_seq_len={max_seq_len} x world_size={world_size} does not "
-            f"divide total_batch_size={total_batch_size}; pick a device_batch_size that divides {rows} "
-            "(or drop strict_batch_size)."
-        )
-    return used, rows // used
 
 
 @dataclass
@@ -144,7 +101,7 @@ class HansardTrainingArguments(TrainingArguments):
         self.per_device_train_batch_size = self.per_device_eval_batch_size = used
         self.gradient_accumulation_steps = accumulation
         if self.max_steps <= 0:
-            self.max_steps = int(self.target_param_data_ratio * num_parameters // self.total_batch_size)
+            self.max_steps = chinchilla_steps(self.target_param_data_ratio, num_parameters, self.total_batch_size)
             if self.max_steps < 1:
                 raise ValueError(
                     f"target_param_data_ratio={self.target_param_data_ratio} x {num_parameters} parameters is less than "
@@ -199,10 +156,7 @@ def fit_micro_batch(model, args: HansardTrainingArguments, dataset) -> None:
             logger.warning("Out of memory: micro-batch lowered to %d rows, %d accumulation steps.",
                            micro, rows_per_step // micro)
     model.zero_grad(set_to_none=True)
-    if dist.is_available() and dist.is_initialized():
-        agreed = torch.tensor([micro], device=device)
-        dist.all_reduce(agreed, op=dist.ReduceOp.MIN)
-        micro = int(agreed.item())
+    micro = int(reduce_across_processes(torch.tensor([micro], device=device), op="min").item())  # every rank agrees
     args.per_device_train_batch_size = args.per_device_eval_batch_size = micro
     args.gradient_accumulation_steps = rows_per_step // micro
 

@@ -9,7 +9,8 @@ import torch
 from hansard_hf import HansardGPTConfig, HansardGPTForCausalLM
 from hansard_hf.muon import lr_scale, zeropower_via_newtonschulz5
 from hansard_hf.optimization import MuonAdamW, NanochatSchedule, lr_multiplier, muon_momentum, param_groups
-from hansard_hf.trainer import HansardTrainingArguments, batch_plan
+from hansard_hf.budget import batch_plan
+from hansard_hf.trainer import HansardTrainingArguments
 from conftest import tiny_config
 
 SHAPES = [(32, 32), (64, 16), (16, 48)]  # square, tall (fc1-like), wide

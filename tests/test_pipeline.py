@@ -230,12 +230,11 @@ def test_push_uploads_what_a_user_needs_and_it_loads(env, trained, monkeypatch):
     """) + SAME_WITH_AND_WITHOUT_CACHE, user_env)
 
 
-def test_trainer_push_to_hub_ships_code_and_card_with_every_push(env, tmp_path, monkeypatch):
+def test_trainer_push_to_hub_ships_code_and_card_with_every_push(env, trained, tmp_path, monkeypatch):
     from transformers import trainer as trainer_module
 
     from hansard_hf import HansardTrainer, HansardTrainingArguments
     from hansard_hf.data import TokenRows
-    from hansard_hf.recipe import Recipe
 
     pushed = []
 
@@ -253,15 +252,13 @@ def test_trainer_push_to_hub_ships_code_and_card_with_every_push(env, tmp_path, 
 
     monkeypatch.setattr(trainer_module, "hf_api", lambda: FakeApi())
     monkeypatch.setenv("HANSARD_HF_HOME", env[2]["HANSARD_HF_HOME"])
-    run = env[0] / "run"
-    recipe = json.loads((run / "recipe.json").read_text())
+    recipe = json.loads((trained / "recipe.json").read_text())  # with the data folder the run used
     args = HansardTrainingArguments(output_dir=str(tmp_path / "out"), max_seq_len=64, device_batch_size=4,
                                     total_batch_size=256, max_steps=2, save_every=1, eval_every=0, use_cpu=True,
                                     push_to_hub=True, hub_model_id="me/tiny", hub_strategy="every_save",
                                     report_to="none", disable_tqdm=True)
-    model = HansardGPTForCausalLM.from_pretrained(run)
-    data_dir = Recipe.load(ROOT / "recipes" / "tiny.json", {k: v for k, v in recipe.items() if k != "recipe"}).data_dir()
-    HansardTrainer(model=model, args=args, train_dataset=TokenRows(data_dir, "train", 64), recipe=recipe).train()
+    model = HansardGPTForCausalLM.from_pretrained(trained)
+    HansardTrainer(model=model, args=args, train_dataset=TokenRows(recipe["data_dir"], "train", 64), recipe=recipe).train()
     assert len(pushed) == 2
     for files in pushed:
         assert {"modeling_hansard_gpt.py", "configuration_hansard_gpt.py", "config.json", "model.safetensors",

@@ -7,7 +7,8 @@ import torch
 import torch.nn.functional as F
 
 from hansard_hf import HansardGPTForCausalLM
-from hansard_hf.trainer import HansardTrainer, HansardTrainingArguments, peak_flops
+from hansard_hf.budget import peak_flops
+from hansard_hf.trainer import HansardTrainer, HansardTrainingArguments
 from conftest import tiny_config
 from trainer_helpers import PackedRows, plain_loop
 

@@ -1,9 +1,9 @@
 """Bits per byte as an `evaluate` metric: evaluate.load(hansard_hf.metrics.BITS_PER_BYTE)."""
 
-import math
-
 import datasets
 import evaluate
+
+from hansard_hf.evaluation import bits_per_byte
 
 _DESCRIPTION = """nanochat's bits per byte: summed next-token losses (nats) over summed target bytes, divided by ln 2.
 Targets with 0 bytes (special tokens) are excluded from both sums."""
@@ -27,4 +27,4 @@ class BitsPerByte(evaluate.Metric):
     def _compute(self, predictions, references):
         nats = sum(loss for loss, nbytes in zip(predictions, references) if nbytes > 0)
         total = sum(references)
-        return {"bpb": nats / (math.log(2) * total) if total else float("nan")}
+        return {"bpb": bits_per_byte(nats, total)}

@@ -3,6 +3,8 @@
 import datasets
 import evaluate
 
+from hansard_hf.core import centered
+
 _DESCRIPTION = """Accuracy centred on the random baseline, (acc - b) / (1 - b), as the DCLM/nanochat CORE metric
 scores each task (CORE is the mean over tasks)."""
 _KWARGS = """
@@ -25,4 +27,4 @@ class CenteredAccuracy(evaluate.Metric):
 
     def _compute(self, predictions, references, random_baseline=0.0):
         accuracy = sum(p == r for p, r in zip(predictions, references)) / len(references)
-        return {"accuracy": accuracy, "centered_accuracy": (accuracy - random_baseline) / (1 - random_baseline)}
+        return {"accuracy": accuracy, "centered_accuracy": centered(accuracy, random_baseline)}

@@ -1,0 +1,49 @@
+"""The budget arithmetic shared by the plan and the Trainer: tokens per step -> micro-batch x accumulation, the
+Chinchilla-style step count, and the GPUs' peak FLOP/s for MFU and time estimates."""
+
+# Dense bf16 peak FLOP/s by GPU name (nanochat's table); the first name found in the device name wins.
+PEAK_FLOPS = {
+    "H100 PCIe": 756e12,
+    "H100 NVL": 835e12,
+    "H100": 989e12,
+    "H200": 989e12,
+    "GH200": 989e12,
+    "B200": 2250e12,
+    "A100": 312e12,
+    "L40S": 362e12,
+    "A10G": 125e12,
+    "L4": 121e12,
+}
+
+
+def peak_flops(device_name: str) -> float | None:
+    """Peak dense bf16 FLOP/s of a GPU by its name (e.g. "NVIDIA H100 80GB HBM3"); None when unknown."""
+    return next((flops for key, flops in PEAK_FLOPS.items() if key in device_name), None)
+
+
+def batch_plan(total_batch_size: int, device_batch_size: int, max_seq_len: int, world_size: int, strict: bool):
+    """(device batch, gradient accumulation) giving exactly `total_batch_size` tokens per optimizer step.
+
+    The device batch is the largest one <= the requested size that divides the rows each rank needs per step.
+    """
+    rows, remainder = divmod(total_batch_size, max_seq_len * world_size)
+    if remainder or rows == 0:
+        raise ValueError(
+            f"total_batch_size={total_batch_size} is not a multiple of max_seq_len x world_size = "
+            f"{max_seq_len} x {world_size}: choose a total_batch_size that is."
+        )
+    if device_batch_size < 1:
+        raise ValueError(f"device_batch_size={device_batch_size} must be >= 1.")
+    used = next(b for b in range(min(device_batch_size, rows), 0, -1) if rows % b == 0)
+    if used != device_batch_size and strict:
+        raise ValueError(
+            f"device_batch_size={device_batch_size} x max_seq_len={max_seq_len} x world_size={world_size} does not "
+            f"divide total_batch_size={total_batch_size}; pick a device_batch_size that divides {rows} "
+            "(or drop strict_batch_size)."
+        )
+    return used, rows // used
+
+
+def chinchilla_steps(target_param_data_ratio: float, num_parameters: int, total_batch_size: int) -> int:
+    """Optimizer steps that show the model `target_param_data_ratio` tokens per parameter (nanochat's rule)."""
+    return int(target_param_data_ratio * num_parameters // total_batch_size)
