@@ -78,7 +78,7 @@ class HansardTrainingArguments(TrainingArguments):
         if self.accelerator_config is None and on_gpu:
             self.accelerator_config = {"non_blocking": True}  # pinned rows reach the GPU without a host sync
         self.dataloader_pin_memory = self.dataloader_pin_memory and on_gpu  # pinning needs a GPU to copy to
-        self.per_device_train_batch_size = self.per_device_eval_batch_size = self.device_batch_size
+        self.set_micro_batch(self.device_batch_size, self.gradient_accumulation_steps)
         if self.eval_every > 0:
             self.eval_strategy, self.eval_steps = "steps", self.eval_every
         if self.save_every > 0:
@@ -86,6 +86,11 @@ class HansardTrainingArguments(TrainingArguments):
         elif self.save_every == 0:
             self.save_strategy = "no"
         super().__post_init__()
+
+    def set_micro_batch(self, rows: int, accumulation: int) -> None:
+        """The rows per device per forward (training and evaluation) and the micro-steps per optimizer step."""
+        self.per_device_train_batch_size = self.per_device_eval_batch_size = rows
+        self.gradient_accumulation_steps = accumulation
 
     def resolve(self, num_parameters: int) -> None:
         """Derive the micro-batch, the accumulation and (unless given) max_steps for this world size."""
@@ -98,8 +103,7 @@ class HansardTrainingArguments(TrainingArguments):
                 "device_batch_size=%d with %d accumulation steps.", self.device_batch_size, self.max_seq_len,
                 self.world_size, self.total_batch_size, used, accumulation,
             )
-        self.per_device_train_batch_size = self.per_device_eval_batch_size = used
-        self.gradient_accumulation_steps = accumulation
+        self.set_micro_batch(used, accumulation)
         if self.max_steps <= 0:
             self.max_steps = chinchilla_steps(self.target_param_data_ratio, num_parameters, self.total_batch_size)
             if self.max_steps < 1:
@@ -157,8 +161,7 @@ def fit_micro_batch(model, args: HansardTrainingArguments, dataset) -> None:
                            micro, rows_per_step // micro)
     model.zero_grad(set_to_none=True)
     micro = int(reduce_across_processes(torch.tensor([micro], device=device), op="min").item())  # every rank agrees
-    args.per_device_train_batch_size = args.per_device_eval_batch_size = micro
-    args.gradient_accumulation_steps = rows_per_step // micro
+    args.set_micro_batch(micro, rows_per_step // micro)
 
 
 class RecipeToWandb(TrainerCallback):
