@@ -79,8 +79,8 @@ def problems(folder) -> list[str]:
         path = folder / name
         if not path.is_file():
             found.append(f"{name} is missing")
-        elif "bytes" in info and path.stat().st_size != info["bytes"]:
-            found.append(f"{name} has {path.stat().st_size:,} bytes, the manifest {info['bytes']:,}")
+        elif "bytes" in info and (size := path.stat().st_size) != info["bytes"]:
+            found.append(f"{name} has {size:,} bytes, the manifest {info['bytes']:,}")
         elif info.get("sha256") and _sha256(path) != info["sha256"]:
             found.append(f"{name} changed after it was written (checksum)")
     return found
@@ -109,7 +109,7 @@ def rotate(output_dir, limit: int | None, keep=()) -> list[Path]:
     """Delete complete checkpoints beyond the newest `limit` ones, and unfinished ones older than the newest complete
     one (leftovers of killed writers); never the newest complete one, nor those in `keep`. Returns what went."""
     every = checkpoints(output_dir)
-    complete = [folder for folder in every if read_marker(folder) is not None and not problems(folder)]
+    complete = [folder for folder in every if not problems(folder)]  # an unmarked folder has a problem too
     if not complete:
         return []
     doomed = complete[max(limit, 1):] if limit and limit > 0 else []
