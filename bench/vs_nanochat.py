@@ -18,6 +18,7 @@ the median gap between step ends after `--warmup` steps; the losses of the first
 """
 
 import argparse
+import dataclasses
 import itertools
 import math
 import sys
@@ -135,9 +136,10 @@ def main():
     from nanochat.common import compute_init
 
     recipe = bench_recipe(known.recipe, known.steps, ["--muon_ns_dtype=bfloat16", "--muon_compile=true"] + overrides)
-    cuda = torch.cuda.is_available() and not recipe.values.get("use_cpu", False)
+    cuda = torch.cuda.is_available() and not recipe.settings["use_cpu"]
     compile = cuda if known.compile == "auto" else known.compile == "true"
-    recipe.values.update(bf16=bool(recipe.values.get("bf16")) and cuda, torch_compile=compile)
+    recipe = dataclasses.replace(recipe, values={**recipe.values, "bf16": recipe.settings["bf16"] and cuda,
+                                                 "torch_compile": compile})
     args = recipe.training_arguments()
     set_seed(0)
     ours = HansardGPTForCausalLM(recipe.model_config())

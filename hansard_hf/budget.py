@@ -1,5 +1,14 @@
 """The budget arithmetic shared by the plan and the Trainer: tokens per step -> micro-batch x accumulation, the
-Chinchilla-style step count, and the GPUs' peak FLOP/s for MFU and time estimates."""
+Chinchilla-style step count (`step_plan`, the one function both use), and the GPUs' peak FLOP/s for MFU and time
+estimates."""
+
+from dataclasses import dataclass
+
+TOKENS_PER_PARAMETER = 20.0  # nanochat's Chinchilla ratio: training tokens per parameter
+EVAL_TOKENS = 20 * 524288  # validation tokens per evaluation (nanochat's eval_tokens)
+# The settings step_plan reads (HansardTrainingArguments fields, so recipe keys too).
+STEP_SETTINGS = ("total_batch_size", "device_batch_size", "max_seq_len", "max_steps", "target_param_data_ratio",
+                 "strict_batch_size")
 
 # Dense bf16 peak FLOP/s by GPU name (nanochat's table); the first name found in the device name wins.
 PEAK_FLOPS = {
@@ -47,3 +56,27 @@ def batch_plan(total_batch_size: int, device_batch_size: int, max_seq_len: int, 
 def chinchilla_steps(target_param_data_ratio: float, num_parameters: int, total_batch_size: int) -> int:
     """Optimizer steps that show the model `target_param_data_ratio` tokens per parameter (nanochat's rule)."""
     return int(target_param_data_ratio * num_parameters // total_batch_size)
+
+
+@dataclass(frozen=True)
+class StepPlan:
+    """The rows per device per micro-step, the micro-steps per optimizer step, and the optimizer steps."""
+
+    device_batch_size: int
+    accumulation: int
+    steps: int
+
+
+def step_plan(total_batch_size: int, device_batch_size: int, max_seq_len: int, max_steps: int,
+              target_param_data_ratio: float, strict_batch_size: bool, num_parameters: int, world_size: int) -> StepPlan:
+    """The micro-batch, accumulation and steps of a run: `batch_plan` for this world size, and `max_steps` when it
+    is > 0, else `chinchilla_steps`. `hansard-hf plan` and the Trainer both ask this function."""
+    micro, accumulation = batch_plan(total_batch_size, device_batch_size, max_seq_len, world_size, strict_batch_size)
+    steps = max_steps if max_steps and max_steps > 0 else \
+        chinchilla_steps(target_param_data_ratio, num_parameters, total_batch_size)
+    if steps < 1:
+        raise ValueError(
+            f"target_param_data_ratio={target_param_data_ratio} x {num_parameters} parameters is less than one step of "
+            f"total_batch_size={total_batch_size} tokens: set max_steps or a smaller batch."
+        )
+    return StepPlan(micro, accumulation, steps)

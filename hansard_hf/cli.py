@@ -7,6 +7,7 @@ import os
 import sys
 
 from . import locations
+from .budget import EVAL_TOKENS
 from .locations import DEFAULT_DATASET, TOKENIZER_SETTINGS
 
 
@@ -57,10 +58,10 @@ def _prepared(args, replace=False) -> tuple:
     corpus = _corpus(args)
     tokenizer = args.tokenizer or locations.tokenizer_dir(corpus)
     if args.tokenizer is None and not (tokenizer / "tokenizer.json").exists():
-        from .tokenization import save_tokenizer, train_tokenizer
+        from .tokenization import ensure_tokenizer
 
         print(f"training the Hansard tokenizer of {corpus.source} into {tokenizer}", file=sys.stderr)
-        save_tokenizer(train_tokenizer(corpus.texts("train")), tokenizer)
+        ensure_tokenizer(corpus, tokenizer)
     out = getattr(args, "out", None) or locations.data_dir(corpus, tokenizer)
     return out, prepare(corpus, tokenizer, out, rebuild=getattr(args, "rebuild", False), replace=replace)
 
@@ -98,11 +99,11 @@ def _counted_data(args):
         corpus = {"dataset": args.dataset, "text_field": args.text_field, "id_field": args.id_field,
                   "split_field": args.split_field} if args.dataset else {}  # the corpus options, as for `train`
         recipe = Recipe.load(args.run_or_recipe, corpus)
-        if not (recipe.tokenizer_dir() / "tokenizer.json").exists():
-            raise FileNotFoundError(f"{recipe.path}: its tokenizer ({recipe.tokenizer_dir()}) is not trained yet, so "
+        if not (recipe.tokenizer_dir / "tokenizer.json").exists():
+            raise FileNotFoundError(f"{recipe.path}: its tokenizer ({recipe.tokenizer_dir}) is not trained yet, so "
                                     f"neither is its data: `hansard-hf train {args.run_or_recipe}` (with the same "
                                     "corpus options) builds both first.")
-        return recipe.data_dir()
+        return recipe.data_dir
     if args.dataset:
         return _prepared(args)[0]
     raise ValueError("count what? Name a run folder or recipe (hansard-hf count-tokens runs/hansard_tiny), "
@@ -143,7 +144,7 @@ def _plot(args):
 
 
 def _eval(args):
-    from .evaluate_checkpoint import evaluate_checkpoint, format_results
+    from .evaluation.evaluate_checkpoint import evaluate_checkpoint, format_results
 
     tasks = args.tasks.split(",") if args.tasks else None
     results = evaluate_checkpoint(args.checkpoint, tasks, _corpus(args), args.split,
@@ -232,7 +233,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluation.add_argument("--core-bundle", default=None, help="CORE bundle folder (core.yaml, eval_data/, eval_meta_data.csv)")
     evaluation.add_argument("--max-per-task", type=int, default=None, help="cap on examples per CORE/Hansard task")
     evaluation.add_argument("--split", default="test", choices=["validation", "test"], help="held-out split (default test)")
-    evaluation.add_argument("--eval-tokens", type=int, default=20 * 524288, help="tokens for bpb (default 10,485,760)")
+    evaluation.add_argument("--eval-tokens", type=int, default=EVAL_TOKENS, help=f"tokens for bpb (default {EVAL_TOKENS:,})")
     evaluation.add_argument("--json", default=None, help="also write the results to this JSON file")
     evaluation.add_argument("--trust-remote-code", action="store_true",
                             help="let a folder or repo with its own model code run it (HansardGPT needs no such trust)")

@@ -1,7 +1,9 @@
 """How big is the corpus, and which recipe does it support at 20 tokens per parameter?"""
 
 from .configuration_hansard_gpt import HansardGPTConfig
+from .budget import TOKENS_PER_PARAMETER
 from .data import read_index
+from .locations import TOKENIZER_SETTINGS
 
 RECIPE_DEPTHS = (16, 24, 36, 48)
 # The seed's guidance: corpus tokens -> depth (below 4B d16, 4-10B d24, 10-20B d36, above 20B d48).
@@ -18,7 +20,8 @@ def seed_choice(tokens: float) -> int:
     return next(depth for limit, depth in SEED_GUIDANCE if tokens < limit)
 
 
-def recipe_table(train_tokens: int, ratio: float = 20.0, vocab_size: int = 65536, aspect_ratio: int = 32) -> list[dict]:
+def recipe_table(train_tokens: int, ratio: float = TOKENS_PER_PARAMETER, vocab_size: int = TOKENIZER_SETTINGS["vocab_size"],
+                 aspect_ratio: int = 32) -> list[dict]:
     """For each recipe depth: parameters, tokens needed at `ratio` tokens per parameter, and epochs of this corpus."""
     rows = []
     for depth in RECIPE_DEPTHS:
@@ -29,7 +32,8 @@ def recipe_table(train_tokens: int, ratio: float = 20.0, vocab_size: int = 65536
     return rows
 
 
-def advice(train_tokens: int, ratio: float = 20.0, vocab_size: int = 65536) -> str:
+def advice(train_tokens: int, ratio: float = TOKENS_PER_PARAMETER,
+           vocab_size: int = TOKENIZER_SETTINGS["vocab_size"]) -> str:
     """The seed's choice for this corpus size, checked against the real parameter counts."""
     table = recipe_table(train_tokens, ratio, vocab_size)
     one_pass = [row["depth"] for row in table if row["epochs"] <= 1.0]
@@ -47,10 +51,10 @@ def advice(train_tokens: int, ratio: float = 20.0, vocab_size: int = 65536) -> s
     return "\n".join(lines)
 
 
-def report(data_dir, split: str | None = None, ratio: float = 20.0) -> str:
+def report(data_dir, split: str | None = None, ratio: float = TOKENS_PER_PARAMETER) -> str:
     """The text `hansard-hf count-tokens` prints."""
     counts = split_counts(data_dir)
-    vocab_size = max(read_index(data_dir)["vocab_size"], 65536)
+    vocab_size = max(read_index(data_dir)["vocab_size"], TOKENIZER_SETTINGS["vocab_size"])
     lines = [f"{'split':<12}{'tokens':>15}{'documents':>12}{'bytes':>16}{'bytes/token':>13}"]
     for name, c in counts.items():
         if split in (None, name):

@@ -184,28 +184,38 @@ def read_index(data_dir) -> dict:
     return index
 
 
+def _reusable_index(folder: Path, key: dict, rebuild: bool, replace: bool) -> dict | None:
+    """The index of `folder` when it already holds this data (`key`) and `rebuild` is off; None when it is empty,
+    missing, or may be (re)written: older data of the same corpus and tokenizer, or anything with `replace`.
+    Anything else in it is the user's: an error, and the folder is left alone."""
+    if not folder.exists() or (folder.is_dir() and not any(folder.iterdir())):
+        return None
+    try:
+        index = json.loads((folder / INDEX_FILE).read_text())
+    except (OSError, ValueError):  # no index, or not one of ours
+        index = {}
+    index = index if isinstance(index, dict) else {}
+    made = index.get("key") if isinstance(index.get("key"), dict) else {}
+    same_pair = (made.get("tokenizer"), made.get("corpus")) == (key["tokenizer"], key["corpus"])
+    if index.get("key") == key and not rebuild:
+        logger.info("Reusing the prepared data in %s.", folder)
+        return index
+    if not same_pair and not replace:
+        what = "data prepared from another corpus or tokenizer" if index else "files that are not prepared data"
+        raise FileExistsError(f"{folder} holds {what}: prepare into another folder (--out), or pass --replace "
+                              "to delete it and prepare there.")
+    return None
+
+
 def prepare(corpus: Corpus, tokenizer_dir, data_dir, batch_documents: int = 2048, shard_tokens: int = 100_000_000,
             rebuild: bool = False, replace: bool = False) -> dict:
     """Tokenize every split of `corpus` into `data_dir` and return its index. A folder prepared from the same corpus
     with the same tokenizer is reused (rebuilt if `rebuild` or made by an older format). Any other non-empty folder
     is left alone with an error, unless `replace` says to delete it and prepare there."""
     key = {"format": FORMAT_VERSION, "tokenizer": tokenizer_hash(tokenizer_dir), "corpus": asdict(corpus)}
-    folder = Path(data_dir)
-    if folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
-        try:
-            index = json.loads((folder / INDEX_FILE).read_text())
-        except (OSError, ValueError):  # no index, or not one of ours
-            index = {}
-        index = index if isinstance(index, dict) else {}
-        made = index.get("key") if isinstance(index.get("key"), dict) else {}
-        same_pair = (made.get("tokenizer"), made.get("corpus")) == (key["tokenizer"], key["corpus"])
-        if index.get("key") == key and not rebuild:
-            logger.info("Reusing the prepared data in %s.", data_dir)
-            return index
-        if not same_pair and not replace:
-            what = "data prepared from another corpus or tokenizer" if index else "files that are not prepared data"
-            raise FileExistsError(f"{data_dir} holds {what}: prepare into another folder (--out), or pass --replace "
-                                  "to delete it and prepare there.")
+    reusable = _reusable_index(Path(data_dir), key, rebuild, replace)
+    if reusable is not None:
+        return reusable
     tokenizer = load_tokenizer(tokenizer_dir)
     encode, bos = bulk_encoder(tokenizer), tokenizer.bos_token_id
     dtype = token_dtype(len(tokenizer))

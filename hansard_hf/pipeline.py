@@ -8,30 +8,25 @@ from accelerate import PartialState
 from transformers import set_seed
 
 from .checkpoints import OutputDirLock
-from .core import load_bundle
 from .data import TokenRows, prepare
 from .distributed import on_main_process
-from .hansard_bench import build_hansard_tasks
+from .evaluation import build_hansard_tasks, load_bundle
+from .fitting import fit_to_memory
 from .modeling_hansard_gpt import HansardGPTForCausalLM
 from .preflight import preflight
 from .recipe import Recipe
-from .tokenization import TOKEN_BYTES_FILE, load_token_bytes, load_tokenizer, save_tokenizer, train_tokenizer
+from .tokenization import TOKEN_BYTES_FILE, ensure_tokenizer, load_token_bytes, load_tokenizer
 from .trainer import HansardTrainer
 
 RUN_COMPLETE = "run_complete.json"  # written last by a run that finished: {"steps": N}
 
 
-def ensure_tokenizer(recipe: Recipe) -> Path:
+def recipe_tokenizer(recipe: Recipe) -> Path:
     """The recipe's tokenizer folder, training the Hansard tokenizer on the corpus' train split if it is missing."""
-    folder = recipe.tokenizer_dir()
-    if (folder / "tokenizer.json").exists():
-        return folder
-    if recipe.values.get("tokenizer", "hansard") != "hansard" and "tokenizer_dir" not in recipe.values:
+    folder = recipe.tokenizer_dir
+    if not recipe.trains_tokenizer and not (folder / "tokenizer.json").exists():
         raise FileNotFoundError(f"tokenizer {folder}: no tokenizer.json there; use \"hansard\" to train one.")
-    settings = recipe.tokenizer_settings()
-    tokenizer = train_tokenizer(recipe.corpus().texts("train"), settings["vocab_size"], max_chars=settings["max_chars"])
-    save_tokenizer(tokenizer, folder)  # never over a folder that exists (it is not a tokenizer: the user's)
-    return folder
+    return ensure_tokenizer(recipe.corpus, folder, **recipe.tokenizer_settings)
 
 
 def benchmark_tasks(recipe: Recipe, args) -> list:
@@ -40,7 +35,7 @@ def benchmark_tasks(recipe: Recipe, args) -> list:
     if args.core_metric_every <= 0:
         return []
     tasks = load_bundle(args.core_bundle, args.core_max_per_task) if args.core_bundle else []
-    return tasks + [t for t in build_hansard_tasks(recipe.corpus().texts("test"), args.core_max_per_task) if t.examples]
+    return tasks + [t for t in build_hansard_tasks(recipe.corpus.texts("test"), args.core_max_per_task) if t.examples]
 
 
 def finished_steps(output_dir) -> int | None:
@@ -57,16 +52,16 @@ def run_recipe(path, overrides=None) -> HansardTrainer | None:
     say = print if state.is_main_process else (lambda *_: None)
     for notice in preflight(recipe):
         say(notice)
-    say(f"run        {recipe.path} -> {recipe.output_dir()}")
+    args = recipe.training_arguments()  # the training values are checked before the tokenizer and data, not after
+    say(f"run        {recipe.path} -> {recipe.output_dir}")
     with state.main_process_first():  # the main process trains the tokenizer and prepares data first
-        found = (recipe.tokenizer_dir() / "tokenizer.json").exists()
-        say(f"tokenizer  {recipe.tokenizer_dir()}{'' if found else ' (training it now)'}")
-        tokenizer_dir = ensure_tokenizer(recipe)
-        data_dir = recipe.data_dir()
+        found = (recipe.tokenizer_dir / "tokenizer.json").exists()
+        say(f"tokenizer  {recipe.tokenizer_dir}{'' if found else ' (training it now)'}")
+        tokenizer_dir = recipe_tokenizer(recipe)
+        data_dir = recipe.data_dir
         say(f"data       {data_dir}")
-        prepare(recipe.corpus(), tokenizer_dir, data_dir)
+        prepare(recipe.corpus, tokenizer_dir, data_dir)
     tokenizer = load_tokenizer(tokenizer_dir)
-    args = recipe.training_arguments()
     ids = dict(bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
                pad_token_id=tokenizer.pad_token_id)
     config = recipe.model_config(vocab_size=len(tokenizer), **ids)
@@ -96,6 +91,7 @@ def _train(recipe, args, config, tokenizer, tokenizer_dir, data_dir, state) -> H
     model = HansardGPTForCausalLM(config)
     train = TokenRows(data_dir, "train", args.max_seq_len, tokenizer_dir=tokenizer_dir)
     validation = TokenRows(data_dir, "validation", args.max_seq_len) if args.eval_every > 0 else None
+    fit_to_memory(model, args, train)
     trainer = HansardTrainer(model=model, args=args, train_dataset=train, eval_dataset=validation,
                              token_bytes=load_token_bytes(tokenizer_dir), processing_class=tokenizer,
                              recipe=recipe.to_dict(), benchmark_tasks=on_main_process(lambda: benchmark_tasks(recipe, args)))

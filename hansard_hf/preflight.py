@@ -2,7 +2,6 @@
 precision it asks for, the corpus, the experiment tracker, and on a CPU the plan's time. The main process checks,
 every process gets the verdict (hansard_hf.distributed): a bad setup is one message naming the fix, printed once."""
 
-import dataclasses
 import netrc
 import os
 import time
@@ -12,9 +11,8 @@ import torch
 
 from .data import is_hub_dataset
 from .distributed import on_main_process
+from .budget import STEP_SETTINGS, step_plan
 from .recipe import Recipe, plan
-from .budget import batch_plan
-from .trainer import HansardTrainingArguments
 
 CPU_EFFICIENCY = 0.5  # training FLOP/s over fp32 matmul FLOP/s on a CPU (tiny recipe, 2-core EPYC: 0.44)
 SLOW_HOURS = 1.0  # a CPU run the plan says takes longer than this gets a warning pointing to the tiny recipe
@@ -23,32 +21,33 @@ OFFLINE_MODES = {"offline", "disabled", "dryrun"}
 
 def check_device(recipe: Recipe) -> None:
     """The precision and device the recipe asks for exist here."""
-    v = recipe.values
-    gpu = torch.cuda.is_available() and not v.get("use_cpu", False)
+    s = recipe.settings
+    gpu = torch.cuda.is_available() and not s["use_cpu"]
     for precision in ("bf16", "fp16"):
-        if v.get(precision) and not gpu and not v.get("use_cpu", False):
+        if s[precision] and not gpu and not s["use_cpu"]:
             raise ValueError(f"{recipe.path}: {precision}=true asks for a GPU and this machine has none (torch sees no "
                              "CUDA device): add --use_cpu=true --bf16=false --fp16=false to train on the CPU, or use the "
                              "CPU-sized recipe: hansard-hf train tiny.")
-    if v.get("bf16") and gpu and not torch.cuda.is_bf16_supported():
+    if s["bf16"] and gpu and not torch.cuda.is_bf16_supported():
         raise ValueError(f"{recipe.path}: bf16=true and this GPU has no bf16: add --bf16=false.")
 
 
 def check_batch(recipe: Recipe) -> None:
-    """The batch arithmetic works out for this many processes (before the tokenizer and the data, not after)."""
+    """The batch and step arithmetic works out for this many processes (before the tokenizer and the data, not
+    after): the Trainer's own `step_plan`."""
     from accelerate import PartialState
 
-    args = {f.name: f.default for f in dataclasses.fields(HansardTrainingArguments)} | recipe.values
+    s = recipe.settings
     try:
-        batch_plan(args["total_batch_size"], args["device_batch_size"], args["max_seq_len"],
-                   PartialState().num_processes, args["strict_batch_size"])
+        step_plan(**{k: s[k] for k in STEP_SETTINGS}, num_parameters=recipe.model_config().num_parameters(),
+                  world_size=PartialState().num_processes)
     except ValueError as error:
         raise ValueError(f"{recipe.path}: {error}") from None
 
 
 def check_corpus(recipe: Recipe) -> None:
     """The corpus is there: local files exist and are readable, a Hub dataset answers."""
-    corpus = recipe.corpus()
+    corpus = recipe.corpus
     if not is_hub_dataset(corpus.source):
         corpus.files()  # names the missing file, folder or glob
         return
@@ -111,7 +110,7 @@ def cpu_flops_per_second(seconds: float = 0.3) -> float:
 
 def cpu_notice(recipe: Recipe) -> str | None:
     """On a CPU: the plan's time here, with a pointer to the tiny recipe when it is long."""
-    if torch.cuda.is_available() and not recipe.values.get("use_cpu", False):
+    if torch.cuda.is_available() and not recipe.settings["use_cpu"]:
         return None
     p = plan(recipe, gpus=1)
     speed = cpu_flops_per_second() * CPU_EFFICIENCY

@@ -2,29 +2,38 @@
 
 A recipe is a plain JSON object of the keys below plus any `HansardTrainingArguments` field; overrides come in the
 seed's `--key=value` form (values parsed as JSON where they parse, else kept as strings). An unknown key is an error
-that names it.
+that names it. `Recipe.load` reads and checks a recipe once; what it implies (settings with their defaults, corpus,
+folders) is derived once, on first use, from the frozen result.
 """
 
 import dataclasses
 import difflib
 import importlib.resources
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
+from types import MappingProxyType
+from typing import Any, Mapping
 
-from .configuration_hansard_gpt import HansardGPTConfig
 from . import locations
-from .data import DEFAULT_DATASET, Corpus
+from .budget import PEAK_FLOPS, STEP_SETTINGS, step_plan
+from .configuration_hansard_gpt import HansardGPTConfig
+from .data import Corpus
 from .locations import TOKENIZER_SETTINGS
 from .memory import checkpointed_layers, checkpointing_to_fit, training_bytes
-from .budget import PEAK_FLOPS, batch_plan, chinchilla_steps
 from .trainer import HansardTrainingArguments
 
 MODEL_KEYS = {"depth", "aspect_ratio", "head_dim", "vocab_size", "num_key_value_heads", "loss_chunk_size"}
-DATA_KEYS = {"dataset", "text_field", "id_field", "split_field", "max_documents", "tokenizer", "tokenizer_vocab_size",
-             "tokenizer_max_chars", "tokenizer_dir", "data_dir"}
+CORPUS_KEYS = {"dataset": "source", "text_field": "text_field", "id_field": "id_field", "split_field": "split_field",
+               "max_documents": "max_documents"}  # recipe key -> Corpus field (the defaults are Corpus')
+DATA_KEYS = {*CORPUS_KEYS, "tokenizer", "tokenizer_vocab_size", "tokenizer_max_chars", "tokenizer_dir", "data_dir"}
 RUN_KEYS = {"run"}
+TRAINING_DEFAULTS = {f.name: f.default if f.default is not dataclasses.MISSING else f.default_factory()
+                     for f in dataclasses.fields(HansardTrainingArguments)
+                     if f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING}
 TRAINING_KEYS = {f.name for f in dataclasses.fields(HansardTrainingArguments)}
+HANSARD_TOKENIZER = "hansard"  # the `tokenizer` value (and default) that means: train ours on the corpus
 DISABLED_RUNS = {"", "dummy"}
 
 
@@ -64,13 +73,12 @@ def find_recipe(name) -> Path:
     raise FileNotFoundError(f"{name}: no such recipe file or shipped recipe{f' (did you mean {guess[0]}?)' if guess else ''}; "
                             f"the shipped recipes are {sorted(shipped)}, or give a path to a recipe JSON.")
 
-
-@dataclass
+@dataclass(frozen=True)
 class Recipe:
-    """Everything a run needs, read from a recipe file (plus overrides)."""
+    """Everything a run needs, read from a recipe file (plus overrides) and checked once by `Recipe.load`."""
 
-    path: str
-    values: dict = field(default_factory=dict)
+    path: str  # the recipe file read
+    values: Mapping[str, Any]  # its keys and the overrides, as given (read-only)
     origin: str = ""  # the recipe a run folder's recipe.json came from (else path)
 
     @classmethod
@@ -94,9 +102,19 @@ class Recipe:
                 f"{path}: unknown key(s) {unknown}. {hints + ' ' if hints else ''}A recipe takes "
                 f"{sorted(MODEL_KEYS | DATA_KEYS | RUN_KEYS)} and any HansardTrainingArguments field."
             )
-        return cls(str(path), values, origin)
+        recipe = cls(str(path), MappingProxyType(values), origin)
+        try:
+            recipe.model_config()
+        except (TypeError, ValueError) as error:
+            raise ValueError(f"{path}: the model keys {sorted(MODEL_KEYS & set(values))} do not make a model: {error}")
+        return recipe
 
-    @property
+    @cached_property
+    def settings(self) -> Mapping[str, Any]:
+        """Every HansardTrainingArguments setting of the run: the recipe's, else the argument's default."""
+        return MappingProxyType({**TRAINING_DEFAULTS, **{k: v for k, v in self.values.items() if k in TRAINING_KEYS}})
+
+    @cached_property
     def run(self) -> str:
         """The run name (wandb, output folder); "dummy" or none disables tracking."""
         return str(self.values.get("run") or "")
@@ -106,10 +124,11 @@ class Recipe:
         return self.run not in DISABLED_RUNS
 
     def model_config(self, vocab_size: int | None = None, **token_ids) -> HansardGPTConfig:
+        """The model: the recipe's model keys (else the config's defaults), `vocab_size` unless the recipe sets it."""
         model = {k: v for k, v in self.values.items() if k in MODEL_KEYS}
-        model.setdefault("vocab_size", vocab_size or 65536)
-        seq = self.values.get("max_seq_len", 2048)
-        return HansardGPTConfig(max_position_embeddings=seq, **model, **token_ids)
+        if vocab_size:
+            model.setdefault("vocab_size", vocab_size)
+        return HansardGPTConfig(max_position_embeddings=self.settings["max_seq_len"], **model, **token_ids)
 
     def report_to(self) -> list[str]:
         """The trackers: the recipe's `report_to`, else wandb for a named run; none for a "dummy" or unnamed run."""
@@ -118,69 +137,74 @@ class Recipe:
         value = self.values.get("report_to", "wandb")
         return [value] if isinstance(value, str) else list(value)
 
+    @cached_property
     def output_dir(self) -> Path:
         """The recipe's `output_dir`, else runs/<run name> (runs/<recipe file name> for an unnamed run)."""
         return Path(self.values.get("output_dir") or locations.run_dir(self.run if self.tracking else Path(self.path).stem))
 
     def training_arguments(self, **extra) -> HansardTrainingArguments:
         values = {k: v for k, v in self.values.items() if k in TRAINING_KEYS}
-        values.update(output_dir=str(self.output_dir()), report_to=self.report_to(),
+        values.update(output_dir=str(self.output_dir), report_to=self.report_to(),
                       run_name=values.get("run_name") or (self.run if self.tracking else None))
         return HansardTrainingArguments(**{**values, **extra})
 
+    @cached_property
     def corpus(self) -> Corpus:
-        v = self.values
-        return Corpus(v.get("dataset", DEFAULT_DATASET), v.get("text_field", "text"), v.get("id_field", "id"),
-                      v.get("split_field"), v.get("max_documents"))
+        return Corpus(**{field: self.values[key] for key, field in CORPUS_KEYS.items() if key in self.values})
 
-    def tokenizer_settings(self) -> dict:
+    @cached_property
+    def tokenizer_settings(self) -> Mapping[str, Any]:
         """How the Hansard tokenizer of this recipe is trained (see locations.TOKENIZER_SETTINGS)."""
         v = self.values
-        return {"vocab_size": v.get("tokenizer_vocab_size", TOKENIZER_SETTINGS["vocab_size"]),
-                "max_chars": v.get("tokenizer_max_chars", TOKENIZER_SETTINGS["max_chars"])}
+        return MappingProxyType({"vocab_size": v.get("tokenizer_vocab_size", TOKENIZER_SETTINGS["vocab_size"]),
+                                 "max_chars": v.get("tokenizer_max_chars", TOKENIZER_SETTINGS["max_chars"])})
 
+    @cached_property
+    def trains_tokenizer(self) -> bool:
+        """The run trains the Hansard tokenizer when its folder has none (no other tokenizer or folder named)."""
+        return self.values.get("tokenizer", HANSARD_TOKENIZER) == HANSARD_TOKENIZER and "tokenizer_dir" not in self.values
+
+    @cached_property
     def tokenizer_dir(self) -> Path:
         """Where the tokenizer is (or will be trained): recipe's `tokenizer_dir`, a given path/Hub id, or ours."""
         v = self.values
         if "tokenizer_dir" in v:
             return Path(v["tokenizer_dir"])
-        if v.get("tokenizer", "hansard") != "hansard":
+        if not self.trains_tokenizer:
             return Path(v["tokenizer"])
-        return locations.tokenizer_dir(self.corpus(), **self.tokenizer_settings())
+        return locations.tokenizer_dir(self.corpus, **self.tokenizer_settings)
 
+    @cached_property
     def data_dir(self) -> Path:
-        """The recipe's `data_dir`, else the default folder for its corpus and (existing) tokenizer."""
+        """The recipe's `data_dir`, else the default folder for its corpus and tokenizer (which must exist)."""
         if "data_dir" in self.values:
             return Path(self.values["data_dir"])
-        return locations.data_dir(self.corpus(), self.tokenizer_dir())
+        return locations.data_dir(self.corpus, self.tokenizer_dir)
 
     def to_dict(self) -> dict:
         return {"recipe": self.origin or self.path, **self.values}
 
 
 def plan(recipe: Recipe, gpus: int = 8, gpu: str = "H100", mfu: float = 0.45, gpu_memory_gb: float = 85) -> dict:
-    """Parameters, tokens, steps, the micro-batch used, FLOPs, the activation checkpointing that fits
-    `gpu_memory_gb` with its peak memory estimate, and the wall time at `mfu`."""
-    config = recipe.model_config()
-    v = recipe.values
-    seq, total = v.get("max_seq_len", 2048), v.get("total_batch_size", 524288)
-    requested = v.get("device_batch_size", 32)
-    micro, accumulation = batch_plan(total, requested, seq, gpus, strict=False)
-    params = config.num_parameters()
-    steps = v.get("max_steps", -1)
-    if steps is None or steps <= 0:
-        steps = chinchilla_steps(v.get("target_param_data_ratio", 20), params, total)
-    tokens = steps * total
-    flops = config.flops_per_token(seq) * tokens
+    """Parameters, tokens, steps, the micro-batch used (`step_plan`, as the Trainer does), FLOPs, the activation
+    checkpointing that fits `gpu_memory_gb` with its peak memory estimate, and the wall time at `mfu`."""
     peak = PEAK_FLOPS.get(gpu)
     if peak is None:
         raise ValueError(f"--gpu {gpu!r}: unknown; use one of {list(PEAK_FLOPS)}.")
+    config, s = recipe.model_config(), recipe.settings
+    seq, total, params = s["max_seq_len"], s["total_batch_size"], config.num_parameters()
+    steps = step_plan(**{**{k: s[k] for k in STEP_SETTINGS}, "strict_batch_size": False}, num_parameters=params,
+                      world_size=gpus)
+    tokens = steps.steps * total
+    flops = config.flops_per_token(seq) * tokens
     hours = flops / (gpus * peak * mfu) / 3600
+    micro = steps.device_batch_size
     every = checkpointing_to_fit(config, micro, seq, gpu_memory_gb * 1e9)
     used = 1 if every is None else every  # None: not even full checkpointing fits (the OOM fallback must step in)
     return dict(depth=config.depth, width=config.hidden_size, heads=config.num_attention_heads, params=params,
-                tokens=tokens, steps=steps, device_batch_size=micro, requested_device_batch_size=requested,
-                accumulation=accumulation, flops_per_token=config.flops_per_token(seq), total_flops=flops,
+                tokens=tokens, steps=steps.steps, device_batch_size=micro,
+                requested_device_batch_size=s["device_batch_size"], accumulation=steps.accumulation,
+                flops_per_token=config.flops_per_token(seq), total_flops=flops,
                 memory_gb=training_bytes(config, micro, seq, used) / 1e9, every_n_layers=every,
                 checkpointed_layers=checkpointed_layers(config.num_hidden_layers, used), gpu_memory_gb=gpu_memory_gb,
                 gpus=gpus, gpu=gpu, mfu=mfu, hours=hours)

@@ -15,6 +15,7 @@ from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_toke
 from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
 from .files import atomic_directory
+from .locations import TOKENIZER_SETTINGS
 
 SPLIT_PATTERN = (
     r"""'(?i:[sdmt]|ll|ve|re)|[^\r\n\p{L}\p{N}]?+\p{L}+|\p{N}{1,2}| ?[^\s\p{L}\p{N}]++[\r\n]*|\s*[\r\n]|\s+(?!\S)|\s+"""
@@ -34,7 +35,8 @@ BOS = SPECIAL_TOKENS[0]
 TOKEN_BYTES_FILE = "token_bytes.pt"
 
 
-def capped_texts(texts: Iterable[str], doc_cap: int = 100_000, max_chars: int = 2_000_000_000) -> Iterator[str]:
+def capped_texts(texts: Iterable[str], doc_cap: int = TOKENIZER_SETTINGS["doc_cap"],
+                 max_chars: int = TOKENIZER_SETTINGS["max_chars"]) -> Iterator[str]:
     """The first `doc_cap` characters of each text, stopping once `max_chars` characters have been yielded."""
     total = 0
     for text in texts:
@@ -45,8 +47,9 @@ def capped_texts(texts: Iterable[str], doc_cap: int = 100_000, max_chars: int = 
             return
 
 
-def train_tokenizer(texts: Iterable[str], vocab_size: int = 65536, doc_cap: int = 100_000,
-                    max_chars: int = 2_000_000_000, nfkc: bool = False) -> PreTrainedTokenizerFast:
+def train_tokenizer(texts: Iterable[str], vocab_size: int = TOKENIZER_SETTINGS["vocab_size"],
+                    doc_cap: int = TOKENIZER_SETTINGS["doc_cap"], max_chars: int = TOKENIZER_SETTINGS["max_chars"],
+                    nfkc: bool = TOKENIZER_SETTINGS["nfkc"]) -> PreTrainedTokenizerFast:
     """Train the BPE on a stream of texts (only pre-token counts are held in memory) and wrap it for transformers."""
     merges_budget = vocab_size - len(SPECIAL_TOKENS)
     if merges_budget < 256:
@@ -131,6 +134,15 @@ def save_tokenizer(tokenizer: PreTrainedTokenizerFast, out_dir, overwrite: bool 
                           "elsewhere.") from error
         torch.save(token_bytes(tokenizer), tmp / TOKEN_BYTES_FILE)
     return Path(out_dir)
+
+
+def ensure_tokenizer(corpus, folder, **settings) -> Path:
+    """The tokenizer in `folder`; when there is none, the Hansard tokenizer trained on `corpus`' train split with
+    `settings` (TOKENIZER_SETTINGS' keys) is saved there first (never over a folder that exists: not a tokenizer's)."""
+    folder = Path(folder)
+    if not (folder / "tokenizer.json").exists():
+        save_tokenizer(train_tokenizer(corpus.texts("train"), **settings), folder)
+    return folder
 
 
 def load_tokenizer(path) -> PreTrainedTokenizerFast:

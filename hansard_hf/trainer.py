@@ -20,12 +20,10 @@ from torch.utils.data import SequentialSampler
 from transformers import Trainer, TrainerCallback, TrainingArguments
 from transformers.trainer_utils import IntervalStrategy
 
-from .budget import batch_plan, chinchilla_steps, peak_flops
+from .budget import EVAL_TOKENS, STEP_SETTINGS, TOKENS_PER_PARAMETER, peak_flops, step_plan
 from .checkpoints import OutputDirLock, last_complete_checkpoint, mark_complete, problems, read_marker, rotate, unmark
-from .core import evaluate_tasks
-from .distributed import on_main_process, reduce_across_processes
-from .evaluation import SAMPLES_FILE, evaluate_bpb, sample
-from .memory import checkpointed_layers, checkpointing_to_fit, training_bytes
+from .distributed import on_main_process
+from .evaluation import SAMPLES_FILE, evaluate_bpb, evaluate_tasks, sample
 from .optimization import MuonAdamW, NanochatSchedule, param_groups
 from .tokenization import tokenizer_fingerprint
 
@@ -46,14 +44,14 @@ class HansardTrainingArguments(TrainingArguments):
     momentum_warmup_steps: int = field(default=300, metadata={"help": "Muon momentum rises 0.85 -> 0.95 over these steps."})
     muon_compile: str = field(default="auto", metadata={"help": "torch.compile the Newton-Schulz step: 'auto' (on CUDA), 'true' or 'false'."})
     muon_ns_dtype: str = field(default="auto", metadata={"help": "Newton-Schulz dtype: 'auto' (bf16 on CUDA, fp32 on CPU), 'bfloat16' or 'float32'."})
-    target_param_data_ratio: float = field(default=20.0, metadata={"help": "Training tokens per parameter; sets max_steps unless max_steps > 0."})
+    target_param_data_ratio: float = field(default=TOKENS_PER_PARAMETER, metadata={"help": "Training tokens per parameter; sets max_steps unless max_steps > 0."})
     total_batch_size: int = field(default=524288, metadata={"help": "Tokens per optimizer step, over all ranks and accumulation steps."})
     device_batch_size: int = field(default=32, metadata={"help": "Rows per device per micro-step (lowered to divide total_batch_size if needed)."})
     max_seq_len: int = field(default=2048, metadata={"help": "Tokens per row."})
-    auto_activation_checkpointing: bool = field(default=True, metadata={"help": "On a GPU with bf16 under DDP, unless activation_checkpointing is set: checkpoint every n-th layer, with the largest n whose estimated peak memory (hansard_hf.memory) fits the GPU; none when everything fits. Logged."})
-    auto_micro_batch: bool = field(default=False, metadata={"help": "Before training, try one step at the micro-batch; on out-of-memory halve it and double the accumulation (logged), until it fits."})
+    auto_activation_checkpointing: bool = field(default=True, metadata={"help": "On a GPU with bf16 under DDP, unless activation_checkpointing is set: checkpoint every n-th layer, with the largest n whose estimated peak memory (hansard_hf.memory) fits the GPU; none when everything fits. Logged. Applied by hansard_hf.fitting.fit_to_memory (hansard-hf train runs it before the Trainer)."})
+    auto_micro_batch: bool = field(default=False, metadata={"help": "Before training, try one step at the micro-batch; on out-of-memory halve it and double the accumulation (logged), until it fits. Applied by hansard_hf.fitting.fit_to_memory (hansard-hf train runs it before the Trainer)."})
     strict_batch_size: bool = field(default=False, metadata={"help": "Fail instead of lowering device_batch_size when it does not divide."})
-    eval_tokens: int = field(default=20 * 524288, metadata={"help": "Validation tokens per evaluation (nanochat's eval_tokens); 0 = the whole split."})
+    eval_tokens: int = field(default=EVAL_TOKENS, metadata={"help": "Validation tokens per evaluation (nanochat's eval_tokens); 0 = the whole split."})
     eval_every: int = field(default=250, metadata={"help": "Report validation bits per byte (eval_bpb) every this many steps; 0 disables."})
     core_metric_every: int = field(default=1000, metadata={"help": "Run the benchmarks (CORE with core_bundle, the Hansard benchmark) every this many steps and at the end; 0 disables."})
     core_bundle: str | None = field(default=None, metadata={"help": "Folder of the CORE eval bundle (core.yaml, eval_data/, eval_meta_data.csv); none: no CORE during training."})
@@ -89,79 +87,23 @@ class HansardTrainingArguments(TrainingArguments):
 
     def set_micro_batch(self, rows: int, accumulation: int) -> None:
         """The rows per device per forward (training and evaluation) and the micro-steps per optimizer step."""
-        self.per_device_train_batch_size = self.per_device_eval_batch_size = rows
+        self.device_batch_size = self.per_device_train_batch_size = self.per_device_eval_batch_size = rows
         self.gradient_accumulation_steps = accumulation
 
     def resolve(self, num_parameters: int) -> None:
-        """Derive the micro-batch, the accumulation and (unless given) max_steps for this world size."""
-        used, accumulation = batch_plan(
-            self.total_batch_size, self.device_batch_size, self.max_seq_len, self.world_size, self.strict_batch_size
-        )
-        if used != self.device_batch_size:
+        """Set the micro-batch, the accumulation and (unless given) max_steps for this world size (`step_plan`,
+        as `hansard-hf plan` does). Calling it again changes nothing."""
+        asked = self.device_batch_size
+        plan = step_plan(**{name: getattr(self, name) for name in STEP_SETTINGS}, num_parameters=num_parameters,
+                         world_size=self.world_size)
+        if plan.device_batch_size != asked:
             logger.warning(
                 "device_batch_size=%d x max_seq_len=%d x world_size=%d does not divide total_batch_size=%d: using "
-                "device_batch_size=%d with %d accumulation steps.", self.device_batch_size, self.max_seq_len,
-                self.world_size, self.total_batch_size, used, accumulation,
+                "device_batch_size=%d with %d accumulation steps.", asked, self.max_seq_len, self.world_size,
+                self.total_batch_size, plan.device_batch_size, plan.accumulation,
             )
-        self.set_micro_batch(used, accumulation)
-        if self.max_steps <= 0:
-            self.max_steps = chinchilla_steps(self.target_param_data_ratio, num_parameters, self.total_batch_size)
-            if self.max_steps < 1:
-                raise ValueError(
-                    f"target_param_data_ratio={self.target_param_data_ratio} x {num_parameters} parameters is less than "
-                    f"one step of total_batch_size={self.total_batch_size} tokens: set max_steps or a smaller batch."
-                )
-
-
-def checkpoint_to_fit(model, args: HansardTrainingArguments, memory_bytes: float) -> int:
-    """Turn on activation checkpointing of every n-th layer when the estimated peak memory of the micro-batch exceeds
-    what `memory_bytes` allows (the largest n that fits, see hansard_hf.memory); returns n, 0 when none is needed."""
-    micro, seq = args.per_device_train_batch_size, args.max_seq_len
-    every = checkpointing_to_fit(model.config, micro, seq, memory_bytes)
-    if every is None:
-        logger.warning("The micro-batch (%d x %d) may not fit in %.0f GB even with every layer checkpointed: "
-                       "checkpointing every layer (auto_micro_batch=true lowers the micro-batch on out-of-memory).",
-                       micro, seq, memory_bytes / 1e9)
-        every = 1
-    if every:
-        args.activation_checkpointing = True
-        args.activation_checkpointing_kwargs = {**(args.activation_checkpointing_kwargs or {}), "every_n_layers": every}
-        model.activation_checkpointing_enable(every_n_layers=every)
-        layers = model.config.num_hidden_layers
-        logger.warning("Activation checkpointing of one layer in %d (%d of %d) so that the micro-batch fits: "
-                       "estimated peak %.1f GB of %.0f GB.", every, checkpointed_layers(layers, every), layers,
-                       training_bytes(model.config, micro, seq, every) / 1e9, memory_bytes / 1e9)
-    return every
-
-
-def fit_micro_batch(model, args: HansardTrainingArguments, dataset) -> None:
-    """Run one forward+backward at the micro-batch on the training device; on out-of-memory take the next smaller
-    micro-batch that divides the rows of a step (the accumulation grows so the tokens per step stay the same), log
-    it, and try again. Under torch.distributed every rank then uses the smallest micro-batch any rank could fit."""
-    device = args.device
-    model.to(device)
-    rows_per_step = args.per_device_train_batch_size * args.gradient_accumulation_steps
-    micro = args.per_device_train_batch_size
-    while True:
-        rows = [dataset[i] for i in range(min(micro, len(dataset)))]
-        batch = {key: torch.stack([row[key] for row in rows]).to(device) for key in rows[0]}
-        try:
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bool(args.bf16)):
-                model(**batch).loss.backward()
-            break
-        except torch.OutOfMemoryError:
-            model.zero_grad(set_to_none=True)
-            del batch
-            if device.type == "cuda":
-                torch.cuda.empty_cache()
-            if micro == 1:
-                raise
-            micro = max(d for d in range(1, micro) if rows_per_step % d == 0)
-            logger.warning("Out of memory: micro-batch lowered to %d rows, %d accumulation steps.",
-                           micro, rows_per_step // micro)
-    model.zero_grad(set_to_none=True)
-    micro = int(reduce_across_processes(torch.tensor([micro], device=device), op="min").item())  # every rank agrees
-    args.set_micro_batch(micro, rows_per_step // micro)
+        self.set_micro_batch(plan.device_batch_size, plan.accumulation)
+        self.max_steps = plan.steps
 
 
 class RecipeToWandb(TrainerCallback):
@@ -248,13 +190,12 @@ class HansardTrainer(Trainer):
                 f"vocab_size={model.config.vocab_size}: build the model with vocab_size >= {data_vocab}."
             )
         args.resolve(model.num_parameters())
-        # the estimate is for bf16 autocast under DDP (a whole model per GPU)
-        ddp_bf16 = args.bf16 and not (args.fsdp or args.deepspeed)
-        if args.auto_activation_checkpointing and not args.activation_checkpointing and ddp_bf16 and \
-                args.device.type == "cuda":
-            checkpoint_to_fit(model, args, torch.cuda.get_device_properties(args.device).total_memory)
-        if args.auto_micro_batch and kwargs.get("train_dataset") is not None:
-            fit_micro_batch(model, args, kwargs["train_dataset"])
+        automatic = args.auto_micro_batch or (args.auto_activation_checkpointing and args.device.type == "cuda")
+        if automatic and not getattr(args, "fitted_to_memory", False):
+            logger.warning("auto_micro_batch and auto_activation_checkpointing are applied by hansard_hf.fitting."
+                           "fit_to_memory(model, args, train_dataset) before the Trainer is built (hansard-hf train "
+                           "does): this Trainer trains at %d rows per micro-step as given, checkpointing as set.",
+                           args.per_device_train_batch_size)
         evaluation = kwargs.get("eval_dataset")
         needed = args.per_device_eval_batch_size * args.world_size
         if evaluation is not None and args.eval_strategy != IntervalStrategy.NO and len(evaluation) < needed:

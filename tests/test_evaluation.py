@@ -9,9 +9,9 @@ from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import PreTrainedTokenizerFast
 
 from hansard_hf import HansardGPTConfig, HansardGPTForCausalLM
-from hansard_hf.core import Task, evaluate_tasks, load_bundle, render_prompts
+from hansard_hf.evaluation.core_benchmark import Task, evaluate_tasks, load_bundle, render_prompts
 from hansard_hf.evaluation import sample
-from hansard_hf.hansard_bench import build_hansard_tasks, turns
+from hansard_hf.evaluation.hansard_tasks import build_hansard_tasks, turns
 
 WORDS = ["<|bos|>", "the", "a", "cat", "dog", "bird", "mewed", "barked", "flew", "sat", "away", "down", "on", "mat",
          "Answer:", "?"]
@@ -162,7 +162,7 @@ def test_metrics_compose_with_evaluate(bigram, tokenizer):
     import evaluate
 
     from hansard_hf.evaluation import evaluate_bpb, token_nats
-    from hansard_hf.metrics import BITS_PER_BYTE, CENTERED_ACCURACY
+    from hansard_hf.evaluation.metrics import BITS_PER_BYTE, CENTERED_ACCURACY
 
     ids = torch.tensor([[0, 1, 3, 6, 12, 1, 13], [0, 2, 5, 8, 10, 9, 11]])
     batch = {"input_ids": ids[:, :-1], "shift_labels": ids[:, 1:]}
@@ -223,7 +223,7 @@ def test_prompts_are_cropped_only_for_a_hard_position_limit(bigram, tokenizer):
     the whole prompt, beyond max_position_embeddings; a GPT-2 cannot, counts it wrong, and the crop is reported."""
     from transformers import GPT2Config, GPT2LMHeadModel
 
-    from hansard_hf.core import position_limit
+    from hansard_hf.evaluation.core_benchmark import position_limit
 
     task = Task("long", "multiple_choice", 0, " ", [
         {"query": "the cat", "choices": [" ".join(["mewed"] * 80), " ".join(["barked"] * 80)], "gold": 0}], 0.5)

@@ -14,7 +14,7 @@ import torch
 from hansard_hf import HansardGPTConfig, HansardGPTForCausalLM
 from hansard_hf.checkpoints import mark_complete
 from hansard_hf.data import Corpus, TokenRows, prepare, read_index
-from hansard_hf.evaluate_checkpoint import load_checked
+from hansard_hf.evaluation.evaluate_checkpoint import load_checked
 from hansard_hf.files import atomic_directory, remove_leftovers
 from hansard_hf.tokenization import TOKEN_BYTES_FILE, load_token_bytes, save_tokenizer, train_tokenizer
 from corpus_helpers import corpus_with_tokenizer, documents

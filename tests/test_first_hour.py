@@ -198,8 +198,8 @@ def test_recipes_and_the_command_line_agree_on_folders(corpus, tmp_path):
     os.environ["HANSARD_HF_HOME"] = str(home)
     try:
         recipe = Recipe.load("d24", {"dataset": str(corpus)})
-        assert f"prepared data in {recipe.data_dir()}" in done.stdout  # the recipe finds what prepare made
-        assert (recipe.tokenizer_dir() / "tokenizer.json").exists() and recipe.tokenizer_dir().parent == home / "tokenizers"
+        assert f"prepared data in {recipe.data_dir}" in done.stdout  # the recipe finds what prepare made
+        assert (recipe.tokenizer_dir / "tokenizer.json").exists() and recipe.tokenizer_dir.parent == home / "tokenizers"
     finally:
         del os.environ["HANSARD_HF_HOME"]
     counted = cli("count-tokens", "d24", f"--dataset={corpus}", "--json", HANSARD_HF_HOME=str(home), WANDB_MODE="offline")

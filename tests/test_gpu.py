@@ -13,7 +13,7 @@ from hansard_hf import HansardGPTConfig, HansardGPTForCausalLM, HansardTrainer, 
 from hansard_hf.memory import training_bytes
 from hansard_hf.optimization import MuonAdamW, param_groups
 from hansard_hf.recipe import Recipe, plan
-from hansard_hf.trainer import checkpoint_to_fit
+from hansard_hf.fitting import checkpoint_to_fit
 from trainer_helpers import PackedRows
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")

@@ -10,7 +10,7 @@ from hansard_hf.memory import (MEMORY_FRACTION, activation_bytes, checkpointed_l
                                kept_layer_bytes, training_bytes)
 from hansard_hf.modeling_hansard_gpt import _ReluSquaredLinear, _RMSNorm
 from hansard_hf.recipe import Recipe, plan
-from hansard_hf.trainer import checkpoint_to_fit
+from hansard_hf.fitting import checkpoint_to_fit
 from conftest import randomized, tiny_config
 from trainer_helpers import PackedRows
 

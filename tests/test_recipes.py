@@ -1,5 +1,6 @@
 """Recipes: the seed's four configurations, overrides, unknown keys, tracking switches and `hansard-hf plan`."""
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -7,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from hansard_hf import HansardGPTConfig, HansardTrainingArguments
 from hansard_hf.recipe import Recipe, parse_overrides, plan
 
 RECIPES = Path(__file__).resolve().parents[1] / "recipes"
@@ -94,3 +96,40 @@ def test_accelerate_configs_load(name, kind, processes, machines):
     assert str(config.mixed_precision).split(".")[-1].lower() == "bf16"
     if kind == "FSDP":
         assert config.fsdp_config["fsdp_version"] == 2
+
+
+def test_a_recipe_is_read_once_and_frozen(tmp_path):
+    recipe = Recipe.load("tiny", {"dataset": str(tmp_path / "x.jsonl"), "split_field": "split"})
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        recipe.path = "other.json"
+    with pytest.raises(TypeError):
+        recipe.values["depth"] = 99  # read-only mapping
+    assert recipe.corpus is recipe.corpus and recipe.tokenizer_dir is recipe.tokenizer_dir  # derived once
+    assert (recipe.corpus.source, recipe.corpus.split_field, recipe.corpus.text_field) == (str(tmp_path / "x.jsonl"),
+                                                                                         "split", "text")
+    # every setting a recipe leaves out is the training argument's own default, stated there alone
+    d24 = Recipe.load("d24", {"run": "", "max_steps": 3})
+    for name in ("total_batch_size", "max_seq_len", "target_param_data_ratio", "eval_tokens", "use_cpu"):
+        assert d24.settings[name] == HansardTrainingArguments.__dataclass_fields__[name].default
+    assert d24.settings["max_steps"] == 3
+    assert d24.model_config().vocab_size == HansardGPTConfig().vocab_size
+
+
+def test_bad_model_keys_fail_when_the_recipe_is_read(tmp_path):
+    (tmp_path / "bad.json").write_text(json.dumps({"depth": 4, "num_key_value_heads": 3}))
+    with pytest.raises(ValueError, match=r"bad.json: the model keys \[.depth., .num_key_value_heads.\] do not make a model"):
+        Recipe.load(tmp_path / "bad.json")
+
+
+@pytest.mark.parametrize("world_size", [1, 2, 8])
+def test_the_plan_and_the_trainer_take_the_same_steps_and_batch(tmp_path, monkeypatch, world_size):
+    """`hansard-hf plan` and HansardTrainingArguments.resolve both ask budget.step_plan: same numbers, any world."""
+    recipe = Recipe.load("tiny", {"output_dir": str(tmp_path), "device_batch_size": 5})
+    p = plan(recipe, gpus=world_size)
+    args = recipe.training_arguments(use_cpu=True)
+    monkeypatch.setattr(HansardTrainingArguments, "world_size", property(lambda self: world_size))  # as launched
+    args.resolve(recipe.model_config().num_parameters())
+    assert (args.per_device_train_batch_size, args.gradient_accumulation_steps, args.max_steps) == (
+        p["device_batch_size"], p["accumulation"], p["steps"])
+    assert args.per_device_train_batch_size * args.gradient_accumulation_steps * world_size * args.max_seq_len == \
+        recipe.settings["total_batch_size"]

@@ -8,6 +8,7 @@ import torch.nn.functional as F
 
 from hansard_hf import HansardGPTForCausalLM
 from hansard_hf.budget import peak_flops
+from hansard_hf.fitting import fit_to_memory
 from hansard_hf.trainer import HansardTrainer, HansardTrainingArguments
 from conftest import tiny_config
 from trainer_helpers import PackedRows, plain_loop
@@ -138,8 +139,12 @@ def test_auto_micro_batch_halves_on_out_of_memory(tmp_path, caplog):
 
     model.forward = limited.__get__(model)
     args = arguments(tmp_path, device_batch_size=8, total_batch_size=16 * SEQ, max_steps=2, auto_micro_batch=True)
+    rows = PackedRows(64, SEQ, 97)
+    args.resolve(model.num_parameters())
     with caplog.at_level("WARNING"):
-        trainer = HansardTrainer(model=model, args=args, train_dataset=PackedRows(64, SEQ, 97))
+        fit_to_memory(model, args, rows)  # where the run is set up, before the Trainer
+        trainer = HansardTrainer(model=model, args=args, train_dataset=rows)
+    assert "fit_to_memory" not in caplog.text  # fitted: no warning that the automatic choice was skipped
     assert (args.per_device_train_batch_size, args.gradient_accumulation_steps) == (2, 8)
     assert "micro-batch lowered to 4 rows" in caplog.text and "micro-batch lowered to 2 rows" in caplog.text
     assert all(p.grad is None for p in trainer.model.parameters())  # the probe leaves no gradients behind
@@ -158,8 +163,18 @@ def test_auto_micro_batch_keeps_the_tokens_per_step_with_odd_batches(tmp_path):
 
     model.forward = limited.__get__(model)
     args = arguments(tmp_path, device_batch_size=3, total_batch_size=12 * SEQ, max_steps=1, auto_micro_batch=True)
-    HansardTrainer(model=model, args=args, train_dataset=PackedRows(64, SEQ, 97))
+    args.resolve(model.num_parameters())
+    fit_to_memory(model, args, PackedRows(64, SEQ, 97))
+    HansardTrainer(model=model, args=args, train_dataset=PackedRows(64, SEQ, 97))  # resolving again keeps the fit
     assert (args.per_device_train_batch_size, args.gradient_accumulation_steps) == (1, 12)  # 3 -> 2 -> 1, 12 rows
+
+
+def test_a_trainer_built_without_fitting_says_auto_micro_batch_was_not_applied(tmp_path, caplog):
+    args = arguments(tmp_path, device_batch_size=4, total_batch_size=8 * SEQ, max_steps=1, auto_micro_batch=True)
+    with caplog.at_level("WARNING"):
+        HansardTrainer(model=fresh_model(), args=args, train_dataset=PackedRows(64, SEQ, 97))
+    assert "applied by hansard_hf.fitting.fit_to_memory" in caplog.text and "4 rows per micro-step" in caplog.text
+    assert (args.per_device_train_batch_size, args.gradient_accumulation_steps) == (4, 2)
 
 
 def test_an_evaluation_split_smaller_than_a_batch_fails_before_training(tmp_path):

@@ -1,9 +1,9 @@
-"""Bits per byte as an `evaluate` metric: evaluate.load(hansard_hf.metrics.BITS_PER_BYTE)."""
+"""Bits per byte as an `evaluate` metric: evaluate.load(hansard_hf.evaluation.metrics.BITS_PER_BYTE)."""
 
 import datasets
 import evaluate
 
-from hansard_hf.evaluation import bits_per_byte
+from hansard_hf.evaluation.bpb import bits_per_byte
 
 _DESCRIPTION = """nanochat's bits per byte: summed next-token losses (nats) over summed target bytes, divided by ln 2.
 Targets with 0 bytes (special tokens) are excluded from both sums."""

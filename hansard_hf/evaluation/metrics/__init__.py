@@ -1,4 +1,4 @@
-"""`evaluate` metric scripts: `evaluate.load(hansard_hf.metrics.BITS_PER_BYTE)` and `CENTERED_ACCURACY`."""
+"""`evaluate` metric scripts: `evaluate.load(hansard_hf.evaluation.metrics.BITS_PER_BYTE)` and `CENTERED_ACCURACY`."""
 
 from pathlib import Path
 

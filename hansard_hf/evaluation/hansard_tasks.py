@@ -10,7 +10,7 @@ Debates are texts of `Speaker Name: speech` paragraphs separated by blank lines 
 import random
 import re
 
-from .core import Task
+from .core_benchmark import Task
 
 TURN = re.compile(r"^(?P<speaker>[^:\n]{2,80}): (?P<speech>\S.*)$", re.DOTALL)
 CONTEXT_CHARS, SPEECH_CHARS, CHOICES = 1200, 300, 4

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 import yaml
 
-from .distributed import rank_and_world, reduce_across_processes
+from ..distributed import rank_and_world, reduce_across_processes
 
 logger = logging.getLogger(__name__)
 BUNDLE_URL = "https://karpathy-public.s3.us-west-2.amazonaws.com/eval_bundle.zip"

@@ -11,15 +11,17 @@ import torch
 from accelerate import PartialState
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from .core import evaluate_tasks, load_bundle
-from . import locations
-from .auto import register
-from .checkpoints import read_marker
-from .data import Corpus, TokenRows, prepare
-from .distributed import on_main_process
-from .evaluation import evaluate_bpb, sample
-from .hansard_bench import build_hansard_tasks
-from .tokenization import load_token_bytes, tokenizer_fingerprint
+from .. import locations
+from ..auto import register
+from ..budget import EVAL_TOKENS
+from ..checkpoints import read_marker
+from ..data import Corpus, TokenRows, prepare
+from ..distributed import on_main_process
+from ..tokenization import load_token_bytes, tokenizer_fingerprint
+from .bpb import evaluate_bpb
+from .core_benchmark import evaluate_tasks, load_bundle
+from .hansard_tasks import build_hansard_tasks
+from .samples import sample
 
 TASKS = ("bpb", "core", "hansard", "sample")
 
@@ -71,7 +73,7 @@ def load_checked(checkpoint, trust_remote_code: bool = False):
 
 
 def evaluate_checkpoint(checkpoint, tasks=None, corpus: Corpus | None = None, split: str = "test", core_bundle=None,
-                        max_per_task: int | None = None, eval_tokens: int = 20 * 524288, json_out=None,
+                        max_per_task: int | None = None, eval_tokens: int = EVAL_TOKENS, json_out=None,
                         trust_remote_code: bool = False) -> dict | None:
     """Evaluate `checkpoint` on `tasks` (default bpb, hansard, sample, and core when a bundle is given). Code from
     the folder or repo runs only with `trust_remote_code` (ours loads without it)."""

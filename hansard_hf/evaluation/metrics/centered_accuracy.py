@@ -1,9 +1,9 @@
-"""CORE's centred accuracy as an `evaluate` metric: evaluate.load(hansard_hf.metrics.CENTERED_ACCURACY)."""
+"""CORE's centred accuracy as an `evaluate` metric: evaluate.load(hansard_hf.evaluation.metrics.CENTERED_ACCURACY)."""
 
 import datasets
 import evaluate
 
-from hansard_hf.core import centered
+from hansard_hf.evaluation.core_benchmark import centered
 
 _DESCRIPTION = """Accuracy centred on the random baseline, (acc - b) / (1 - b), as the DCLM/nanochat CORE metric
 scores each task (CORE is the mean over tasks)."""
