@@ -206,7 +206,7 @@ def build_parser() -> argparse.ArgumentParser:
     count.set_defaults(func=_count_tokens)
 
     train_run = commands.add_parser("train", help="train a recipe end to end (tokenizer, data, train, eval, save)")
-    train_run.add_argument("recipe", help="shipped recipe name (tiny, d16, d24, d36, d48), recipe JSON, or a run folder")
+    train_run.add_argument("recipe", help="shipped recipe name (tiny, d16, d24, d36, d48, d80), recipe JSON, or a run folder")
     train_run.add_argument("overrides", nargs=argparse.REMAINDER, help="--key=value overrides of recipe keys")
     train_run.set_defaults(func=_train)
 

@@ -7,28 +7,32 @@ import torch
 
 from .distributed import reduce_across_processes
 from .memory import checkpointed_layers, checkpointing_to_fit, training_bytes
+from .parallelism import parallelism
 
 logger = logging.getLogger(__name__)
 
 
 def fit_to_memory(model, args, train_dataset=None) -> None:
     """What `hansard-hf train` does between resolving the batch (`args.resolve`) and building the HansardTrainer:
-    with `auto_activation_checkpointing` (a GPU, bf16, DDP) the checkpointing that fits the GPU's memory, then with
+    with `auto_activation_checkpointing` (a GPU, bf16, DDP or FSDP2) the checkpointing that fits the GPU's memory
+    (under FSDP2 with the state divided among the GPUs), then with
     `auto_micro_batch` the largest micro-batch that runs one step without running out of memory."""
-    ddp_bf16 = args.bf16 and not (args.fsdp or args.deepspeed)  # the estimate is for bf16 autocast, a model per GPU
-    if args.auto_activation_checkpointing and not args.activation_checkpointing and ddp_bf16 and \
-            args.device.type == "cuda":
-        checkpoint_to_fit(model, args, torch.cuda.get_device_properties(args.device).total_memory)
+    layout = parallelism()
+    shards = args.world_size if layout.startswith("FSDP") else 1  # FSDP2 divides the state among the GPUs
+    if args.auto_activation_checkpointing and not args.activation_checkpointing and args.bf16 and \
+            layout != "DeepSpeed" and args.device.type == "cuda":  # the estimate is for bf16 autocast, DDP or FSDP2
+        checkpoint_to_fit(model, args, torch.cuda.get_device_properties(args.device).total_memory, shards)
     if args.auto_micro_batch and train_dataset is not None:
         fit_micro_batch(model, args, train_dataset)
     args.fitted_to_memory = True  # HansardTrainer warns when the automatic choices were asked for and never made
 
 
-def checkpoint_to_fit(model, args, memory_bytes: float) -> int:
+def checkpoint_to_fit(model, args, memory_bytes: float, shards: int = 1) -> int:
     """Turn on activation checkpointing of every n-th layer when the estimated peak memory of the micro-batch exceeds
-    what `memory_bytes` allows (the largest n that fits, see hansard_hf.memory); returns n, 0 when none is needed."""
+    what `memory_bytes` allows (the largest n that fits, see hansard_hf.memory; the state over `shards` GPUs under
+    FSDP2); returns n, 0 when none is needed."""
     micro, seq = args.per_device_train_batch_size, args.max_seq_len
-    every = checkpointing_to_fit(model.config, micro, seq, memory_bytes)
+    every = checkpointing_to_fit(model.config, micro, seq, memory_bytes, shards)
     if every is None:
         logger.warning("The micro-batch (%d x %d) may not fit in %.0f GB even with every layer checkpointed: "
                        "checkpointing every layer (auto_micro_batch=true lowers the micro-batch on out-of-memory).",
@@ -41,7 +45,7 @@ def checkpoint_to_fit(model, args, memory_bytes: float) -> int:
         layers = model.config.num_hidden_layers
         logger.warning("Activation checkpointing of one layer in %d (%d of %d) so that the micro-batch fits: "
                        "estimated peak %.1f GB of %.0f GB.", every, checkpointed_layers(layers, every), layers,
-                       training_bytes(model.config, micro, seq, every) / 1e9, memory_bytes / 1e9)
+                       training_bytes(model.config, micro, seq, every, shards) / 1e9, memory_bytes / 1e9)
     return every
 
 

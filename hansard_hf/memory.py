@@ -16,7 +16,8 @@ output gradient 8, the fp32 residual's 4, a normed input's and an attention tens
 measured on the CPU: tests/test_gpu.py compares the whole estimate with a GPU's peak).
 
 State per parameter: fp32 weight 4 + fp32 gradient 4 + bf16 autocast copy 2, plus Muon momentum 4 (block matrices)
-or AdamW moments 8 (embedding, lm_head); DDP gradient buckets are views of the gradients (no copy).
+or AdamW moments 8 (embedding, lm_head); DDP gradient buckets are views of the gradients (no copy). Under FSDP2 the
+state is divided among the GPUs (`shards`); that part of the estimate is arithmetic, not yet measured on a GPU.
 """
 
 import math
@@ -53,26 +54,37 @@ def activation_bytes(config: HansardGPTConfig, tokens: int, every_n_layers: int 
                      + recompute + OUTSIDE_LAYERS_BYTES * h + PER_TOKEN_OUTSIDE_BYTES)
 
 
-def state_bytes(config: HansardGPTConfig) -> int:
-    """Weights, gradients, bf16 copies and optimizer state."""
+def state_bytes(config: HansardGPTConfig, shards: int = 1) -> int:
+    """Weights, gradients, bf16 copies and optimizer state held per GPU. Under DDP (`shards=1`) all of it; under FSDP2
+    over `shards` GPUs, 1/shards of the fp32 weights, gradients and optimizer state, plus the units gathered whole
+    (two in flight, the one computing and the one prefetched: bf16 weights 2 + unsharded fp32 gradients 4 per
+    parameter), the largest unit being a decoder layer or the root's embedding + lm_head."""
     params = config.num_parameters()
     embeddings = 2 * config.vocab_size * config.hidden_size
-    return 10 * params + 4 * (params - embeddings) + 8 * embeddings
+    optimizer = 4 * (params - embeddings) + 8 * embeddings  # Muon momentum; AdamW's two moments
+    if shards == 1:
+        return 10 * params + optimizer
+    unit = max((params - embeddings) // config.num_hidden_layers, embeddings)
+    return -(-(8 * params + optimizer) // shards) + 2 * 6 * unit
 
 
-def training_bytes(config: HansardGPTConfig, micro_batch: int, seq: int, every_n_layers: int = 0) -> int:
-    """Estimated peak bytes per GPU of a training step at `micro_batch` rows of `seq` tokens."""
+def training_bytes(config: HansardGPTConfig, micro_batch: int, seq: int, every_n_layers: int = 0,
+                   shards: int = 1) -> int:
+    """Estimated peak bytes per GPU of a training step at `micro_batch` rows of `seq` tokens (state sharded over
+    `shards` GPUs under FSDP2, see `state_bytes`)."""
     tokens = micro_batch * seq
     loss_buffers = 2 * 4 * min(config.loss_chunk_size, tokens) * config.vocab_size
     in_flight = BACKWARD_IN_FLIGHT_BYTES * config.hidden_size * tokens
-    return state_bytes(config) + activation_bytes(config, tokens, every_n_layers) + loss_buffers + in_flight
+    return state_bytes(config, shards) + activation_bytes(config, tokens, every_n_layers) + loss_buffers + in_flight
 
 
-def checkpointing_to_fit(config: HansardGPTConfig, micro_batch: int, seq: int, memory_bytes: float) -> int | None:
+def checkpointing_to_fit(config: HansardGPTConfig, micro_batch: int, seq: int, memory_bytes: float,
+                         shards: int = 1) -> int | None:
     """The `every_n_layers` that fits `MEMORY_FRACTION` of `memory_bytes`: 0 (no checkpointing) when everything
     fits, else the largest n that does (1 = every layer); None when even full checkpointing does not fit."""
     budget = MEMORY_FRACTION * memory_bytes
-    if training_bytes(config, micro_batch, seq) <= budget:
+    if training_bytes(config, micro_batch, seq, shards=shards) <= budget:
         return 0
     layers = config.num_hidden_layers
-    return next((n for n in range(layers, 0, -1) if training_bytes(config, micro_batch, seq, n) <= budget), None)
+    return next((n for n in range(layers, 0, -1) if training_bytes(config, micro_batch, seq, n, shards) <= budget),
+                None)

@@ -3,6 +3,10 @@
 Under torch.distributed (DDP: every rank holds the same averaged gradients) each rank orthogonalises only its share
 of the matrices, block-cyclically within each shape, and `all_gather` hands every rank the others' results: the
 update equals the single-process one, and no rank repeats the whole Newton-Schulz work.
+
+Under FSDP2 every rank holds only its rows of each matrix (`Shard(0)`). Newton-Schulz needs whole matrices, so
+`orthogonalize_shards` assembles each one on exactly one owner rank (owners dealt round-robin across all shapes,
+batched by shape, one `all_to_all` there and one back), never running Newton-Schulz on a shard.
 """
 
 import torch
@@ -76,4 +80,41 @@ def orthogonalize(updates: list[torch.Tensor], steps: int, dtype, compile: bool 
         for owner, block in enumerate(gathered):
             for slot, index in enumerate(indices[owner::world]):
                 results[index] = block[slot]
+    return results, done
+
+
+def orthogonalize_shards(shards: list[torch.Tensor], shapes: list[torch.Size], steps: int, dtype,
+                         compile: bool = False, group=None) -> tuple[list[torch.Tensor], int]:
+    """Newton-Schulz of row-sharded matrices: `shards[i]` is this rank's rows of matrix i (full shape `shapes[i]`,
+    rows split as torch.chunk splits them, FSDP2's layout). Within a shape, matrix k goes to owner rank
+    (offset + k) % world, the offset carrying on from shape to shape so that owners stay balanced; an all_to_all
+    sends every shard to its owner, which orthogonalises its whole matrices in one batch, and an all_to_all sends
+    each rank its rows of the results. Returns this rank's rows of every result and the matrices it orthogonalised."""
+    newtonschulz = compiled_newtonschulz() if compile else zeropower_via_newtonschulz5
+    world, rank = dist.get_world_size(group), dist.get_rank(group)
+    by_shape: dict[tuple, list[int]] = {}
+    for index, shape in enumerate(shapes):
+        by_shape.setdefault(tuple(shape), []).append(index)
+    results: list[torch.Tensor | None] = [None] * len(shards)
+    done = offset = 0
+    for (rows, cols), indices in by_shape.items():
+        per_rank = -(-rows // world)  # rows of the largest shard; smaller ones are zero padded
+        slots = -(-(offset + len(indices)) // world)  # matrices per owner, padding included
+        place = [((offset + k) % world, (offset + k) // world) for k in range(len(indices))]  # (owner, slot)
+        send = shards[indices[0]].new_zeros(world, slots, per_rank, cols, dtype=dtype)  # [owner, slot, rows, cols]
+        for (owner, slot), index in zip(place, indices):
+            send[owner, slot, : shards[index].shape[0]] = shards[index]
+        received = torch.empty_like(send)  # [source rank, slot, rows, cols]: the owner's matrices, rank by rank
+        dist.all_to_all_single(received, send, group=group)
+        whole = received.permute(1, 0, 2, 3).reshape(slots, world * per_rank, cols)  # [slot, all rows, cols]
+        mine = [slot for owner, slot in place if owner == rank]
+        if mine:
+            whole[mine, :rows] = newtonschulz(whole[mine, :rows], steps, dtype)
+        done += len(mine)
+        back = whole.reshape(slots, world, per_rank, cols).permute(1, 0, 2, 3).contiguous()  # [dest rank, slot, ...]
+        mine_back = torch.empty_like(send)  # not `received`: `back` may share its storage (one slot: no copy made)
+        dist.all_to_all_single(mine_back, back, group=group)  # [owner, slot, my rows, cols]
+        for (owner, slot), index in zip(place, indices):
+            results[index] = mine_back[owner, slot, : shards[index].shape[0]]
+        offset = (offset + len(indices)) % world
     return results, done

@@ -3,17 +3,23 @@
 Muon (matrix_lr, scaled by max(1, rows/cols)^0.5) for every 2-D weight inside the blocks; AdamW (betas 0.8/0.95,
 eps 1e-10, no weight decay) for the embedding at embedding_lr and lm_head at unembedding_lr, both scaled by
 (hidden_size / 768)^-0.5. One `torch.optim.Optimizer` holds both kinds of group, as the Trainer, accelerate,
-checkpointing and FSDP2 expect.
+checkpointing and FSDP2 expect (DDP: whole tensors; FSDP2: DTensor shards).
 """
 
 import math
 
 import torch
+from torch.distributed.tensor import DTensor
 from torch.optim.adamw import adamw
 from torch.optim.lr_scheduler import LambdaLR
 from torch.optim.optimizer import _get_fused_kernels_supported_devices
 
-from .muon import lr_scale, nesterov_momentum, orthogonalize
+from .muon import lr_scale, nesterov_momentum, orthogonalize, orthogonalize_shards
+
+
+def local(tensor: torch.Tensor) -> torch.Tensor:
+    """This rank's part of a tensor: a DTensor's local shard (sharing its storage), else the tensor itself."""
+    return tensor.to_local() if isinstance(tensor, DTensor) else tensor
 
 
 def param_groups(model, matrix_lr=0.02, embedding_lr=0.2, unembedding_lr=0.004) -> list[dict]:
@@ -44,7 +50,9 @@ class MuonAdamW(torch.optim.Optimizer):
     `ns_dtype` is the Newton-Schulz dtype: "auto" is bf16 on CUDA and fp32 elsewhere; `ns_compile` runs it under
     torch.compile ("auto": on CUDA). `adamw_fused` runs torch's fused AdamW kernel ("auto": where torch has one for
     the device, CUDA and CPU included; else its foreach path). `orthogonalized` counts the matrices this process ran
-    Newton-Schulz on (under DDP, about 1/world_size of them each step).
+    Newton-Schulz on (under DDP or FSDP2, about 1/world_size of them each step). Under FSDP2 the parameters are
+    DTensor shards: AdamW updates each rank's rows; Muon's momentum is kept as a DTensor like its parameter and each
+    matrix is orthogonalised whole on one owner rank (`muon.orthogonalize_shards`).
     """
 
     def __init__(self, params, momentum=0.95, betas=(0.8, 0.95), eps=1e-10, weight_decay=0.0, ns_steps=5,
@@ -77,20 +85,28 @@ class MuonAdamW(torch.optim.Optimizer):
         updates = []
         for p in params:
             state = self.state[p]
-            if "momentum_buffer" not in state:
-                state["momentum_buffer"] = torch.zeros_like(p.grad)
-            update = nesterov_momentum(p.grad, state["momentum_buffer"], group["momentum"])
-            updates.append(update if group["nesterov"] else state["momentum_buffer"])
+            if "momentum_buffer" not in state:  # a DTensor like the parameter under FSDP2: sharded, saved sharded
+                state["momentum_buffer"] = torch.zeros_like(p)
+            update = nesterov_momentum(local(p.grad), local(state["momentum_buffer"]), group["momentum"])
+            updates.append(update if group["nesterov"] else local(state["momentum_buffer"]))
         compile = params[0].is_cuda if self.ns_compile == "auto" else bool(self.ns_compile)
-        orthogonal, done = orthogonalize(updates, group["ns_steps"], self._ns_dtype(params[0]), compile)
+        dtype = self._ns_dtype(params[0])
+        if isinstance(params[0], DTensor):  # FSDP2: each matrix assembled whole on one owner rank
+            group_of_mesh = params[0].device_mesh.get_group()
+            orthogonal, done = orthogonalize_shards(updates, [p.shape for p in params], group["ns_steps"], dtype,
+                                                    compile, group_of_mesh)
+        else:
+            orthogonal, done = orthogonalize(updates, group["ns_steps"], dtype, compile)
         self.orthogonalized += done
         for p, o in zip(params, orthogonal):
+            weight = local(p)
             if group["weight_decay"]:
-                p.mul_(1 - group["lr"] * group["weight_decay"])
-            p.add_(o.to(p.dtype), alpha=-group["lr"] * lr_scale(p.shape))
+                weight.mul_(1 - group["lr"] * group["weight_decay"])
+            weight.add_(o.to(p.dtype), alpha=-group["lr"] * lr_scale(p.shape))  # p.shape: the whole matrix's
 
     def _adamw_step(self, group):
-        """torch's AdamW update for the group: one fused kernel where torch has it for the device, else foreach."""
+        """torch's AdamW update for the group: one fused kernel where torch has it for the device, else foreach.
+        Elementwise, so under FSDP2 it runs on each rank's shards of the parameters, gradients and moments."""
         params = [p for p in group["params"] if p.grad is not None]
         if not params:
             return
@@ -103,9 +119,10 @@ class MuonAdamW(torch.optim.Optimizer):
         states = [self.state[p] for p in params]
         fused = self._adamw_fused(params[0])
         beta1, beta2 = group["betas"]
-        adamw(params, [p.grad for p in params], [s["exp_avg"] for s in states], [s["exp_avg_sq"] for s in states], [],
-              [s["step"] for s in states], foreach=not fused, fused=fused, amsgrad=False, beta1=beta1, beta2=beta2,
-              lr=group["lr"], weight_decay=group["weight_decay"], eps=group["eps"], maximize=False)
+        adamw([local(p) for p in params], [local(p.grad) for p in params], [local(s["exp_avg"]) for s in states],
+              [local(s["exp_avg_sq"]) for s in states], [], [s["step"] for s in states], foreach=not fused,
+              fused=fused, amsgrad=False, beta1=beta1, beta2=beta2, lr=group["lr"],
+              weight_decay=group["weight_decay"], eps=group["eps"], maximize=False)
 
     def load_state_dict(self, state_dict):
         super().load_state_dict(state_dict)

@@ -13,6 +13,7 @@ from .distributed import on_main_process
 from .evaluation import build_hansard_tasks, load_bundle
 from .fitting import fit_to_memory
 from .modeling_hansard_gpt import HansardGPTForCausalLM
+from .parallelism import describe_layout
 from .preflight import preflight
 from .recipe import Recipe
 from .tokenization import TOKEN_BYTES_FILE, ensure_tokenizer, load_token_bytes, load_tokenizer
@@ -48,7 +49,7 @@ def run_recipe(path, overrides=None) -> HansardTrainer | None:
     """Train a recipe end to end; a run whose output folder holds a complete checkpoint resumes from it, and a run
     that already finished (RUN_COMPLETE) says so and returns None; a higher max_steps extends it."""
     recipe = Recipe.load(path, overrides)
-    state = PartialState()
+    state = PartialState(cpu=bool(recipe.settings["use_cpu"]))  # the processes as the run will use them
     say = print if state.is_main_process else (lambda *_: None)
     for notice in preflight(recipe):
         say(notice)
@@ -66,6 +67,7 @@ def run_recipe(path, overrides=None) -> HansardTrainer | None:
                pad_token_id=tokenizer.pad_token_id)
     config = recipe.model_config(vocab_size=len(tokenizer), **ids)
     args.resolve(config.num_parameters())
+    say(describe_layout(args))
     out = Path(args.output_dir)
     done = finished_steps(out)
     if done is not None and done >= args.max_steps:

@@ -1,6 +1,7 @@
 """What a run checks before any expensive work (tokenizer training, data preparation, the model): the device and
-precision it asks for, the corpus, the experiment tracker, and on a CPU the plan's time. The main process checks,
-every process gets the verdict (hansard_hf.distributed): a bad setup is one message naming the fix, printed once."""
+precision it asks for, the parallelism the launch got, the corpus, the experiment tracker, and on a CPU the
+plan's time. The main process checks, every process gets the verdict (hansard_hf.distributed): a bad setup is one
+message naming the fix, printed once."""
 
 import netrc
 import os
@@ -11,6 +12,7 @@ import torch
 
 from .data import is_hub_dataset
 from .distributed import on_main_process
+from .parallelism import check_launch
 from .budget import STEP_SETTINGS, step_plan
 from .recipe import Recipe, plan
 
@@ -131,6 +133,7 @@ def preflight(recipe: Recipe) -> list[str]:
 
     def check():
         check_device(recipe)
+        check_launch()
         check_batch(recipe)
         check_corpus(recipe)
         environment, notice = tracker_environment(recipe)

@@ -52,7 +52,7 @@ def parse_overrides(arguments: list[str]) -> dict:
 
 
 def shipped_recipes() -> dict[str, Path]:
-    """The recipes installed with the package, by name (d16, d24, d36, d48, tiny)."""
+    """The recipes installed with the package, by name (d16, d24, d36, d48, d80, tiny)."""
     folder = importlib.resources.files("hansard_hf.recipes")
     return {Path(item.name).stem: Path(str(item)) for item in folder.iterdir() if item.name.endswith(".json")}
 
@@ -186,8 +186,9 @@ class Recipe:
 
 
 def plan(recipe: Recipe, gpus: int = 8, gpu: str = "H100", mfu: float = 0.45, gpu_memory_gb: float = 85) -> dict:
-    """Parameters, tokens, steps, the micro-batch used (`step_plan`, as the Trainer does), FLOPs, the activation
-    checkpointing that fits `gpu_memory_gb` with its peak memory estimate, and the wall time at `mfu`."""
+    """Parameters, tokens, steps, the micro-batch used (`step_plan`, as the Trainer does), FLOPs, the wall time at
+    `mfu`, and per layout (DDP: a whole model per GPU; FSDP2: the state divided among the `gpus`) the activation
+    checkpointing that fits `gpu_memory_gb` with its peak memory estimate; `layout` is the first that fits."""
     peak = PEAK_FLOPS.get(gpu)
     if peak is None:
         raise ValueError(f"--gpu {gpu!r}: unknown; use one of {list(PEAK_FLOPS)}.")
@@ -197,40 +198,44 @@ def plan(recipe: Recipe, gpus: int = 8, gpu: str = "H100", mfu: float = 0.45, gp
                       world_size=gpus)
     tokens = steps.steps * total
     flops = config.flops_per_token(seq) * tokens
-    hours = flops / (gpus * peak * mfu) / 3600
     micro = steps.device_batch_size
-    every = checkpointing_to_fit(config, micro, seq, gpu_memory_gb * 1e9)
-    used = 1 if every is None else every  # None: not even full checkpointing fits (the OOM fallback must step in)
+    memory = {}
+    for layout, shards in (("DDP", 1), ("FSDP2", gpus)):
+        every = checkpointing_to_fit(config, micro, seq, gpu_memory_gb * 1e9, shards)
+        used = 1 if every is None else every  # None: not even full checkpointing fits
+        memory[layout] = dict(every_n_layers=every, checkpointed_layers=checkpointed_layers(config.num_hidden_layers, used),
+                              memory_gb=training_bytes(config, micro, seq, used, shards) / 1e9)
+    fitting = [layout for layout, m in memory.items() if m["every_n_layers"] is not None]
     return dict(depth=config.depth, width=config.hidden_size, heads=config.num_attention_heads, params=params,
                 tokens=tokens, steps=steps.steps, device_batch_size=micro,
                 requested_device_batch_size=s["device_batch_size"], accumulation=steps.accumulation,
-                flops_per_token=config.flops_per_token(seq), total_flops=flops,
-                memory_gb=training_bytes(config, micro, seq, used) / 1e9, every_n_layers=every,
-                checkpointed_layers=checkpointed_layers(config.num_hidden_layers, used), gpu_memory_gb=gpu_memory_gb,
-                gpus=gpus, gpu=gpu, mfu=mfu, hours=hours)
+                flops_per_token=config.flops_per_token(seq), total_flops=flops, memory=memory,
+                layout=fitting[0] if fitting else None, gpu_memory_gb=gpu_memory_gb, gpus=gpus, gpu=gpu, mfu=mfu,
+                hours=flops / (gpus * peak * mfu) / 3600)
 
 
-def checkpointing_text(p: dict) -> str:
-    """How many layers the plan checkpoints, in words."""
-    if p["every_n_layers"] == 0:
-        return "none"
-    text = f"{p['checkpointed_layers']} of {p['depth']} layers"
-    return text if p["every_n_layers"] is not None else text + " and still over: lower device_batch_size"
+def memory_text(p: dict, layout: str) -> str:
+    """A layout's activation checkpointing and peak memory per GPU, in words."""
+    m = p["memory"][layout]
+    if m["every_n_layers"] == 0:
+        return f"no checkpointing, {m['memory_gb']:.0f} GB"
+    text = f"{m['checkpointed_layers']} of {p['depth']} layers checkpointed, {m['memory_gb']:.0f} GB"
+    return text if m["every_n_layers"] is not None else text + ": does not fit"
 
 
 def plan_table(recipes: list[Recipe], gpus: int = 8, gpu: str = "H100", mfu: float = 0.45,
                gpu_memory_gb: float = 85) -> str:
     """A markdown table of `plan` for several recipes (the README's recipe table)."""
     lines = ["| recipe | width | heads | params | tokens | steps | micro-batch (asked) x accum | FLOPs/token | "
-             f"total FLOPs | activation checkpointing, memory/GPU (of {gpu_memory_gb:.0f} GB) | "
-             f"hours on {gpus}x{gpu} at {mfu:.0%} MFU |", "|" + "---|" * 11]
+             f"total FLOPs | DDP: memory/GPU (of {gpu_memory_gb:.0f} GB) | FSDP2 over {gpus} GPUs | needs | "
+             f"hours on {gpus}x{gpu} at {mfu:.0%} MFU |", "|" + "---|" * 13]
     for recipe in recipes:
         p = plan(recipe, gpus, gpu, mfu, gpu_memory_gb)
         lines.append(
             f"| {Path(recipe.path).stem} | {p['width']} | {p['heads']} | {p['params']:,} | {p['tokens'] / 1e9:.2f}B | "
             f"{p['steps']:,} | {p['device_batch_size']} ({p['requested_device_batch_size']}) x {p['accumulation']} | "
-            f"{p['flops_per_token']:.3g} | {p['total_flops']:.3g} | {checkpointing_text(p)}, {p['memory_gb']:.0f} GB | "
-            f"{p['hours']:.1f} |"
+            f"{p['flops_per_token']:.3g} | {p['total_flops']:.3g} | {memory_text(p, 'DDP')} | "
+            f"{memory_text(p, 'FSDP2')} | {p['layout'] or 'more GPUs'} | {p['hours']:.1f} |"
         )
     return "\n".join(lines)
 
@@ -239,13 +244,17 @@ def describe_plan(p: dict) -> str:
     """The text `hansard-hf plan` prints for one recipe."""
     adjusted = ("" if p["device_batch_size"] == p["requested_device_batch_size"] else
                 f" (asked {p['requested_device_batch_size']}: it does not divide the batch, so lowered)")
+    config = {"DDP": "accelerate_config.yaml", "FSDP2": "accelerate_fsdp2.yaml"}
+    needs = (f"{p['layout']} (accelerate launch --config_file {config[p['layout']]} ...)" if p["layout"] else
+             f"neither fits {p['gpus']} GPUs of {p['gpu_memory_gb']:.0f} GB: more GPUs or a smaller device_batch_size")
     return "\n".join([
         f"model        d{p['depth']}: width {p['width']}, {p['heads']} heads, {p['params']:,} parameters",
         f"tokens       {p['tokens']:,} in {p['steps']:,} steps",
         f"batch        {p['device_batch_size']} rows per GPU{adjusted} x {p['accumulation']} accumulation x {p['gpus']} GPUs",
         f"FLOPs        {p['flops_per_token']:.3g} per token, {p['total_flops']:.3g} in total",
-        f"memory       ~{p['memory_gb']:.0f} GB peak per GPU of {p['gpu_memory_gb']:.0f} GB (estimate, bf16 autocast, "
-        f"DDP) with activation checkpointing of {checkpointing_text(p)}",
+        f"memory       peak per GPU of {p['gpu_memory_gb']:.0f} GB (estimate, bf16): DDP {memory_text(p, 'DDP')}; "
+        f"FSDP2 {memory_text(p, 'FSDP2')}",
+        f"layout       {needs}",
         f"time         ~{p['hours']:.1f} h on {p['gpus']}x {p['gpu']} at {p['mfu']:.0%} MFU "
         f"({p['hours'] * p['gpus']:,.1f} GPU-hours)",
     ])

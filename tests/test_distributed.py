@@ -2,6 +2,7 @@
 
 import json
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -12,19 +13,24 @@ import torch
 from distributed_worker import STEPS, train
 
 TESTS = Path(__file__).parent
+ENV = {**os.environ, "PYTHONPATH": os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")])}
 
 
-@pytest.mark.slow
-def test_two_processes_match_one_and_split_the_newton_schulz_work(tmp_path):
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")])}
-    # accelerate 1.15 runs `--cpu` jobs in one process unless MPI is installed; `--multi_gpu` starts them through
-    # torchrun, and use_cpu=True in the worker's arguments makes them CPU processes talking over gloo.
-    command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-               "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-               str(TESTS / "distributed_worker.py"), str(tmp_path / "two")]
-    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stderr[-4000:]
-    reports = [json.loads((tmp_path / "two" / f"rank{r}.json").read_text()) for r in (0, 1)]
+def launch(*arguments, out: Path) -> subprocess.Popen:
+    """`accelerate launch ARGUMENTS tests/distributed_worker.py OUT`, started (the caller waits)."""
+    command = [sys.executable, "-m", "accelerate.commands.launch", *arguments, "--mixed_precision", "no",
+               "--dynamo_backend", "no", str(TESTS / "distributed_worker.py"), str(out)]
+    return subprocess.Popen(command, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def finish(*processes: subprocess.Popen) -> None:
+    for process in processes:
+        _, stderr = process.communicate(timeout=600)
+        assert process.returncode == 0, stderr[-4000:]
+
+
+def assert_two_ranks_equal_one_process(out: Path, tmp_path: Path) -> None:
+    reports = [json.loads((out / f"rank{r}.json").read_text()) for r in (0, 1)]
     assert [r["world"] for r in reports] == [2, 2] and reports[0]["ddp"] == "DistributedDataParallel"
     assert [r["bucket_views"] for r in reports] == [True, True]  # DDP's buckets are the gradients: no second copy
     assert [r["accumulation"] for r in reports] == [1, 1]  # 2 ranks x 2 rows x 16 tokens = 64 per step
@@ -38,6 +44,28 @@ def test_two_processes_match_one_and_split_the_newton_schulz_work(tmp_path):
     # each rank orthogonalised half: 4 of the 8 square matrices, 1 of 2 fc1, 1 of 2 fc2, per step
     assert [r["orthogonalized"] for r in reports] == [STEPS * matrices // 2] * 2
 
-    distributed = torch.load(tmp_path / "two" / "weights.pt")
+    distributed = torch.load(out / "weights.pt")
     for name, weight in single.model.state_dict().items():
         torch.testing.assert_close(distributed[name], weight, atol=2e-5, rtol=1e-4, msg=name)
+
+
+@pytest.mark.slow
+def test_two_processes_match_one_and_split_the_newton_schulz_work(tmp_path):
+    # accelerate 1.15 runs `--cpu` jobs in one process unless MPI is installed; `--multi_gpu` starts them through
+    # torchrun, and use_cpu=True in the worker's arguments makes them CPU processes talking over gloo.
+    finish(launch("--multi_gpu", "--num_processes", "2", "--num_machines", "1", out=tmp_path / "two"))
+    assert_two_ranks_equal_one_process(tmp_path / "two", tmp_path)
+
+
+@pytest.mark.slow
+def test_two_machines_match_one_process(tmp_path):
+    """The multi-node config as the README's SLURM line runs it (one `accelerate launch` per node, each with its
+    --machine_rank and the head node's address), here as two machine ranks on one host over loopback."""
+    with socket.socket() as probe:  # a free port for the head node's rendezvous
+        probe.bind(("127.0.0.1", 0))
+        port = str(probe.getsockname()[1])
+    nodes = [launch("--config_file", str(TESTS.parent / "accelerate_multinode.yaml"), "--num_processes", "2",
+                    "--num_machines", "2", "--machine_rank", str(rank), "--main_process_ip", "127.0.0.1",
+                    "--main_process_port", port, out=tmp_path / "nodes") for rank in (0, 1)]
+    finish(*nodes)
+    assert_two_ranks_equal_one_process(tmp_path / "nodes", tmp_path)

@@ -100,7 +100,7 @@ def test_only_the_deep_recipes_checkpoint_on_an_80gb_gpu():
     chosen = {}
     for depth in (16, 24, 36, 48):
         recipe = Recipe.load(RECIPES / f"d{depth}.json")
-        chosen[depth] = [plan(recipe, gpus=gpus, gpu_memory_gb=85)["every_n_layers"] for gpus in (8, 1)]
+        chosen[depth] = [plan(recipe, gpus=gpus, gpu_memory_gb=85)["memory"]["DDP"]["every_n_layers"] for gpus in (8, 1)]
     assert chosen == {16: [0, 0], 24: [0, 3], 36: [2, 2], 48: [2, 2]}
 
 

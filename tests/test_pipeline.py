@@ -115,7 +115,8 @@ def test_two_processes_match_one(env, trained):
     root = env[0]
     launch = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
               "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", str(ROOT / "recipes" / "train.py")]
-    train(env, root / "two", *launch, use_cpu=True)
+    done = train(env, root / "two", *launch, use_cpu=True)
+    assert "layout     DDP, world size 2: 4 rows x 1 accumulation per process, 512 tokens per step" in done.stdout
     state = json.loads((root / "two" / "checkpoint-4" / "trainer_state.json").read_text())
     assert state["train_batch_size"] == 4
     two, one = losses(root / "two"), losses(trained)  # 2 ranks x 4 rows vs 1 rank x 4 rows x 2 accumulation

@@ -1,0 +1,55 @@
+"""How a run is spread over processes: the layout every run states at start, the check that a launch got the
+parallelism it asked for, and FSDP2 applied by hand (`shard_model`, what accelerate's FSDP2 plugin does on GPUs,
+for torchrun scripts and for CPU tests, where accelerate turns an FSDP config into DDP)."""
+
+import os
+
+LAUNCH_FIX = ("on a machine without a GPU, run DDP over CPU processes: accelerate launch --multi_gpu --num_processes N "
+              "... --use_cpu=true (gloo); FSDP through accelerate needs GPUs")
+
+
+def parallelism() -> str:
+    """The parallelism in force in this process: "FSDP2", "DDP", "DeepSpeed" or "single process"."""
+    from accelerate import PartialState
+    from accelerate.utils import DistributedType
+
+    kind = PartialState().distributed_type
+    if kind == DistributedType.FSDP:
+        return f"FSDP{os.environ.get('FSDP_VERSION', '1')}"
+    if kind == DistributedType.DEEPSPEED:
+        return "DeepSpeed"
+    return "single process" if kind == DistributedType.NO else "DDP"
+
+
+def describe_layout(args) -> str:
+    """The line a run prints at start: parallelism, world size, micro-batch and accumulation per process."""
+    world = args.world_size
+    tokens = args.per_device_train_batch_size * args.gradient_accumulation_steps * world * args.max_seq_len
+    return (f"layout     {parallelism()}, world size {world}: {args.per_device_train_batch_size} rows x "
+            f"{args.gradient_accumulation_steps} accumulation per process, {tokens:,} tokens per step")
+
+
+def check_launch() -> None:
+    """The launch got what it asked for: the FSDP its accelerate config names (not DDP in its place), and as many
+    processes as the launcher started (not N processes each training alone)."""
+    from accelerate import PartialState
+
+    state = PartialState()
+    if os.environ.get("ACCELERATE_USE_FSDP", "false").lower() == "true" and not parallelism().startswith("FSDP"):
+        raise ValueError(f"the accelerate config asks for FSDP, but accelerate runs {parallelism()} here (with use_cpu "
+                         f"or without GPUs it does not apply FSDP): {LAUNCH_FIX}.")
+    asked = int(os.environ.get("WORLD_SIZE", "1"))
+    if asked != state.num_processes:
+        raise ValueError(f"the launcher started {asked} processes (WORLD_SIZE={asked}) but accelerate runs this one "
+                         f"alone (world size {state.num_processes}), so each would train by itself: {LAUNCH_FIX}.")
+
+
+def shard_model(model, mesh=None, reshard_after_forward: bool = True):
+    """FSDP2 (`fully_shard`) over a HansardGPT model as accelerate's TRANSFORMER_BASED_WRAP applies it: each decoder
+    layer is one unit, the root (embedding, lm_head) another. Parameters become DTensors sharded on dim 0."""
+    from torch.distributed.fsdp import fully_shard
+
+    for layer in model.model.layers:
+        fully_shard(layer, mesh=mesh, reshard_after_forward=reshard_after_forward)
+    fully_shard(model, mesh=mesh, reshard_after_forward=reshard_after_forward)
+    return model

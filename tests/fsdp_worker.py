@@ -1,0 +1,122 @@
+"""Run by test_fsdp.py under torchrun (gloo, CPU): MuonAdamW on a model sharded by FSDP2 (`fully_shard`, as
+accelerate applies it on GPUs) against the same training in one plain process, with gradient accumulation, a
+sharded checkpoint and its resume, and the full-weight save. Each rank writes what it saw to OUT/rank<r>.json."""
+
+import json
+import sys
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+import torch.distributed.checkpoint as dcp
+from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict, get_state_dict, set_state_dict
+from torch.distributed.tensor import DTensor, Shard
+
+from hansard_hf import HansardGPTConfig, HansardGPTForCausalLM
+from hansard_hf.optimization import MuonAdamW, NanochatSchedule, param_groups
+from hansard_hf.parallelism import shard_model
+
+ROWS, SEQ, ACCUMULATION, STEPS, SAVE_AT = 8, 16, 2, 4, 2  # 8 rows per micro-step over all ranks, 2 micro-steps
+
+
+def config() -> HansardGPTConfig:
+    # width 30 and one KV head: k/v are 10 x 30, so 4 ranks hold 3, 3, 3 and 1 rows (uneven shards)
+    return HansardGPTConfig(depth=2, aspect_ratio=15, head_dim=10, num_key_value_heads=1, vocab_size=97,
+                            max_position_embeddings=SEQ)
+
+
+def batches(step: int) -> list[torch.Tensor]:
+    """The micro-batches of optimizer step `step`, the same for every process."""
+    generator = torch.Generator().manual_seed(step)
+    return [torch.randint(0, 97, (ROWS, SEQ), generator=generator) for _ in range(ACCUMULATION)]
+
+
+def build(sharded: bool, checkpointing: bool = False, compiled: bool = False):
+    torch.manual_seed(0)
+    model = HansardGPTForCausalLM(config())
+    if checkpointing:  # before sharding, as the run set-up does it
+        model.activation_checkpointing_enable()
+    if sharded:
+        shard_model(model)
+    if compiled:  # after sharding, as accelerate does with torch_compile=true
+        model.compile()
+    optimizer = MuonAdamW(param_groups(model), ns_dtype="float32")
+    schedule = NanochatSchedule(optimizer, STEPS, warmup_ratio=0.0, warmdown_ratio=0.5, momentum_warmup_steps=2)
+    return model, optimizer, schedule
+
+
+def train(model, optimizer, schedule, steps, rank=0, world=1, sharded=False) -> list[float]:
+    """Optimizer steps over `steps`; each process takes rows rank::world of every micro-batch. Returns the losses."""
+    losses = []
+    for step in steps:
+        total = torch.zeros(())
+        for micro, rows in enumerate(batches(step)):
+            if sharded:  # as accelerate's accumulation does: reduce-scatter the gradients once, at the last micro-step
+                model.set_requires_gradient_sync(micro == ACCUMULATION - 1)
+            mine = rows[rank::world]
+            loss = model(input_ids=mine, labels=mine).loss / ACCUMULATION
+            loss.backward()
+            total += loss.detach()
+        if sharded:
+            dist.all_reduce(total)
+            total /= world
+        optimizer.step()
+        schedule.step()
+        optimizer.zero_grad(set_to_none=True)
+        losses.append(total.item())
+    return losses
+
+
+def full_weights(model) -> dict[str, torch.Tensor]:
+    return get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+
+
+def state_bytes(optimizer) -> int:
+    """Bytes of optimizer state this process holds (its shards under FSDP2)."""
+    local = lambda t: t.to_local() if isinstance(t, DTensor) else t  # noqa: E731
+    return sum(local(t).numel() * t.element_size() for s in optimizer.state.values() for t in s.values()
+               if torch.is_tensor(t) and t.ndim > 0)
+
+
+def main(out: Path, options: list[str]) -> None:
+    dist.init_process_group("gloo")
+    rank, world = dist.get_rank(), dist.get_world_size()
+    checkpointing, compiled = "checkpointing" in options, "compile" in options
+    model, optimizer, schedule = build(sharded=True, checkpointing=checkpointing, compiled=compiled)
+    params = dict(model.named_parameters())
+    losses = train(model, optimizer, schedule, range(SAVE_AT), rank, world, sharded=True)
+    model_state, optimizer_state = get_state_dict(model, optimizer)  # sharded: each rank writes its own shards
+    dcp.save({"model": model_state, "optimizer": optimizer_state}, checkpoint_id=out / "checkpoint")
+    losses += train(model, optimizer, schedule, range(SAVE_AT, STEPS), rank, world, sharded=True)
+    weights = full_weights(model)  # on rank 0 only
+
+    resumed, resumed_optimizer, resumed_schedule = build(sharded=True, checkpointing=checkpointing, compiled=compiled)
+    model_state, optimizer_state = get_state_dict(resumed, resumed_optimizer)
+    loaded = {"model": model_state, "optimizer": optimizer_state}
+    dcp.load(loaded, checkpoint_id=out / "checkpoint")
+    set_state_dict(resumed, resumed_optimizer, model_state_dict=loaded["model"], optim_state_dict=loaded["optimizer"])
+    for _ in range(SAVE_AT):
+        resumed_schedule.step()  # the schedule's position (the Trainer keeps it in scheduler.pt)
+    resumed_losses = train(resumed, resumed_optimizer, resumed_schedule, range(SAVE_AT, STEPS), rank, world, True)
+    resumed_weights = full_weights(resumed)
+
+    if rank == 0:
+        final = HansardGPTForCausalLM(config())  # the full weights, saved as from_pretrained and the export read them
+        final.load_state_dict(weights)
+        final.save_pretrained(out / "final")
+        torch.save(resumed_weights, out / "resumed.pt")
+    report = dict(
+        world=world, checkpointed=[layer.gradient_checkpointing for layer in model.model.layers],
+        compiled=getattr(model, "_compiled_call_impl", None) is not None, losses=losses, resumed_losses=resumed_losses, orthogonalized=optimizer.orthogonalized,
+        sharded=all(isinstance(p, DTensor) and p.placements == (Shard(0),) for p in params.values()),
+        local_rows={name: p.to_local().shape[0] for name, p in params.items()}, state_bytes=state_bytes(optimizer),
+        momentum_sharded=all(isinstance(s["momentum_buffer"], DTensor) for s in optimizer.state.values()
+                             if "momentum_buffer" in s),
+    )
+    (out / f"rank{rank}.json").write_text(json.dumps(report))
+    dist.barrier()
+    dist.destroy_process_group()
+
+
+if __name__ == "__main__":
+    main(Path(sys.argv[1]), sys.argv[2:])

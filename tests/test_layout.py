@@ -1,0 +1,79 @@
+"""Every run states its layout (parallelism, world size, micro-batch, accumulation) and a launch that did not get
+the parallelism it asked for stops before any work, naming the fix; `hansard-hf plan` knows what needs FSDP2."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from hansard_hf.memory import state_bytes, training_bytes
+from hansard_hf.parallelism import describe_layout
+from hansard_hf.recipe import Recipe, describe_plan, plan
+from hansard_hf.trainer import HansardTrainingArguments
+from corpus_helpers import documents, write_jsonl
+
+ROOT = Path(__file__).resolve().parents[1]
+no_gpu = pytest.mark.skipif(torch.cuda.is_available(), reason="checks what happens on a machine without a GPU")
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    return write_jsonl(tmp_path_factory.mktemp("corpus") / "corpus.jsonl", documents(60))
+
+
+def test_the_layout_line_names_what_is_in_force(tmp_path):
+    args = HansardTrainingArguments(output_dir=str(tmp_path), use_cpu=True, max_seq_len=16, device_batch_size=2,
+                                    total_batch_size=64, max_steps=1, report_to="none")
+    args.resolve(1000)
+    assert describe_layout(args) == ("layout     single process, world size 1: 2 rows x 2 accumulation per process, "
+                                     "64 tokens per step")
+
+
+def run(command: list[str], home: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "HANSARD_HF_HOME": str(home), "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline"}
+    return subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
+
+
+@pytest.mark.slow
+@no_gpu
+def test_an_fsdp_config_on_a_machine_without_gpus_stops_before_any_work(corpus, tmp_path):
+    """accelerate starts both processes but applies no FSDP (each alone, or DDP with use_cpu): named, not trained."""
+    done = run([sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(ROOT / "accelerate_fsdp2.yaml"),
+                "--num_processes", "2", "--mixed_precision", "no", str(ROOT / "recipes" / "train.py"), "tiny",
+                f"--dataset={corpus}", f"--output_dir={tmp_path / 'run'}"], tmp_path / "home")
+    assert done.returncode != 0
+    errors = [line for line in done.stderr.splitlines() if line.startswith("hansard-hf train: error:")]
+    assert errors and all("the accelerate config asks for FSDP, but accelerate runs single process" in e for e in errors)
+    assert "--multi_gpu --num_processes N ... --use_cpu=true" in errors[0]
+    assert not (tmp_path / "home").exists() and not (tmp_path / "run").exists()
+
+
+@pytest.mark.slow
+@no_gpu
+def test_n_processes_that_each_train_alone_stop_before_any_work(corpus, tmp_path):
+    done = run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", str(ROOT / "recipes" / "train.py"),
+                "tiny", f"--dataset={corpus}", f"--output_dir={tmp_path / 'run'}"], tmp_path / "home")
+    assert done.returncode != 0
+    assert "the launcher started 2 processes (WORLD_SIZE=2) but accelerate runs this one alone" in done.stderr
+    assert not (tmp_path / "home").exists() and not (tmp_path / "run").exists()
+
+
+def test_fsdp2_divides_the_state_among_the_gpus():
+    config = Recipe.load("d48").model_config()
+    whole = state_bytes(config)
+    for gpus in (2, 8, 64):
+        sharded = state_bytes(config, shards=gpus)
+        assert whole / gpus < sharded < whole / gpus + 2 * 6 * config.num_parameters() / 4  # + units in flight
+    assert training_bytes(config, 16, 2048, 2, shards=8) < training_bytes(config, 16, 2048, 2)
+
+
+def test_the_plan_says_which_layout_a_recipe_needs():
+    d48, d80 = plan(Recipe.load("d48")), plan(Recipe.load("d80"))
+    assert d48["layout"] == "DDP"
+    assert d80["params"] > 6e9 and d80["layout"] == "FSDP2"  # its state alone (~92 GB) is more than an 80 GB GPU
+    assert d80["memory"]["DDP"]["every_n_layers"] is None and d80["memory"]["FSDP2"]["memory_gb"] < 0.85 * 85
+    assert "layout       FSDP2 (accelerate launch --config_file accelerate_fsdp2.yaml ...)" in describe_plan(d80)
+    assert "more GPUs" in describe_plan(plan(Recipe.load("d80"), gpus=1))  # one GPU: neither fits
