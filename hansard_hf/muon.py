@@ -46,21 +46,92 @@ def lr_scale(shape: torch.Size) -> float:
     return max(1.0, shape[0] / shape[1]) ** 0.5
 
 
-_compiled_newtonschulz = None
+# nanochat 92d63d4's (2026) orthogonaliser: Polar Express (arXiv 2505.16932), one (a, b, c) per iteration, computed
+# for 5 iterations with safety factor 2e-2 and cushion 2.
+POLAR_EXPRESS_COEFFICIENTS = (
+    (8.156554524902461, -22.48329292557795, 15.878769915207462),
+    (4.042929935166739, -2.808917465908714, 0.5000178451051316),
+    (3.8916678022926607, -2.772484153217685, 0.5060648178503393),
+    (3.285753657755655, -2.3681294933425376, 0.46449024233003106),
+    (2.3465413258596377, -1.7097828382687081, 0.42323551169305323),
+)
+ORTHOGONALIZERS = ("newton_schulz", "polar_express")
 
 
-def compiled_newtonschulz():
-    """zeropower_via_newtonschulz5 under torch.compile (one graph per matrix shape), built on first use."""
-    global _compiled_newtonschulz
-    if _compiled_newtonschulz is None:
-        _compiled_newtonschulz = torch.compile(zeropower_via_newtonschulz5, dynamic=False)
-    return _compiled_newtonschulz
+def equilibrate_rows(x: torch.Tensor) -> torch.Tensor:
+    """MuonEq: every row of each matrix rescaled to the matrix's mean row norm (||X||_F / sqrt(rows))."""
+    target = x.float().norm(dim=(-2, -1), keepdim=True) / x.size(-2) ** 0.5
+    rows = x.float().norm(dim=-1, keepdim=True).clamp_min(1e-6)
+    return x * (target / rows).to(x.dtype)
 
 
-def orthogonalize(updates: list[torch.Tensor], steps: int, dtype, compile: bool = False) -> tuple[list[torch.Tensor], int]:
-    """Newton-Schulz of every update, batched by shape and split across ranks: within a shape, rank r takes
-    matrices r, r + world, ...; one all_gather per shape shares the results. Returns them and this rank's count."""
-    newtonschulz = compiled_newtonschulz() if compile else zeropower_via_newtonschulz5
+def polar_express(grad: torch.Tensor, steps: int = 5, dtype=torch.bfloat16, eps: float = 1e-6) -> torch.Tensor:
+    """nanochat's 2026 orthogonalisation of a matrix or a stack: MuonEq row equilibration, Frobenius normalisation
+    with a 1.01 margin, then `steps` Polar Express iterations x <- a x + (b A + c A^2) x, A = x x^T."""
+    x = equilibrate_rows(grad.to(dtype))
+    x = x / (x.norm(dim=(-2, -1), keepdim=True) * 1.01 + eps)
+    tall = x.size(-2) > x.size(-1)
+    if tall:
+        x = x.mT
+    for a, b, c in POLAR_EXPRESS_COEFFICIENTS[:steps]:
+        gram = x @ x.mT
+        x = a * x + (b * gram + c * (gram @ gram)) @ x
+    return x.mT if tall else x
+
+
+def muon_plus(update: torch.Tensor) -> torch.Tensor:
+    """Muon+: each matrix's Frobenius norm snapped to sqrt(min(rows, cols)), an exactly semi-orthogonal matrix's."""
+    target = min(update.size(-2), update.size(-1)) ** 0.5
+    return update * (target / update.float().norm(dim=(-2, -1), keepdim=True).clamp_min(1e-6)).to(update.dtype)
+
+
+def normuon_state_shape(shape: torch.Size) -> tuple[int, int]:
+    """NorMuon's factored second moment: one value per row (tall or square matrices) or per column (wide ones)."""
+    return (shape[-2], 1) if shape[-2] >= shape[-1] else (1, shape[-1])
+
+
+def normuon(update: torch.Tensor, second_moment: torch.Tensor, beta2: float) -> torch.Tensor:
+    """NorMuon variance reduction (arXiv 2510.05491, as nanochat 92d63d4): `second_moment` <- lerp towards the mean
+    square of each row (or column), in place; the update's rows (columns) are scaled by its rsqrt, then all
+    together so that the update keeps its Frobenius norm."""
+    reduce = -1 if second_moment.size(-1) == 1 else -2
+    mean_square = update.float().square().mean(dim=reduce, keepdim=True)
+    size = update.size(reduce)
+    norm = (mean_square.sum(dim=(-2, -1), keepdim=True) * size).sqrt()
+    second_moment.lerp_(mean_square.to(second_moment.dtype), 1 - beta2)
+    scale = second_moment.clamp_min(1e-10).rsqrt()
+    scaled_norm = ((mean_square * size) * scale.float().square()).sum(dim=(-2, -1), keepdim=True).sqrt()
+    return update * (scale * (norm / scaled_norm.clamp_min(1e-10))).to(update.dtype)
+
+
+def cautious_update(weight: torch.Tensor, update: torch.Tensor, lr: float, weight_decay: float) -> None:
+    """weight -= lr * update + lr * weight_decay * weight, the decay only where update and weight agree in sign."""
+    mask = (update * weight) >= 0
+    weight.sub_(lr * update + lr * weight_decay * weight * mask)
+
+
+_compiled = {}
+
+
+def orthogonalizer(method: str = "newton_schulz", compile: bool = False):
+    """The orthogonalising function of `method` (ORTHOGONALIZERS), under torch.compile (one graph per matrix shape,
+    built on first use) when `compile`."""
+    if method not in ORTHOGONALIZERS:
+        raise ValueError(f"orthogonalizer {method!r}: use one of {ORTHOGONALIZERS}.")
+    function = {"newton_schulz": zeropower_via_newtonschulz5, "polar_express": polar_express}[method]
+    if not compile:
+        return function
+    if method not in _compiled:
+        _compiled[method] = torch.compile(function, dynamic=False)
+    return _compiled[method]
+
+
+def orthogonalize(updates: list[torch.Tensor], steps: int, dtype, compile: bool = False,
+                  method: str = "newton_schulz") -> tuple[list[torch.Tensor], int]:
+    """Newton-Schulz (or `method`) of every update, batched by shape and split across ranks: within a shape, rank r
+    takes matrices r, r + world, ...; one all_gather per shape shares the results. Returns them and this rank's
+    count."""
+    newtonschulz = orthogonalizer(method, compile)
     rank, world = rank_and_world()
     by_shape: dict[torch.Size, list[int]] = {}
     for index, update in enumerate(updates):
@@ -83,14 +154,14 @@ def orthogonalize(updates: list[torch.Tensor], steps: int, dtype, compile: bool 
     return results, done
 
 
-def orthogonalize_shards(shards: list[torch.Tensor], shapes: list[torch.Size], steps: int, dtype,
-                         compile: bool = False, group=None) -> tuple[list[torch.Tensor], int]:
+def orthogonalize_shards(shards: list[torch.Tensor], shapes: list[torch.Size], steps: int, dtype, compile: bool = False,
+                         group=None, method: str = "newton_schulz") -> tuple[list[torch.Tensor], int]:
     """Newton-Schulz of row-sharded matrices: `shards[i]` is this rank's rows of matrix i (full shape `shapes[i]`,
     rows split as torch.chunk splits them, FSDP2's layout). Within a shape, matrix k goes to owner rank
     (offset + k) % world, the offset carrying on from shape to shape so that owners stay balanced; an all_to_all
     sends every shard to its owner, which orthogonalises its whole matrices in one batch, and an all_to_all sends
     each rank its rows of the results. Returns this rank's rows of every result and the matrices it orthogonalised."""
-    newtonschulz = compiled_newtonschulz() if compile else zeropower_via_newtonschulz5
+    newtonschulz = orthogonalizer(method, compile)
     world, rank = dist.get_world_size(group), dist.get_rank(group)
     by_shape: dict[tuple, list[int]] = {}
     for index, shape in enumerate(shapes):

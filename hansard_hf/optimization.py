@@ -14,7 +14,8 @@ from torch.optim.adamw import adamw
 from torch.optim.lr_scheduler import LambdaLR
 from torch.optim.optimizer import _get_fused_kernels_supported_devices
 
-from .muon import lr_scale, nesterov_momentum, orthogonalize, orthogonalize_shards
+from .muon import (ORTHOGONALIZERS, cautious_update, lr_scale, muon_plus, nesterov_momentum, normuon,
+                   normuon_state_shape, orthogonalize, orthogonalize_shards)
 
 
 def local(tensor: torch.Tensor) -> torch.Tensor:
@@ -53,12 +54,23 @@ class MuonAdamW(torch.optim.Optimizer):
     Newton-Schulz on (under DDP or FSDP2, about 1/world_size of them each step). Under FSDP2 the parameters are
     DTensor shards: AdamW updates each rank's rows; Muon's momentum is kept as a DTensor like its parameter and each
     matrix is orthogonalised whole on one owner rank (`muon.orthogonalize_shards`).
+
+    nanochat's 2026 Muon (92d63d4), each an option that is off by default (per group, or for all groups here):
+    `orthogonalizer="polar_express"` (MuonEq row equilibration, then Polar Express instead of Newton-Schulz),
+    `muon_plus=True` (Frobenius norm snapped to sqrt(min(rows, cols))), `normuon_beta2=0.9` (NorMuon variance
+    reduction with a factored second moment), `cautious_weight_decay=True` (decay at the matrix's LR only where the
+    update and the weight agree in sign). All four work in one process and under DDP; under FSDP2 the orthogonaliser
+    and the cautious decay do, muon_plus and NorMuon are refused.
     """
 
     def __init__(self, params, momentum=0.95, betas=(0.8, 0.95), eps=1e-10, weight_decay=0.0, ns_steps=5,
-                 ns_dtype="auto", ns_compile="auto", adamw_fused="auto"):
+                 ns_dtype="auto", ns_compile="auto", adamw_fused="auto", orthogonalizer="newton_schulz",
+                 muon_plus=False, normuon_beta2=None, cautious_weight_decay=False):
+        if orthogonalizer not in ORTHOGONALIZERS:
+            raise ValueError(f"orthogonalizer={orthogonalizer!r}: use one of {ORTHOGONALIZERS}.")
         defaults = dict(use_muon=False, momentum=momentum, nesterov=True, ns_steps=ns_steps, betas=betas, eps=eps,
-                        weight_decay=weight_decay)
+                        weight_decay=weight_decay, orthogonalizer=orthogonalizer, muon_plus=muon_plus,
+                        normuon_beta2=normuon_beta2, cautious_weight_decay=cautious_weight_decay)
         super().__init__(params, defaults)
         self.ns_dtype, self.ns_compile, self.adamw_fused = ns_dtype, ns_compile, adamw_fused
         self.orthogonalized = 0
@@ -90,19 +102,32 @@ class MuonAdamW(torch.optim.Optimizer):
             update = nesterov_momentum(local(p.grad), local(state["momentum_buffer"]), group["momentum"])
             updates.append(update if group["nesterov"] else local(state["momentum_buffer"]))
         compile = params[0].is_cuda if self.ns_compile == "auto" else bool(self.ns_compile)
-        dtype = self._ns_dtype(params[0])
+        dtype, method = self._ns_dtype(params[0]), group["orthogonalizer"]
         if isinstance(params[0], DTensor):  # FSDP2: each matrix assembled whole on one owner rank
+            if group["muon_plus"] or group["normuon_beta2"] is not None:
+                raise ValueError("muon_plus and normuon_beta2 need whole-matrix norms and are not yet available under "
+                                 "FSDP2: use DDP, or leave them off (orthogonalizer and cautious_weight_decay work).")
             group_of_mesh = params[0].device_mesh.get_group()
             orthogonal, done = orthogonalize_shards(updates, [p.shape for p in params], group["ns_steps"], dtype,
-                                                    compile, group_of_mesh)
+                                                    compile, group_of_mesh, method)
         else:
-            orthogonal, done = orthogonalize(updates, group["ns_steps"], dtype, compile)
+            orthogonal, done = orthogonalize(updates, group["ns_steps"], dtype, compile, method)
         self.orthogonalized += done
         for p, o in zip(params, orthogonal):
-            weight = local(p)
+            o, weight, lr = o.to(p.dtype), local(p), group["lr"] * lr_scale(p.shape)  # p.shape: the whole matrix's
+            if group["muon_plus"]:
+                o = muon_plus(o)
+            if group["normuon_beta2"] is not None:
+                state = self.state[p]
+                if "second_moment" not in state:
+                    state["second_moment"] = torch.zeros(normuon_state_shape(p.shape), dtype=p.dtype, device=p.device)
+                o = normuon(o, state["second_moment"], group["normuon_beta2"])
+            if group["cautious_weight_decay"]:  # nanochat 2026: decay at the matrix's LR, where signs agree
+                cautious_update(weight, o, lr, group["weight_decay"])
+                continue
             if group["weight_decay"]:
                 weight.mul_(1 - group["lr"] * group["weight_decay"])
-            weight.add_(o.to(p.dtype), alpha=-group["lr"] * lr_scale(p.shape))  # p.shape: the whole matrix's
+            weight.add_(o, alpha=-lr)
 
     def _adamw_step(self, group):
         """torch's AdamW update for the group: one fused kernel where torch has it for the device, else foreach.
@@ -126,6 +151,9 @@ class MuonAdamW(torch.optim.Optimizer):
 
     def load_state_dict(self, state_dict):
         super().load_state_dict(state_dict)
+        for group in self.param_groups:  # a checkpoint from before an option existed: the option's default (off)
+            for key, value in self.defaults.items():
+                group.setdefault(key, value)
         for p, state in self.state.items():  # each its own counter beside its parameter (the kernel counts in place)
             if "step" in state:
                 state["step"] = state["step"].to(p.device, torch.float32, copy=True)

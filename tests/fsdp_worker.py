@@ -31,16 +31,23 @@ def batches(step: int) -> list[torch.Tensor]:
     return [torch.randint(0, 97, (ROWS, SEQ), generator=generator) for _ in range(ACCUMULATION)]
 
 
-def build(sharded: bool, checkpointing: bool = False, compiled: bool = False):
+NANOCHAT_2026 = dict(orthogonalizer="polar_express", cautious_weight_decay=True)  # the 2026 options FSDP2 takes
+
+
+def build(sharded: bool, options: tuple[str, ...] = ()):
+    """The model, optimizer and schedule; options: "checkpointing", "compile", "2026" (Muon options, decay 0.2)."""
     torch.manual_seed(0)
     model = HansardGPTForCausalLM(config())
-    if checkpointing:  # before sharding, as the run set-up does it
+    if "checkpointing" in options:  # before sharding, as the run set-up does it
         model.activation_checkpointing_enable()
     if sharded:
         shard_model(model)
-    if compiled:  # after sharding, as accelerate does with torch_compile=true
+    if "compile" in options:  # after sharding, as accelerate does with torch_compile=true
         model.compile()
-    optimizer = MuonAdamW(param_groups(model), ns_dtype="float32")
+    groups = param_groups(model)
+    if "2026" in options:
+        groups[0].update(weight_decay=0.2, **NANOCHAT_2026)
+    optimizer = MuonAdamW(groups, ns_dtype="float32")
     schedule = NanochatSchedule(optimizer, STEPS, warmup_ratio=0.0, warmdown_ratio=0.5, momentum_warmup_steps=2)
     return model, optimizer, schedule
 
@@ -78,11 +85,10 @@ def state_bytes(optimizer) -> int:
                if torch.is_tensor(t) and t.ndim > 0)
 
 
-def main(out: Path, options: list[str]) -> None:
+def main(out: Path, options: tuple[str, ...]) -> None:
     dist.init_process_group("gloo")
     rank, world = dist.get_rank(), dist.get_world_size()
-    checkpointing, compiled = "checkpointing" in options, "compile" in options
-    model, optimizer, schedule = build(sharded=True, checkpointing=checkpointing, compiled=compiled)
+    model, optimizer, schedule = build(sharded=True, options=options)
     params = dict(model.named_parameters())
     losses = train(model, optimizer, schedule, range(SAVE_AT), rank, world, sharded=True)
     model_state, optimizer_state = get_state_dict(model, optimizer)  # sharded: each rank writes its own shards
@@ -90,7 +96,7 @@ def main(out: Path, options: list[str]) -> None:
     losses += train(model, optimizer, schedule, range(SAVE_AT, STEPS), rank, world, sharded=True)
     weights = full_weights(model)  # on rank 0 only
 
-    resumed, resumed_optimizer, resumed_schedule = build(sharded=True, checkpointing=checkpointing, compiled=compiled)
+    resumed, resumed_optimizer, resumed_schedule = build(sharded=True, options=options)
     model_state, optimizer_state = get_state_dict(resumed, resumed_optimizer)
     loaded = {"model": model_state, "optimizer": optimizer_state}
     dcp.load(loaded, checkpoint_id=out / "checkpoint")
@@ -100,6 +106,13 @@ def main(out: Path, options: list[str]) -> None:
     resumed_losses = train(resumed, resumed_optimizer, resumed_schedule, range(SAVE_AT, STEPS), rank, world, True)
     resumed_weights = full_weights(resumed)
 
+    matrix = params["model.layers.0.mlp.fc1.weight"]
+    matrix.grad = torch.zeros_like(matrix)
+    try:  # whole-matrix norms: refused on shards, with a message
+        MuonAdamW([dict(params=[matrix], use_muon=True, lr=0.0)], muon_plus=True).step()
+        refused = ""
+    except ValueError as error:
+        refused = str(error)
     if rank == 0:
         final = HansardGPTForCausalLM(config())  # the full weights, saved as from_pretrained and the export read them
         final.load_state_dict(weights)
@@ -107,7 +120,7 @@ def main(out: Path, options: list[str]) -> None:
         torch.save(resumed_weights, out / "resumed.pt")
     report = dict(
         world=world, checkpointed=[layer.gradient_checkpointing for layer in model.model.layers],
-        compiled=getattr(model, "_compiled_call_impl", None) is not None, losses=losses, resumed_losses=resumed_losses, orthogonalized=optimizer.orthogonalized,
+        compiled=getattr(model, "_compiled_call_impl", None) is not None, losses=losses, refused=refused, resumed_losses=resumed_losses, orthogonalized=optimizer.orthogonalized,
         sharded=all(isinstance(p, DTensor) and p.placements == (Shard(0),) for p in params.values()),
         local_rows={name: p.to_local().shape[0] for name, p in params.items()}, state_bytes=state_bytes(optimizer),
         momentum_sharded=all(isinstance(s["momentum_buffer"], DTensor) for s in optimizer.state.values()
@@ -119,4 +132,4 @@ def main(out: Path, options: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    main(Path(sys.argv[1]), sys.argv[2:])
+    main(Path(sys.argv[1]), tuple(sys.argv[2:]))

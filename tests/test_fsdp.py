@@ -4,6 +4,7 @@ batch: losses and weights within fp32 tolerance, with gradient accumulation, a s
 and the full weights saved for from_pretrained. Each Muon matrix is orthogonalised whole, on one rank.
 (accelerate applies FSDP only on GPUs; here `fully_shard` is applied by hand, as accelerate's FSDP2 plugin does.)"""
 
+import functools
 import json
 import os
 import subprocess
@@ -30,26 +31,27 @@ def torchrun(processes: int, out: Path, *options: str) -> list[dict]:
     return [json.loads((out / f"rank{rank}.json").read_text()) for rank in range(processes)]
 
 
-@pytest.fixture(scope="module")
-def reference():
+@functools.cache
+def reference(options: tuple[str, ...]):
     """One plain process: the whole batch, no sharding, no collectives."""
-    model, optimizer, schedule = build(sharded=False)
+    model, optimizer, schedule = build(sharded=False, options=tuple(o for o in options if o == "2026"))
     losses = train(model, optimizer, schedule, range(STEPS))
     assert optimizer.orthogonalized == STEPS * MATRICES
     return model, losses, state_bytes(optimizer)
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("processes, options", [(2, ()), (4, ()), (2, ("checkpointing",)), (2, ("compile",))])
-def test_fsdp2_training_equals_one_process(tmp_path, reference, processes, options):
+@pytest.mark.parametrize("processes, options", [(2, ()), (4, ()), (2, ("checkpointing", "compile")), (4, ("2026",))])
+def test_fsdp2_training_equals_one_process(tmp_path, processes, options):
     """Also with activation checkpointing (enabled before sharding) and torch.compile (after it, as accelerate does):
-    neither changes the arithmetic."""
-    expected, expected_losses, expected_state = reference
+    neither changes the arithmetic; and with nanochat's 2026 orthogonaliser and cautious weight decay."""
+    expected, expected_losses, expected_state = reference(options)
     reports = torchrun(processes, tmp_path, *options)
     for report in reports:
         assert report["world"] == processes and report["sharded"] and report["momentum_sharded"]
         assert report["checkpointed"] == ["checkpointing" in options] * 2
         assert report["compiled"] == ("compile" in options)
+        assert "muon_plus and normuon_beta2 need whole-matrix norms" in report["refused"]
         assert report["losses"] == pytest.approx(expected_losses, abs=1e-5)
         assert report["resumed_losses"] == pytest.approx(report["losses"][2:], abs=1e-6)
         # every rank holds about 1/N of the optimizer state (dim-0 shards: the uneven ones round up)

@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from hansard_hf import HansardGPTConfig, HansardGPTForCausalLM
-from hansard_hf.muon import lr_scale, zeropower_via_newtonschulz5
+from hansard_hf.muon import (POLAR_EXPRESS_COEFFICIENTS, cautious_update, equilibrate_rows, lr_scale, muon_plus, normuon,
+                             normuon_state_shape, polar_express, zeropower_via_newtonschulz5)
 from hansard_hf.optimization import MuonAdamW, NanochatSchedule, lr_multiplier, muon_momentum, param_groups
 from hansard_hf.budget import batch_plan
 from hansard_hf.trainer import HansardTrainingArguments
@@ -212,3 +213,98 @@ def test_compiled_newton_schulz_equals_eager():
     b = run(MuonAdamW([dict(params=compiled, lr=0.02, use_muon=True)], ns_dtype="float32", ns_compile=True), compiled, 2)
     for x, y in zip(a, b):
         torch.testing.assert_close(x, y, atol=1e-6, rtol=1e-5)
+
+
+# nanochat's 2026 Muon options (checked against nanochat's own fused step by bench/muon_2026.py: 1e-7)
+
+
+@pytest.mark.parametrize("shape", [(64, 32), (32, 64), (48, 48)])
+def test_polar_express_orthogonalises_more_tightly_than_newton_schulz(shape):
+    x = torch.randn(shape, generator=torch.Generator().manual_seed(0))
+    polar, newton = (torch.linalg.svdvals(f(x, 5, torch.float32)) for f in (polar_express, zeropower_via_newtonschulz5))
+    assert 0.85 < polar.min() and polar.max() < 1.15  # every singular value near 1 (Newton-Schulz: 0.68 to 1.13)
+    assert polar.min() > newton.min()
+    # the iteration as the paper writes it, tall matrices multiplied on the right (ours transposes them instead)
+    y = equilibrate_rows(x)
+    y = y / (y.norm() * 1.01 + 1e-6)
+    for a, b, c in POLAR_EXPRESS_COEFFICIENTS:
+        if shape[0] > shape[1]:
+            gram = y.mT @ y
+            y = a * y + y @ (b * gram + c * gram @ gram)
+        else:
+            gram = y @ y.mT
+            y = a * y + (b * gram + c * gram @ gram) @ y
+    torch.testing.assert_close(polar_express(x, 5, torch.float32), y, atol=1e-5, rtol=1e-5)
+
+
+def test_muoneq_gives_every_row_the_mean_row_norm():
+    x = torch.randn(6, 5, generator=torch.Generator().manual_seed(1)) * torch.arange(1.0, 7.0)[:, None]
+    rows = equilibrate_rows(x).norm(dim=-1)
+    torch.testing.assert_close(rows, torch.full((6,), x.norm().item() / 6 ** 0.5))
+
+
+def test_muon_plus_snaps_the_norm_to_that_of_a_semi_orthogonal_matrix():
+    for shape in [(8, 3), (3, 8)]:
+        assert muon_plus(torch.randn(shape)).norm().item() == pytest.approx(3 ** 0.5, rel=1e-6)
+
+
+@pytest.mark.parametrize("shape, reduce", [((6, 4), -1), ((4, 6), -2)])
+def test_normuon_evens_out_rows_or_columns_and_keeps_the_norm(shape, reduce):
+    rows = torch.arange(1.0, shape[0] + 1.0)[:, None]  # rows of very different sizes
+    update = torch.randn(shape, generator=torch.Generator().manual_seed(2)) * rows
+    second = torch.zeros(normuon_state_shape(torch.Size(shape)))
+    assert second.shape == ((6, 1) if reduce == -1 else (1, 6))
+    out = normuon(update, second, beta2=0.9)
+    torch.testing.assert_close(second, 0.1 * update.square().mean(dim=reduce, keepdim=True))  # first step from zero
+    assert out.norm().item() == pytest.approx(update.norm().item(), rel=1e-5)  # the total norm is kept
+    norms = out.norm(dim=-1 if reduce == -1 else -2)
+    torch.testing.assert_close(norms, torch.full_like(norms, norms.mean().item()))  # every row (column) alike
+
+
+def test_cautious_weight_decay_decays_only_where_signs_agree():
+    weight, update = torch.tensor([1.0, 1.0, -2.0, -2.0]), torch.tensor([0.5, -0.5, 0.5, -0.5])
+    cautious_update(weight, update, lr=0.1, weight_decay=0.5)
+    # agree (w * u >= 0): w - lr*u - lr*wd*w; disagree: w - lr*u
+    torch.testing.assert_close(weight, torch.tensor([1 - 0.05 - 0.05, 1 + 0.05, -2 - 0.05, -2 + 0.05 + 0.1]))
+
+
+def test_the_2026_options_are_off_by_default_and_change_the_step_when_on():
+    def step(**options):
+        torch.manual_seed(0)
+        weight = torch.nn.Parameter(torch.randn(16, 8))
+        weight.grad = torch.randn(16, 8)
+        MuonAdamW([dict(params=[weight], lr=0.02, use_muon=True)], ns_dtype="float32", ns_compile=False,
+                  weight_decay=0.1, **options).step()
+        return weight.detach()
+
+    plain = step()
+    torch.testing.assert_close(plain, step(orthogonalizer="newton_schulz", muon_plus=False, normuon_beta2=None,
+                                           cautious_weight_decay=False))
+    for option in (dict(orthogonalizer="polar_express"), dict(muon_plus=True), dict(normuon_beta2=0.9),
+                   dict(cautious_weight_decay=True)):
+        assert (step(**option) - plain).abs().max() > 1e-4, option
+    with pytest.raises(ValueError, match="orthogonalizer='svd'"):
+        MuonAdamW([torch.nn.Parameter(torch.zeros(2, 2))], orthogonalizer="svd")
+
+
+def test_a_checkpoint_from_before_the_2026_options_resumes_with_them_off():
+    def fresh():
+        torch.manual_seed(0)
+        weight = torch.nn.Parameter(torch.randn(8, 4))
+        return weight, MuonAdamW([dict(params=[weight], lr=0.02, use_muon=True)], ns_dtype="float32", ns_compile=False)
+
+    weight, optimizer = fresh()
+    weight.grad = torch.ones(8, 4)
+    optimizer.step()
+    saved = optimizer.state_dict()
+    for group in saved["param_groups"]:  # as an older hansard-hf wrote it
+        for key in ("orthogonalizer", "muon_plus", "normuon_beta2", "cautious_weight_decay"):
+            del group[key]
+    resumed_weight, resumed = fresh()
+    resumed_weight.data.copy_(weight.data)
+    resumed.load_state_dict(saved)
+    for w, o in ((weight, optimizer), (resumed_weight, resumed)):
+        w.grad = torch.ones(8, 4)
+        o.step()
+    torch.testing.assert_close(resumed_weight, weight)
+    assert resumed.param_groups[0]["orthogonalizer"] == "newton_schulz"
