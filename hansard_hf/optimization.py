@@ -165,11 +165,26 @@ class MuonAdamW(torch.optim.Optimizer):
 
 
 WARMDOWN_SHAPES = ("linear", "cosine")
+WEIGHT_DECAY_SHAPES = ("constant", "cosine")
 
 
-def lr_multiplier(step, total_steps, warmup_ratio=0.0, warmdown_ratio=0.2, final_lr_frac=0.0, shape="linear"):
-    """nanochat's LR multiplier: linear warmup, constant, then a warmdown to final_lr_frac over the last steps."""
-    warmup, warmdown = round(warmup_ratio * total_steps), round(warmdown_ratio * total_steps)
+def muon_adamw(model, args) -> MuonAdamW:
+    """MuonAdamW over nanochat's groups of `model`, configured by HansardTrainingArguments `args` (the Trainer's
+    optimizer; the plain-loop references build theirs here too)."""
+    groups = param_groups(model, args.matrix_lr, args.embedding_lr, args.unembedding_lr)
+    groups[0]["weight_decay"] = args.matrix_weight_decay  # the Muon group; AdamW's groups have none (nanochat)
+    compile = {"auto": "auto", "true": True, "false": False}[str(args.muon_compile).lower()]
+    return MuonAdamW(groups, ns_dtype=args.muon_ns_dtype, ns_compile=compile, orthogonalizer=args.muon_orthogonalizer,
+                     muon_plus=args.muon_plus, normuon_beta2=args.normuon_beta2,
+                     cautious_weight_decay=args.cautious_weight_decay)
+
+
+def lr_multiplier(step, total_steps, warmup_ratio=0.0, warmdown_ratio=0.2, final_lr_frac=0.0, shape="linear",
+                  warmup_steps=None):
+    """nanochat's LR multiplier: linear warmup (`warmup_steps`, else warmup_ratio of the steps), constant, then a
+    warmdown to final_lr_frac over the last steps."""
+    warmup = warmup_steps if warmup_steps else round(warmup_ratio * total_steps)
+    warmdown = round(warmdown_ratio * total_steps)
     if step < warmup:
         return (step + 1) / warmup
     if warmdown == 0 or step <= total_steps - warmdown:
@@ -180,30 +195,61 @@ def lr_multiplier(step, total_steps, warmup_ratio=0.0, warmdown_ratio=0.2, final
     return progress + (1 - progress) * final_lr_frac
 
 
-def muon_momentum(step, start=0.85, end=0.95, warmup_steps=300):
-    """nanochat's Muon momentum: linear from `start` to `end` over the first `warmup_steps` steps."""
-    fraction = min(step / warmup_steps, 1.0) if warmup_steps > 0 else 1.0
-    return (1 - fraction) * start + fraction * end
+def muon_momentum(step, start=0.85, end=0.95, warmup_steps=300, final=None, warmdown_start=0, warmdown_steps=0):
+    """nanochat's Muon momentum: linear from `start` to `end` over the first `warmup_steps` steps; with `final`
+    (nanochat 2026: 0.85 -> 0.97, then 0.90), linear from `end` to `final` across the LR warmdown."""
+    if step < warmup_steps or final is None or warmdown_steps == 0 or step < warmdown_start:
+        fraction = min(step / warmup_steps, 1.0) if warmup_steps > 0 else 1.0
+        return (1 - fraction) * start + fraction * end
+    progress = (step - warmdown_start) / warmdown_steps
+    return (1 - progress) * end + progress * final
+
+
+def weight_decay_multiplier(step, total_steps, shape="constant") -> float:
+    """The Muon weight decay's multiplier: 1 throughout, or nanochat 2026's cosine to 0, (1 + cos(pi step/total)) / 2."""
+    return 1.0 if shape == "constant" else 0.5 * (1 + math.cos(math.pi * step / total_steps))
 
 
 class NanochatSchedule(LambdaLR):
-    """Sets every group's lr to initial_lr x lr_multiplier(step) and the Muon groups' momentum, once per step."""
+    """Sets every group's lr to initial_lr x lr_multiplier(step), and the Muon groups' momentum and weight decay,
+    once per step."""
 
     def __init__(self, optimizer, total_steps, warmup_ratio=0.0, warmdown_ratio=0.2, final_lr_frac=0.0,
-                 warmdown_shape="linear", momentum_warmup_steps=300):
+                 warmdown_shape="linear", momentum_warmup_steps=300, momentum_end=0.95, momentum_final=None,
+                 weight_decay_shape="constant", warmup_steps=None):
         if warmdown_shape not in WARMDOWN_SHAPES:
             raise ValueError(f"warmdown_shape={warmdown_shape!r}: use one of {WARMDOWN_SHAPES}.")
-        self.momentum_warmup_steps = momentum_warmup_steps
-        super().__init__(
-            optimizer,
-            lambda step: lr_multiplier(step, total_steps, warmup_ratio, warmdown_ratio, final_lr_frac, warmdown_shape),
-        )
+        if weight_decay_shape not in WEIGHT_DECAY_SHAPES:
+            raise ValueError(f"weight_decay_shape={weight_decay_shape!r}: use one of {WEIGHT_DECAY_SHAPES}.")
+        warmdown = round(warmdown_ratio * total_steps)
+        self.momentum = dict(end=momentum_end, warmup_steps=momentum_warmup_steps, final=momentum_final,
+                             warmdown_start=total_steps - warmdown, warmdown_steps=warmdown)
+        self.total_steps, self.weight_decay_shape = total_steps, weight_decay_shape
+        for group in optimizer.param_groups:
+            group.setdefault("initial_weight_decay", group["weight_decay"])
+        super().__init__(optimizer, lambda step: lr_multiplier(step, total_steps, warmup_ratio, warmdown_ratio,
+                                                               final_lr_frac, warmdown_shape, warmup_steps))
+
+    @classmethod
+    def from_arguments(cls, optimizer, total_steps: int, args) -> "NanochatSchedule":
+        """The schedule HansardTrainingArguments `args` describe."""
+        return cls(optimizer, total_steps, args.warmup_ratio, args.warmdown_ratio, args.final_lr_frac,
+                   args.warmdown_shape, args.momentum_warmup_steps, args.momentum_end, args.momentum_final,
+                   args.weight_decay_shape, int(args.warmup_steps) if args.warmup_steps >= 1 else None)
 
     def step(self, epoch=None):
         super().step(epoch)
+        decay = weight_decay_multiplier(self.last_epoch, self.total_steps, self.weight_decay_shape)
         for group in self.optimizer.param_groups:
             if group.get("use_muon"):
-                group["momentum"] = muon_momentum(self.last_epoch, warmup_steps=self.momentum_warmup_steps)
+                group["momentum"] = muon_momentum(self.last_epoch, **self.momentum)
+                # (groups loaded from a checkpoint older than the decay schedule: their decay never moved)
+                group["weight_decay"] = group.setdefault("initial_weight_decay", group["weight_decay"]) * decay
+
+    def state_dict(self):
+        """The position, not the configuration: a resumed run with more steps keeps its own warmdown and decay."""
+        configuration = ("momentum", "total_steps", "weight_decay_shape")
+        return {k: v for k, v in super().state_dict().items() if k not in configuration}
 
     def multiplier(self, step: int | None = None) -> float:
         """The LR multiplier of optimizer step `step` (0-based; default: the next step)."""

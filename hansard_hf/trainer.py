@@ -24,7 +24,7 @@ from .budget import EVAL_TOKENS, STEP_SETTINGS, TOKENS_PER_PARAMETER, peak_flops
 from .checkpoints import OutputDirLock, last_complete_checkpoint, mark_complete, problems, read_marker, rotate, unmark
 from .distributed import on_main_process
 from .evaluation import SAMPLES_FILE, evaluate_bpb, evaluate_tasks, sample
-from .optimization import MuonAdamW, NanochatSchedule, param_groups
+from .optimization import NanochatSchedule, muon_adamw
 from .tokenization import tokenizer_fingerprint
 
 logger = logging.getLogger(__name__)
@@ -41,7 +41,15 @@ class HansardTrainingArguments(TrainingArguments):
     warmdown_ratio: float = field(default=0.2, metadata={"help": "Fraction of the steps at the end spent decaying the LR."})
     final_lr_frac: float = field(default=0.0, metadata={"help": "LR multiplier reached at the last step."})
     warmdown_shape: str = field(default="linear", metadata={"help": "Shape of the warmdown: 'linear' (nanochat) or 'cosine'."})
-    momentum_warmup_steps: int = field(default=300, metadata={"help": "Muon momentum rises 0.85 -> 0.95 over these steps."})
+    momentum_warmup_steps: int = field(default=300, metadata={"help": "Muon momentum rises 0.85 -> momentum_end over these steps."})
+    momentum_end: float = field(default=0.95, metadata={"help": "Muon momentum after its warmup (nanochat 2026: 0.97)."})
+    momentum_final: float | None = field(default=None, metadata={"help": "If set, Muon momentum falls linearly to this across the LR warmdown (nanochat 2026: 0.90)."})
+    muon_orthogonalizer: str = field(default="newton_schulz", metadata={"help": "'newton_schulz' (nanochat 10231df) or 'polar_express' (nanochat 2026, with MuonEq row equilibration)."})
+    muon_plus: bool = field(default=False, metadata={"help": "Muon+ (nanochat 2026): snap each update's norm to sqrt(min(rows, cols))."})
+    normuon_beta2: float | None = field(default=None, metadata={"help": "NorMuon variance reduction with this beta2 (nanochat 2026: 0.9); none: off."})
+    matrix_weight_decay: float = field(default=0.0, metadata={"help": "Weight decay of the Muon matrices (nanochat 10231df: 0; 2026: 0.28, scaled by batch and tokens)."})
+    cautious_weight_decay: bool = field(default=False, metadata={"help": "Decay the matrices at their LR only where update and weight agree in sign (nanochat 2026)."})
+    weight_decay_shape: str = field(default="constant", metadata={"help": "The matrices' weight decay over training: 'constant' or 'cosine' to 0 (nanochat 2026)."})
     muon_compile: str = field(default="auto", metadata={"help": "torch.compile the Newton-Schulz step: 'auto' (on CUDA), 'true' or 'false'."})
     muon_ns_dtype: str = field(default="auto", metadata={"help": "Newton-Schulz dtype: 'auto' (bf16 on CUDA, fp32 on CPU), 'bfloat16' or 'float32'."})
     target_param_data_ratio: float = field(default=TOKENS_PER_PARAMETER, metadata={"help": "Training tokens per parameter; sets max_steps unless max_steps > 0."})
@@ -227,19 +235,12 @@ class HansardTrainer(Trainer):
 
     def create_optimizer(self, model=None):
         if self.optimizer is None:
-            a = self.args
-            groups = param_groups(self.model, a.matrix_lr, a.embedding_lr, a.unembedding_lr)
-            compile = {"auto": "auto", "true": True, "false": False}[str(a.muon_compile).lower()]
-            self.optimizer = MuonAdamW(groups, ns_dtype=a.muon_ns_dtype, ns_compile=compile)
+            self.optimizer = muon_adamw(self.model, self.args)
         return self.optimizer
 
     def create_scheduler(self, num_training_steps: int, optimizer=None):
         if self.lr_scheduler is None:
-            a = self.args
-            self.lr_scheduler = NanochatSchedule(
-                optimizer or self.optimizer, num_training_steps, a.warmup_ratio, a.warmdown_ratio, a.final_lr_frac,
-                a.warmdown_shape, a.momentum_warmup_steps,
-            )
+            self.lr_scheduler = NanochatSchedule.from_arguments(optimizer or self.optimizer, num_training_steps, self.args)
             self._created_lr_scheduler = True
         return self.lr_scheduler
 

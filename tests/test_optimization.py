@@ -9,7 +9,7 @@ import torch
 from hansard_hf import HansardGPTConfig, HansardGPTForCausalLM
 from hansard_hf.muon import (POLAR_EXPRESS_COEFFICIENTS, cautious_update, equilibrate_rows, lr_scale, muon_plus, normuon,
                              normuon_state_shape, polar_express, zeropower_via_newtonschulz5)
-from hansard_hf.optimization import MuonAdamW, NanochatSchedule, lr_multiplier, muon_momentum, param_groups
+from hansard_hf.optimization import MuonAdamW, NanochatSchedule, lr_multiplier, muon_adamw, muon_momentum, param_groups
 from hansard_hf.budget import batch_plan
 from hansard_hf.trainer import HansardTrainingArguments
 from conftest import tiny_config
@@ -301,10 +301,55 @@ def test_a_checkpoint_from_before_the_2026_options_resumes_with_them_off():
         for key in ("orthogonalizer", "muon_plus", "normuon_beta2", "cautious_weight_decay"):
             del group[key]
     resumed_weight, resumed = fresh()
+    schedule = NanochatSchedule(resumed, 10)  # the Trainer builds the schedule before it loads the optimizer
     resumed_weight.data.copy_(weight.data)
     resumed.load_state_dict(saved)
     for w, o in ((weight, optimizer), (resumed_weight, resumed)):
         w.grad = torch.ones(8, 4)
         o.step()
+    schedule.step()  # old groups have no initial_weight_decay: their (constant) decay is the base
     torch.testing.assert_close(resumed_weight, weight)
     assert resumed.param_groups[0]["orthogonalizer"] == "newton_schulz"
+
+
+def test_nanochat_2026_momentum_and_weight_decay_schedules():
+    """base_train 92d63d4: momentum 0.85 -> 0.97 over 400 steps, 0.97 until the warmdown (65% of the steps), then
+    linear to 0.90; the matrices' weight decay wd * (1 + cos(pi t / T)) / 2."""
+    total, warmdown = 1000, 650
+    start = total - warmdown
+
+    def nanochat(it):  # get_muon_momentum, restated
+        if it < 400:
+            return (1 - it / 400) * 0.85 + it / 400 * 0.97
+        if it >= start:
+            progress = (it - start) / warmdown
+            return 0.97 * (1 - progress) + 0.90 * progress
+        return 0.97
+
+    weight = torch.nn.Parameter(torch.zeros(4, 4))
+    optimizer = MuonAdamW([dict(params=[weight], lr=0.02, use_muon=True, weight_decay=0.28)])
+    schedule = NanochatSchedule(optimizer, total, warmdown_ratio=0.65, final_lr_frac=0.05, momentum_warmup_steps=400,
+                                momentum_end=0.97, momentum_final=0.90, weight_decay_shape="cosine", warmup_steps=40)
+    for step in range(1, total):
+        optimizer.step()
+        schedule.step()
+        group = optimizer.param_groups[0]
+        assert group["momentum"] == pytest.approx(nanochat(step)), step
+        assert group["weight_decay"] == pytest.approx(0.28 * 0.5 * (1 + math.cos(math.pi * step / total))), step
+    assert schedule.multiplier(0) == pytest.approx(1 / 40) and schedule.multiplier(39) == 1.0  # 40 warmup steps
+    assert schedule.multiplier(total - 1) == pytest.approx(1 / 650 + (1 - 1 / 650) * 0.05)
+    longer = NanochatSchedule(MuonAdamW([dict(params=[weight], lr=0.02, use_muon=True)]), 2 * total,
+                              warmdown_ratio=0.65, momentum_end=0.97, momentum_final=0.90, weight_decay_shape="cosine")
+    longer.load_state_dict(schedule.state_dict())  # extending a run: its position, its own (longer) warmdown
+    assert longer.last_epoch == total - 1 and longer.total_steps == 2 * total
+    assert longer.momentum["warmdown_start"] == 2 * total - 1300
+
+
+def test_the_trainer_builds_the_2026_optimizer_from_its_arguments(tmp_path):
+    args = HansardTrainingArguments(output_dir=str(tmp_path), use_cpu=True, report_to="none", muon_plus=True,
+                                    muon_orthogonalizer="polar_express", normuon_beta2=0.9, matrix_weight_decay=0.28,
+                                    cautious_weight_decay=True)
+    muon, embedding, unembedding = muon_adamw(HansardGPTForCausalLM(tiny_config()), args).param_groups
+    assert (muon["orthogonalizer"], muon["muon_plus"], muon["normuon_beta2"], muon["cautious_weight_decay"],
+            muon["weight_decay"]) == ("polar_express", True, 0.9, True, 0.28)
+    assert embedding["weight_decay"] == unembedding["weight_decay"] == 0.0  # AdamW's groups: none, as nanochat

@@ -32,9 +32,15 @@ def train_losses(trainer) -> list[float]:
     return [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
 
 
-def test_trainer_equals_plain_pytorch_loop(tmp_path):
+NANOCHAT_2026 = dict(muon_orthogonalizer="polar_express", muon_plus=True, normuon_beta2=0.9, matrix_weight_decay=0.28,
+                     cautious_weight_decay=True, weight_decay_shape="cosine", momentum_end=0.97, momentum_final=0.90,
+                     momentum_warmup_steps=2, warmup_steps=1, warmdown_ratio=0.5, final_lr_frac=0.05)
+
+
+@pytest.mark.parametrize("options", [{}, NANOCHAT_2026], ids=["10231df", "2026"])
+def test_trainer_equals_plain_pytorch_loop(tmp_path, options):
     data = PackedRows(48, SEQ, 97)
-    args = arguments(tmp_path)
+    args = arguments(tmp_path, **options)
     trainer = HansardTrainer(model=fresh_model(), args=args, train_dataset=data)
     assert (args.per_device_train_batch_size, args.gradient_accumulation_steps) == (2, 2)
     trainer.train()

@@ -2,7 +2,7 @@
 
 import torch
 
-from hansard_hf.optimization import MuonAdamW, NanochatSchedule, param_groups
+from hansard_hf.optimization import NanochatSchedule, muon_adamw
 
 
 class PackedRows(torch.utils.data.Dataset):
@@ -29,10 +29,8 @@ def plain_loop(model, dataset, args, steps: int, on_step=None, grad_clip: float 
     the gradients clipped to norm `grad_clip` when > 0, one optimizer step.
 
     `on_step()` is called after each optimizer step (the benchmark's clock)."""
-    optimizer = MuonAdamW(param_groups(model, args.matrix_lr, args.embedding_lr, args.unembedding_lr),
-                          ns_dtype=args.muon_ns_dtype)
-    schedule = NanochatSchedule(optimizer, steps, args.warmup_ratio, args.warmdown_ratio, args.final_lr_frac,
-                                args.warmdown_shape, args.momentum_warmup_steps)
+    optimizer = muon_adamw(model, args)
+    schedule = NanochatSchedule.from_arguments(optimizer, steps, args)
     batch, accumulation = args.per_device_train_batch_size, args.gradient_accumulation_steps
     loader = iter(torch.utils.data.DataLoader(dataset, batch_size=batch, shuffle=False, drop_last=True))
     model.train()
