@@ -25,10 +25,9 @@ import time
 import torch
 import torch.distributed as dist
 from torch.distributed.algorithms.ddp_comm_hooks.default_hooks import allreduce_hook
-from torch.distributed.tensor import DTensor
 
 from hansard_hf import HansardGPTConfig, HansardGPTForCausalLM
-from hansard_hf.optimization import MuonAdamW, param_groups
+from hansard_hf.optimization import MuonAdamW, local, param_groups
 from hansard_hf.parallelism import shard_model
 
 SENT = {"bytes": 0.0}
@@ -58,7 +57,7 @@ def nbytes(t: torch.Tensor) -> int:
 
 
 def local_bytes(tensors) -> int:
-    return sum(nbytes(t.to_local() if isinstance(t, DTensor) else t) for t in tensors if torch.is_tensor(t))
+    return sum(nbytes(local(t)) for t in tensors if torch.is_tensor(t))
 
 
 LAYOUTS = ("DDP", "FSDP2", "FSDP2 no reshard")  # the last: reshard_after_forward=false, no all-gather in backward

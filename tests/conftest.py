@@ -13,6 +13,7 @@ import torch  # noqa: E402
 
 from hansard_hf import HansardGPTConfig, HansardGPTForCausalLM  # noqa: E402
 
+no_gpu = pytest.mark.skipif(torch.cuda.is_available(), reason="checks what happens on a machine without a GPU")
 TINY = dict(depth=2, aspect_ratio=32, head_dim=16, vocab_size=97, max_position_embeddings=64)
 
 

@@ -13,7 +13,7 @@ from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_
 from torch.distributed.tensor import DTensor, Shard
 
 from hansard_hf import HansardGPTConfig, HansardGPTForCausalLM
-from hansard_hf.optimization import MuonAdamW, NanochatSchedule, param_groups
+from hansard_hf.optimization import MuonAdamW, NanochatSchedule, local, param_groups
 from hansard_hf.parallelism import shard_model
 
 ROWS, SEQ, ACCUMULATION, STEPS, SAVE_AT = 8, 16, 2, 4, 2  # 8 rows per micro-step over all ranks, 2 micro-steps
@@ -80,7 +80,6 @@ def full_weights(model) -> dict[str, torch.Tensor]:
 
 def state_bytes(optimizer) -> int:
     """Bytes of optimizer state this process holds (its shards under FSDP2)."""
-    local = lambda t: t.to_local() if isinstance(t, DTensor) else t  # noqa: E731
     return sum(local(t).numel() * t.element_size() for s in optimizer.state.values() for t in s.values()
                if torch.is_tensor(t) and t.ndim > 0)
 

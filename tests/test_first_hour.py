@@ -12,7 +12,6 @@ import zipfile
 from pathlib import Path
 
 import pytest
-import torch
 
 from hansard_hf import locations, preflight
 from hansard_hf.card import model_card
@@ -20,9 +19,9 @@ from hansard_hf.configuration_hansard_gpt import HansardGPTConfig
 from hansard_hf.recipe import Recipe, find_recipe, shipped_recipes
 from hansard_hf.tokenization import train_tokenizer
 from corpus_helpers import documents, write_jsonl
+from conftest import no_gpu
 
 ROOT = Path(__file__).resolve().parents[1]
-no_gpu = pytest.mark.skipif(torch.cuda.is_available(), reason="checks what happens on a machine without a GPU")
 
 
 @pytest.fixture(scope="module")

@@ -8,16 +8,15 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 
 from hansard_hf.memory import state_bytes, training_bytes
 from hansard_hf.parallelism import describe_layout
 from hansard_hf.recipe import Recipe, describe_plan, plan
 from hansard_hf.trainer import HansardTrainingArguments
 from corpus_helpers import documents, write_jsonl
+from conftest import no_gpu
 
 ROOT = Path(__file__).resolve().parents[1]
-no_gpu = pytest.mark.skipif(torch.cuda.is_available(), reason="checks what happens on a machine without a GPU")
 
 
 @pytest.fixture(scope="module")
