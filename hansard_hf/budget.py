@@ -2,6 +2,7 @@
 Chinchilla-style step count (`step_plan`, the one function both use), and the GPUs' peak FLOP/s for MFU and time
 estimates."""
 
+import math
 from dataclasses import dataclass
 
 TOKENS_PER_PARAMETER = 20.0  # nanochat's Chinchilla ratio: training tokens per parameter
@@ -51,6 +52,29 @@ def batch_plan(total_batch_size: int, device_batch_size: int, max_seq_len: int, 
             "(or drop strict_batch_size)."
         )
     return used, rows // used
+
+
+PARAMETER_COUNTS = ("all", "scaling")
+B_REF = 2**19  # nanochat 2026's reference batch (tokens), tuned at depth 12
+WEIGHT_DECAY_REF = 0.28  # nanochat 2026's Muon weight decay at the reference
+
+
+def counted_parameters(config, parameter_count: str = "all") -> int:
+    """The parameters the tokens-per-parameter rule counts: all (nanochat 10231df) or the block matrices plus lm_head
+    (nanochat 2026, `config.scaling_parameters()`)."""
+    if parameter_count not in PARAMETER_COUNTS:
+        raise ValueError(f"parameter_count={parameter_count!r}: use one of {PARAMETER_COUNTS}.")
+    return config.num_parameters() if parameter_count == "all" else config.scaling_parameters()
+
+
+def nanochat_2026_scaling(scaling_parameters: int, reference_scaling_parameters: int, ratio: float = 12) -> dict:
+    """nanochat 2026's transfer from depth 12 (base_train 92d63d4): the batch grows as tokens^0.383 (Power Lines),
+    rounded to a power of two; every LR but the smear's is scaled by sqrt(B / B_REF); the Muon weight decay is
+    0.28 * sqrt(B / B_REF) * D_REF / D (T_epoch rule). `reference_scaling_parameters`: the same model at depth 12."""
+    tokens, reference_tokens = ratio * scaling_parameters, ratio * reference_scaling_parameters
+    batch = 2 ** round(math.log2(B_REF * (tokens / reference_tokens) ** 0.383))
+    return dict(total_batch_size=batch, lr_scale=math.sqrt(batch / B_REF),
+                weight_decay=WEIGHT_DECAY_REF * math.sqrt(batch / B_REF) * reference_tokens / tokens)
 
 
 def chinchilla_steps(target_param_data_ratio: float, num_parameters: int, total_batch_size: int) -> int:

@@ -84,11 +84,13 @@ def model_card(run_dir, model_id: str, config, recipe: dict | None = None, total
     bpb, core, hansard = last("eval_bpb"), last("core_metric"), last("hansard_metric")
     dataset = str(recipe.get("dataset", DEFAULT_DATASET))
     hub_dataset = is_hub_dataset(dataset)
+    features = config.features_2026()
     rows = [
         ("training corpus", f"[{dataset}](https://huggingface.co/datasets/{dataset})" if hub_dataset else
                             f"local files `{dataset}` (not on the Hub)"),
         ("architecture", f"nanochat GPT, depth {config.num_hidden_layers}, width {config.hidden_size}, "
-                         f"{config.num_attention_heads} heads, vocab {config.vocab_size:,}"),
+                         f"{config.num_attention_heads} heads, vocab {config.vocab_size:,}"
+                         + (f"; nanochat 2026: {', '.join(features)}" if features else "")),
         ("parameters", f"{config.num_parameters():,}"),
         ("training steps", f"{state.get('global_step', 0):,}"),
         ("tokens seen", f"{tokens:,}" if tokens else "unknown"),
@@ -102,6 +104,14 @@ def model_card(run_dir, model_id: str, config, recipe: dict | None = None, total
         saved = json.loads(samples_file.read_text())
         samples = f"\n## Greedy samples (step {saved['step']})\n\n" + "\n".join(
             f"- {json.dumps(prompt)} -> {json.dumps(text)}" for prompt, text in saved["samples"].items()) + "\n"
+    compatibility = (
+        f"This model uses parts of nanochat's 2026 architecture ({', '.join(features)}) that transformers' own "
+        "`NanoChat` class does not have, so the shipped code is the way to load it (`hansard-hf export` refuses it)."
+        if features else
+        "The version-proof route is transformers' own class, which needs no custom code and moves with transformers' "
+        f"releases: `pip install hansard-hf`, then `hansard-hf export {model_id} nanochat-out` writes a "
+        "`NanoChatForCausalLM` checkpoint with identical logits that "
+        '`AutoModelForCausalLM.from_pretrained("nanochat-out")` loads, tokenizer included.')
     recipe_lines = "\n".join(f"    {json.dumps(k)}: {json.dumps(v)}," for k, v in recipe.items()).rstrip(",")
     return f"""---
 library_name: transformers
@@ -137,10 +147,7 @@ tokenizer needs it too, because `AutoTokenizer` reads the model's `config.json` 
 ## Compatibility
 
 The code shipped here is tested with transformers {TESTED_TRANSFORMERS[0]} to {TESTED_TRANSFORMERS[1]} (it was saved with
-{transformers.__version__}). The version-proof route is transformers' own class, which needs no custom code and
-moves with transformers' releases: `pip install hansard-hf`, then `hansard-hf export {model_id} nanochat-out`
-writes a `NanoChatForCausalLM` checkpoint with identical logits that `AutoModelForCausalLM.from_pretrained("nanochat-out")`
-loads, tokenizer included.
+{transformers.__version__}). {compatibility}
 {samples}
 ## Recipe
 

@@ -20,8 +20,12 @@ def _export(args):
 
 def _import_nanochat(args):
     from .hub import import_from_nanochat
+    from .nanochat_checkpoint import is_nanochat_checkpoint, import_nanochat
 
-    out = import_from_nanochat(args.checkpoint, args.out_dir, overwrite=args.overwrite)
+    if is_nanochat_checkpoint(args.checkpoint):  # nanochat's own model_<step>.pt + meta_<step>.json
+        out = import_nanochat(args.checkpoint, args.out_dir, step=args.step, overwrite=args.overwrite)
+    else:  # a transformers NanoChatForCausalLM folder or Hub id
+        out = import_from_nanochat(args.checkpoint, args.out_dir, overwrite=args.overwrite)
     print(f"wrote HansardGPT checkpoint to {out}")
 
 
@@ -163,8 +167,10 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--overwrite", action="store_true", help="replace out_dir if it exists")
     export.set_defaults(func=_export)
 
-    imp = commands.add_parser("import-nanochat", help="native NanoChat checkpoint -> HansardGPT folder")
-    imp.add_argument("checkpoint", help="folder or Hub id of a NanoChatForCausalLM checkpoint")
+    imp = commands.add_parser("import-nanochat", help="nanochat checkpoint (its own or transformers') -> HansardGPT folder")
+    imp.add_argument("checkpoint", help="nanochat's checkpoint folder (model_<step>.pt + meta_<step>.json, Oct 2025 or "
+                                        "2026), or a folder or Hub id of a transformers NanoChatForCausalLM")
+    imp.add_argument("--step", type=int, help="which step of nanochat's folder (default: the last)")
     imp.add_argument("out_dir", help="folder to write the HansardGPT checkpoint to")
     imp.add_argument("--overwrite", action="store_true", help="replace out_dir if it exists")
     imp.set_defaults(func=_import_nanochat)

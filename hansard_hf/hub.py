@@ -42,7 +42,13 @@ TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json")
 
 
 def to_nanochat_config(config: HansardGPTConfig) -> NanoChatConfig:
-    """The NanoChatConfig of the same architecture."""
+    """The NanoChatConfig of the same architecture; refuses a model with nanochat 2026 parts (native NanoChat has
+    none of them)."""
+    if features := config.features_2026():
+        raise ValueError(
+            f"This model uses nanochat 2026 features that transformers' native NanoChat does not have: "
+            f"{', '.join(features)}. Share it as a HansardGPT checkpoint (push; loads with trust_remote_code) instead."
+        )
     fields = {name: getattr(config, name) for name in SHARED_FIELDS}
     return NanoChatConfig(**fields, rope_parameters=dict(config.rope_parameters), tie_word_embeddings=False)
 

@@ -9,7 +9,10 @@ as measured on the model itself (tests/test_memory.py counts them with saved-ten
   per token;
 - a checkpointed layer: 4 (its fp32 input), and in backward one layer is recomputed whole at a time;
 - outside the layers: 12 (embedding output, final norm input, the loss's fp32 gradient of the hidden states), plus
-  16 per token (token ids, two norms' 1/rms).
+  16 per token (token ids, two norms' 1/rms);
+- nanochat's 2026 parts, measured the same way: residual lambdas 4 per layer (the fp32 residual each lambda
+  scales); value embeddings, on their layers, 2 per KV channel and 4 per KV head (the looked-up values, the gate);
+  the smear 4, plus 56 bytes per token (its gate); the backout 4 (the kept mid-network residual).
 
 During backward, gradients of one layer's activations are in flight: counted as 16 per token and hidden unit (fc1's
 output gradient 8, the fp32 residual's 4, a normed input's and an attention tensor's 2 + 2; an assumption, not
@@ -40,8 +43,17 @@ def checkpointed_layers(num_layers: int, every_n_layers: int) -> int:
 
 
 def kept_layer_bytes(config: HansardGPTConfig) -> int:
-    """Bytes per token that a layer kept whole holds for backward."""
-    return KEPT_LAYER_BYTES * config.hidden_size + PER_HEAD_BYTES * config.num_attention_heads + PER_TOKEN_LAYER_BYTES
+    """Bytes per token that a layer kept whole holds for backward (the value embeddings averaged over the layers)."""
+    h, kv_heads = config.hidden_size, config.num_key_value_heads
+    value_layers = len(config.value_embedding_layers()) / config.num_hidden_layers
+    return (KEPT_LAYER_BYTES * h + PER_HEAD_BYTES * config.num_attention_heads + PER_TOKEN_LAYER_BYTES
+            + 4 * h * config.residual_lambdas + round(value_layers * (2 * kv_heads * config.head_dim + 4 * kv_heads)))
+
+
+def outside_layers_bytes(config: HansardGPTConfig) -> int:
+    """Bytes per token kept for backward outside the layers."""
+    h = config.hidden_size
+    return OUTSIDE_LAYERS_BYTES * h + PER_TOKEN_OUTSIDE_BYTES + (4 * h + 56) * config.smear + 4 * h * config.backout
 
 
 def activation_bytes(config: HansardGPTConfig, tokens: int, every_n_layers: int = 0) -> int:
@@ -51,7 +63,7 @@ def activation_bytes(config: HansardGPTConfig, tokens: int, every_n_layers: int 
     kept_layer = kept_layer_bytes(config)
     recompute = kept_layer if checkpointed else 0  # one checkpointed layer is whole again during its backward
     return tokens * ((layers - checkpointed) * kept_layer + checkpointed * CHECKPOINTED_LAYER_BYTES * h
-                     + recompute + OUTSIDE_LAYERS_BYTES * h + PER_TOKEN_OUTSIDE_BYTES)
+                     + recompute + outside_layers_bytes(config))
 
 
 def state_bytes(config: HansardGPTConfig, shards: int = 1) -> int:
@@ -59,12 +71,13 @@ def state_bytes(config: HansardGPTConfig, shards: int = 1) -> int:
     over `shards` GPUs, 1/shards of the fp32 weights, gradients and optimizer state, plus the units gathered whole
     (two in flight, the one computing and the one prefetched: bf16 weights 2 + unsharded fp32 gradients 4 per
     parameter), the largest unit being a decoder layer or the root's embedding + lm_head."""
-    params = config.num_parameters()
-    embeddings = 2 * config.vocab_size * config.hidden_size
-    optimizer = 4 * (params - embeddings) + 8 * embeddings  # Muon momentum; AdamW's two moments
+    counts, params = config.parameter_counts(), config.num_parameters()
+    matrices = counts["transformer_matrices"]
+    optimizer = 4 * matrices + 8 * (params - matrices)  # Muon momentum; AdamW's two moments (embeddings, scalars)
     if shards == 1:
         return 10 * params + optimizer
-    unit = max((params - embeddings) // config.num_hidden_layers, embeddings)
+    value_table = counts["value_embeds"] // max(len(config.value_embedding_layers()), 1)
+    unit = max(matrices // config.num_hidden_layers + value_table, params - matrices - counts["value_embeds"])
     return -(-(8 * params + optimizer) // shards) + 2 * 6 * unit
 
 

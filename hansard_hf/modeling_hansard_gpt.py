@@ -7,6 +7,10 @@ the Hub and `trust_remote_code=True` loads it without hansard_hf installed. Weig
 Block: pre-norm with weightless RMSNorm; a norm after the token embedding and before the head; attention with
 separate q/k/v/o projections, RoPE (nanochat's sign) then weightless QK-norm; MLP fc1 -> relu(x)^2 -> fc2; untied
 embedding and lm_head; logits soft-capped `cap * tanh(logits / cap)` in fp32.
+
+nanochat's 2026 architecture (92d63d4), each part a config option that is off by default: sliding-window layers
+(`layer_types`, `sliding_window`), value embeddings gated per KV head (`self_attn.value_embed`, `value_gate`),
+per-layer residual and x0 lambdas, the smear gate, the backout, a gain on q and k after QK-norm, its initialisation.
 """
 
 import functools
@@ -20,12 +24,12 @@ from transformers import initialization as init
 from transformers.activations import ACT2FN
 from transformers.cache_utils import Cache, DynamicCache
 from transformers.generation import GenerationMixin
-from transformers.masking_utils import create_causal_mask
+from transformers.masking_utils import create_causal_mask, create_sliding_window_causal_mask
 from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutputWithPast
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS, PreTrainedModel, slice_logits_to_keep
 
-from .configuration_hansard_gpt import HansardGPTConfig
+from .configuration_hansard_gpt import SMEAR_CHANNELS, VALUE_GATE_CHANNELS, HansardGPTConfig
 
 # The transformers releases this file is tested on: the oldest hansard-hf admits (.ci/oldest.txt) and the newest
 # (requirements-lock.txt). A model card quotes them.
@@ -145,10 +149,11 @@ def repeat_kv(hidden_states: torch.Tensor, n_rep: int) -> torch.Tensor:
     return hidden_states.reshape(batch, kv_heads * n_rep, seq, dim)
 
 
-def zero_init(linear: nn.Linear) -> nn.Linear:
-    """Mark a projection that nanochat initialises to zero (read by `_init_weights`)."""
-    linear.zero_init = True
-    return linear
+def init_as(module: nn.Module, kind: str) -> nn.Module:
+    """Mark how `_init_weights` initialises a module: "zero" (output projections), "head" (lm_head: zero in 2025,
+    N(0, 0.001) in 2026), "narrow" (fc1: 0.4x the 2026 bound), "gate" (U(0, 0.02)), "value" (U(+-sqrt(3/d)))."""
+    module.init_kind = kind
+    return module
 
 
 def eager_attention_forward(module, query, key, value, attention_mask, scaling, dropout=0.0, **kwargs):
@@ -176,18 +181,32 @@ class HansardGPTAttention(nn.Module):
         self.q_proj = nn.Linear(config.hidden_size, q_dim, bias=bias)
         self.k_proj = nn.Linear(config.hidden_size, kv_dim, bias=bias)
         self.v_proj = nn.Linear(config.hidden_size, kv_dim, bias=bias)
-        self.o_proj = zero_init(nn.Linear(q_dim, config.hidden_size, bias=bias))
+        self.o_proj = init_as(nn.Linear(q_dim, config.hidden_size, bias=bias), "zero")
+        sliding = config.layer_types is not None and config.layer_types[layer_idx] == "sliding_attention"
+        self.sliding_window = config.sliding_window if sliding else None
+        self.value_embed = self.value_gate = None
+        if layer_idx in config.value_embedding_layers():
+            self.value_embed = init_as(nn.Embedding(config.vocab_size, kv_dim), "value")
+            self.value_gate = init_as(nn.Linear(VALUE_GATE_CHANNELS, config.num_key_value_heads, bias=False), "gate")
 
-    def forward(self, hidden_states, position_embeddings, attention_mask=None, cache=None, **kwargs):
+    def forward(self, hidden_states, position_embeddings, attention_mask=None, cache=None, input_ids=None, **kwargs):
         input_shape = hidden_states.shape[:-1]
         hidden_shape = (*input_shape, -1, self.head_dim)
         query = self.q_proj(hidden_states).view(hidden_shape).transpose(1, 2)
         key = self.k_proj(hidden_states).view(hidden_shape).transpose(1, 2)
-        value = self.v_proj(hidden_states).view(hidden_shape).transpose(1, 2)
+        value = self.v_proj(hidden_states).view(hidden_shape)
+        if self.value_embed is not None:  # ResFormer value residual, gated per KV head in (0, 3)
+            if input_ids is None:
+                raise ValueError("This model has value embeddings (config.value_embeddings): pass input_ids.")
+            gate = 3 * torch.sigmoid(self.value_gate(hidden_states[..., :VALUE_GATE_CHANNELS]))
+            value = value + gate.unsqueeze(-1) * self.value_embed(input_ids).view(hidden_shape).to(value.dtype)
+        value = value.transpose(1, 2)
 
         query, key = apply_rotary_pos_emb(query, key, *position_embeddings)
         eps = self.config.rms_norm_eps
         query, key = rms_norm(query, eps), rms_norm(key, eps)  # QK-norm after RoPE, as nanochat
+        if self.config.qk_gain != 1.0:
+            query, key = query * self.config.qk_gain, key * self.config.qk_gain
         if cache is not None:
             key, value = cache.update(key, value, self.layer_idx)
 
@@ -202,6 +221,7 @@ class HansardGPTAttention(nn.Module):
             attention_mask,
             dropout=self.config.attention_dropout if self.training else 0.0,
             scaling=self.scaling,
+            sliding_window=self.sliding_window,
             **kwargs,
         )
         return self.o_proj(attn_output.reshape(*input_shape, -1).contiguous()), attn_weights
@@ -210,8 +230,8 @@ class HansardGPTAttention(nn.Module):
 class HansardGPTMLP(nn.Module):
     def __init__(self, config: HansardGPTConfig):
         super().__init__()
-        self.fc1 = nn.Linear(config.hidden_size, config.intermediate_size, bias=False)
-        self.fc2 = zero_init(nn.Linear(config.intermediate_size, config.hidden_size, bias=False))
+        self.fc1 = init_as(nn.Linear(config.hidden_size, config.intermediate_size, bias=False), "narrow")
+        self.fc2 = init_as(nn.Linear(config.intermediate_size, config.hidden_size, bias=False), "zero")
         self.act_fn = ACT2FN[config.hidden_act]
         self.relu_squared = config.hidden_act == "relu2"
 
@@ -260,19 +280,42 @@ class HansardGPTPreTrainedModel(PreTrainedModel):
 
     @torch.no_grad()
     def _init_weights(self, module):
-        """nanochat (Oct 2025) init. Linear: N(0, 1/sqrt(fan_in) * min(1, sqrt(fan_out/fan_in))), except o_proj, fc2
-        and lm_head (marked `zero_init`): zero; embedding: N(0, 1). Rotary frequencies are recomputed because
-        from_pretrained leaves non-persistent buffers uninitialised. Loaded weights are never overwritten."""
-        if isinstance(module, nn.Linear):
+        """nanochat's init (`config.initialization`). Oct 2025: Linear N(0, 1/sqrt(fan_in) * min(1,
+        sqrt(fan_out/fan_in))), o_proj, fc2 and lm_head zero, token embedding N(0, 1). 2026: q/k/v U(+-s) with
+        s = sqrt(3/hidden_size), fc1 U(+-0.4 s), o_proj and fc2 zero, lm_head N(0, 0.001), token embedding N(0, 0.8).
+        Either way the 2026 parts start as nanochat starts them: value embeddings U(+-s), gates U(0, 0.02), lambdas
+        below. Rotary frequencies are recomputed because from_pretrained leaves non-persistent buffers
+        uninitialised. Loaded weights are never overwritten."""
+        kind, new = getattr(module, "init_kind", None), self.config.initialization == "nanochat-2026"
+        bound = math.sqrt(3 / self.config.hidden_size)
+        if kind == "gate":
+            init.uniform_(module.weight, 0.0, 0.02)
+        elif kind == "value":
+            init.uniform_(module.weight, -bound, bound)
+        elif isinstance(module, nn.Linear):
             fan_out, fan_in = module.weight.shape
-            if getattr(module, "zero_init", False):
+            if kind == "zero" or (kind == "head" and not new):
                 init.zeros_(module.weight)
+            elif kind == "head":
+                init.normal_(module.weight, mean=0.0, std=0.001)
+            elif new:
+                scale = 0.4 if kind == "narrow" else 1.0
+                init.uniform_(module.weight, -scale * bound, scale * bound)
             else:
                 init.normal_(module.weight, mean=0.0, std=min(1.0, math.sqrt(fan_out / fan_in)) / math.sqrt(fan_in))
             if module.bias is not None:
                 init.zeros_(module.bias)
         elif isinstance(module, nn.Embedding):
-            init.normal_(module.weight, mean=0.0, std=1.0)
+            init.normal_(module.weight, mean=0.0, std=0.8 if new else 1.0)
+        elif isinstance(module, HansardGPTModel):
+            depth = torch.arange(self.config.num_hidden_layers) / max(self.config.num_hidden_layers - 1, 1)
+            if module.resid_lambdas is not None:
+                init.copy_(module.resid_lambdas, 1.15 - 0.10 * depth)
+                init.copy_(module.x0_lambdas, 0.20 - 0.15 * depth)
+            if module.smear_lambda is not None:
+                init.zeros_(module.smear_lambda)
+            if module.backout_lambda is not None:
+                init.constant_(module.backout_lambda, 0.2)
         elif isinstance(module, HansardGPTRotaryEmbedding):
             init.copy_(module.inv_freq, module.compute_inv_freq(module.config, module.inv_freq.device))
 
@@ -300,6 +343,12 @@ class HansardGPTModel(HansardGPTPreTrainedModel):
         self.layers = nn.ModuleList(HansardGPTDecoderLayer(config, i) for i in range(config.num_hidden_layers))
         self.rotary_emb = HansardGPTRotaryEmbedding(config)
         self.gradient_checkpointing = False
+        layers = config.num_hidden_layers
+        self.resid_lambdas = nn.Parameter(torch.ones(layers)) if config.residual_lambdas else None
+        self.x0_lambdas = nn.Parameter(torch.zeros(layers)) if config.residual_lambdas else None
+        self.smear_gate = init_as(nn.Linear(SMEAR_CHANNELS, 1, bias=False), "gate") if config.smear else None
+        self.smear_lambda = nn.Parameter(torch.zeros(1)) if config.smear else None
+        self.backout_lambda = nn.Parameter(torch.full((1,), 0.2)) if config.backout else None
         self.post_init()
 
     @accepts_past_key_values
@@ -324,22 +373,51 @@ class HansardGPTModel(HansardGPTPreTrainedModel):
         # With no attention_mask and no cache, given position_ids that restart mark packed documents: block-causal
         # mask. Positions made here never restart, and leaving them out spares the mask's packed check a host sync.
         # (the cache goes in by position: its keyword is `past_key_values` up to transformers 5.23, `cache` after)
-        mask = create_causal_mask(self.config, inputs_embeds, attention_mask, cache, position_ids=position_ids)
+        mask_arguments = (self.config, inputs_embeds, attention_mask, cache)
+        masks = {"full_attention": create_causal_mask(*mask_arguments, position_ids=position_ids)}
+        if "sliding_attention" in (self.config.layer_types or []):
+            masks["sliding_attention"] = create_sliding_window_causal_mask(*mask_arguments, position_ids=position_ids)
+        document_starts = None if position_ids is None else position_ids == 0  # packed documents, left padding
         if position_ids is None:
             past_seen = cache.get_seq_length() if cache is not None else 0
             position_ids = (torch.arange(inputs_embeds.shape[1], device=inputs_embeds.device) + past_seen).unsqueeze(0)
         position_embeddings = self.rotary_emb(inputs_embeds, position_ids)
         hidden_states = rms_norm(inputs_embeds, self.config.rms_norm_eps)  # norm right after the embedding
-        for layer in self.layers:
+        if self.smear_gate is not None:
+            hidden_states = self._smear(hidden_states, cache, document_starts)
+        embedding, middle = hidden_states, self.config.num_hidden_layers // 2
+        layer_types = self.config.layer_types or ["full_attention"] * len(self.layers)
+        for i, layer in enumerate(self.layers):
+            if self.resid_lambdas is not None:
+                hidden_states = self.resid_lambdas[i] * hidden_states + self.x0_lambdas[i] * embedding
             hidden_states = layer(
                 hidden_states,
                 position_embeddings=position_embeddings,
-                attention_mask=mask,
+                attention_mask=masks[layer_types[i]],
+                input_ids=input_ids,
                 **{CACHE_FIELD: cache},  # the name transformers' checkpointing layer clears while checkpointing
                 **kwargs,
             )
+            if i == middle and self.backout_lambda is not None:
+                backout = self.backout_lambda * hidden_states
+        if self.backout_lambda is not None:  # remove the mid-network residual (low-level features) before the head
+            hidden_states = hidden_states - backout
         hidden_states = rms_norm(hidden_states, self.config.rms_norm_eps)
         return BaseModelOutputWithPast(last_hidden_state=hidden_states, **{CACHE_FIELD: cache})
+
+    def _smear(self, embedding, cache, document_starts):
+        """x[t] += smear_lambda * sigmoid(smear_gate(x[t, :24])) * x[t-1]: the previous token's normed embedding
+        (kept on the KV cache between calls; none before a document's first token)."""
+        previous = getattr(cache, "smear_previous", None) if cache is not None else None
+        if previous is None or previous.shape[0] != embedding.shape[0]:
+            previous = torch.zeros_like(embedding[:, :1])
+        shifted = torch.cat([previous.to(embedding.dtype), embedding[:, :-1]], dim=1)
+        if document_starts is not None:
+            shifted = shifted * ~document_starts[..., None]
+        if cache is not None:
+            cache.smear_previous = embedding[:, -1:].detach()
+        gate = self.smear_lambda * torch.sigmoid(self.smear_gate(embedding[..., :SMEAR_CHANNELS]))
+        return embedding + gate * shifted
 
 
 def softcap_logits(logits: torch.Tensor, cap: float | None) -> torch.Tensor:
@@ -434,7 +512,7 @@ class HansardGPTForCausalLM(HansardGPTPreTrainedModel, GenerationMixin):
         super().__init__(config)
         self.model = HansardGPTModel(config)
         self.vocab_size = config.vocab_size
-        self.lm_head = zero_init(nn.Linear(config.hidden_size, config.vocab_size, bias=False))
+        self.lm_head = init_as(nn.Linear(config.hidden_size, config.vocab_size, bias=False), "head")
         self.post_init()
 
     @accepts_past_key_values

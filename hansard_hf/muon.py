@@ -90,17 +90,27 @@ def normuon_state_shape(shape: torch.Size) -> tuple[int, int]:
     return (shape[-2], 1) if shape[-2] >= shape[-1] else (1, shape[-1])
 
 
-def normuon(update: torch.Tensor, second_moment: torch.Tensor, beta2: float) -> torch.Tensor:
-    """NorMuon variance reduction (arXiv 2510.05491, as nanochat 92d63d4): `second_moment` <- lerp towards the mean
-    square of each row (or column), in place; the update's rows (columns) are scaled by its rsqrt, then all
-    together so that the update keeps its Frobenius norm."""
-    reduce = -1 if second_moment.size(-1) == 1 else -2
-    mean_square = update.float().square().mean(dim=reduce, keepdim=True)
-    size = update.size(reduce)
-    norm = (mean_square.sum(dim=(-2, -1), keepdim=True) * size).sqrt()
+def normuon(update: torch.Tensor, second_moment: torch.Tensor, beta2: float, group=None, rows: int | None = None):
+    """NorMuon variance reduction (arXiv 2510.05491, as nanochat 92d63d4) of one matrix: `second_moment` <- lerp
+    towards the mean square of each row (or column), in place; the update's rows (columns) are scaled by its rsqrt,
+    then all together so that the update keeps its Frobenius norm. Under FSDP2 `update` and a per-row
+    `second_moment` are this rank's rows of a matrix of `rows` rows: the column sums and the two norms are summed
+    over `group`."""
+    per_row = second_moment.size(-1) == 1
+    squares = update.float().square()
+    if per_row:
+        size, mean_square = update.size(-1), squares.mean(dim=-1, keepdim=True)
+    else:
+        size, column = rows or update.size(-2), squares.sum(dim=-2, keepdim=True)
+        if group is not None:
+            dist.all_reduce(column, group=group)
+        mean_square = column / size
     second_moment.lerp_(mean_square.to(second_moment.dtype), 1 - beta2)
     scale = second_moment.clamp_min(1e-10).rsqrt()
-    scaled_norm = ((mean_square * size) * scale.float().square()).sum(dim=(-2, -1), keepdim=True).sqrt()
+    norms = torch.stack([mean_square.sum() * size, ((mean_square * size) * scale.float().square()).sum()])
+    if group is not None and per_row:  # the rows are spread over the ranks; the columns' sums are already whole
+        dist.all_reduce(norms, group=group)
+    norm, scaled_norm = norms.sqrt()
     return update * (scale * (norm / scaled_norm.clamp_min(1e-10))).to(update.dtype)
 
 
@@ -126,12 +136,19 @@ def orthogonalizer(method: str = "newton_schulz", compile: bool = False):
     return _compiled[method]
 
 
+def _then(orthogonalize_batch, finish):
+    """`orthogonalize_batch` followed by `finish` on its (batched, whole-matrix) result, when there is one."""
+    if finish is None:
+        return orthogonalize_batch
+    return lambda x, steps, dtype: finish(orthogonalize_batch(x, steps, dtype))
+
+
 def orthogonalize(updates: list[torch.Tensor], steps: int, dtype, compile: bool = False,
-                  method: str = "newton_schulz") -> tuple[list[torch.Tensor], int]:
+                  method: str = "newton_schulz", finish=None) -> tuple[list[torch.Tensor], int]:
     """Newton-Schulz (or `method`) of every update, batched by shape and split across ranks: within a shape, rank r
-    takes matrices r, r + world, ...; one all_gather per shape shares the results. Returns them and this rank's
-    count."""
-    newtonschulz = orthogonalizer(method, compile)
+    takes matrices r, r + world, ...; one all_gather per shape shares the results. `finish` (e.g. `muon_plus`)
+    runs on each batch of whole results before they are shared. Returns them and this rank's count."""
+    newtonschulz = _then(orthogonalizer(method, compile), finish)
     rank, world = rank_and_world()
     by_shape: dict[torch.Size, list[int]] = {}
     for index, update in enumerate(updates):
@@ -155,13 +172,14 @@ def orthogonalize(updates: list[torch.Tensor], steps: int, dtype, compile: bool 
 
 
 def orthogonalize_shards(shards: list[torch.Tensor], shapes: list[torch.Size], steps: int, dtype, compile: bool = False,
-                         group=None, method: str = "newton_schulz") -> tuple[list[torch.Tensor], int]:
+                         group=None, method: str = "newton_schulz", finish=None) -> tuple[list[torch.Tensor], int]:
     """Newton-Schulz of row-sharded matrices: `shards[i]` is this rank's rows of matrix i (full shape `shapes[i]`,
     rows split as torch.chunk splits them, FSDP2's layout). Within a shape, matrix k goes to owner rank
     (offset + k) % world, the offset carrying on from shape to shape so that owners stay balanced; an all_to_all
     sends every shard to its owner, which orthogonalises its whole matrices in one batch, and an all_to_all sends
-    each rank its rows of the results. Returns this rank's rows of every result and the matrices it orthogonalised."""
-    newtonschulz = orthogonalizer(method, compile)
+    each rank its rows of the results (`finish` runs on the owner's whole results first). Returns this rank's rows
+    of every result and the matrices it orthogonalised."""
+    newtonschulz = _then(orthogonalizer(method, compile), finish)
     world, rank = dist.get_world_size(group), dist.get_rank(group)
     by_shape: dict[tuple, list[int]] = {}
     for index, shape in enumerate(shapes):

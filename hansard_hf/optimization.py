@@ -2,14 +2,15 @@
 
 Muon (matrix_lr, scaled by max(1, rows/cols)^0.5) for every 2-D weight inside the blocks; AdamW (betas 0.8/0.95,
 eps 1e-10, no weight decay) for the embedding at embedding_lr and lm_head at unembedding_lr, both scaled by
-(hidden_size / 768)^-0.5. One `torch.optim.Optimizer` holds both kinds of group, as the Trainer, accelerate,
+(hidden_size / 768)^-0.5; nanochat 2026's AdamW groups for its value embeddings and scalars where a model has them. One `torch.optim.Optimizer` holds both kinds of group, as the Trainer, accelerate,
 checkpointing and FSDP2 expect (DDP: whole tensors; FSDP2: DTensor shards).
 """
 
 import math
 
 import torch
-from torch.distributed.tensor import DTensor
+from torch.distributed.tensor import DTensor, Replicate
+from torch.distributed.tensor import zeros as distributed_zeros
 from torch.optim.adamw import adamw
 from torch.optim.lr_scheduler import LambdaLR
 from torch.optim.optimizer import _get_fused_kernels_supported_devices
@@ -18,31 +19,78 @@ from .muon import (ORTHOGONALIZERS, cautious_update, lr_scale, muon_plus, nester
                    normuon_state_shape, orthogonalize, orthogonalize_shards)
 
 
+def second_moment_like(parameter: torch.Tensor) -> torch.Tensor:
+    """NorMuon's zero second moment for a matrix: per row (sharded by rows like an FSDP2 parameter) or per column
+    (replicated on every rank under FSDP2)."""
+    shape = normuon_state_shape(parameter.shape)
+    if not isinstance(parameter, DTensor):
+        return torch.zeros(shape, dtype=parameter.dtype, device=parameter.device)
+    placements = parameter.placements if shape[-1] == 1 else [Replicate()] * len(parameter.placements)
+    return distributed_zeros(shape, dtype=parameter.dtype, device_mesh=parameter.device_mesh, placements=placements)
+
+
 def local(tensor: torch.Tensor) -> torch.Tensor:
     """This rank's part of a tensor: a DTensor's local shard (sharing its storage), else the tensor itself."""
     return tensor.to_local() if isinstance(tensor, DTensor) else tensor
 
 
-def param_groups(model, matrix_lr=0.02, embedding_lr=0.2, unembedding_lr=0.004) -> list[dict]:
-    """nanochat's groups for a HansardGPTForCausalLM (or NanoChatForCausalLM): Muon first, then the two AdamW groups."""
+# nanochat 92d63d4's AdamW groups (`GPT.setup_optimizer`): (betas, weight decay) for each.
+ADAMW_2026 = {
+    "embedding": ((0.8, 0.995), 0.001),
+    "unembedding": ((0.8, 0.96), 0.01),
+    "value_embedding": ((0.8, 0.995), 0.01),
+    "resid_lambdas": ((0.8, 0.95), 0.05),
+    "x0_lambdas": ((0.96, 0.95), 0.0),
+    "smear": ((0.8, 0.95), 0.0),
+}
+ADAMW_GROUPS = ("nanochat-2025", "nanochat-2026")
+SMEAR_LR = 0.2  # nanochat's smear/backout LR: fixed, not scaled with width or batch
+
+
+def param_groups(model, matrix_lr=0.02, embedding_lr=0.2, unembedding_lr=0.004, scalar_lr=0.5,
+                 adamw_groups="nanochat-2025") -> list[dict]:
+    """nanochat's groups for a HansardGPTForCausalLM (or NanoChatForCausalLM): Muon first, the embedding and lm_head
+    AdamW groups, then the 2026 parts the model has (value embeddings at half the embedding LR, residual lambdas at
+    scalar_lr / 100, x0 lambdas at scalar_lr, smear and backout at 0.2). Each group is named (`name`). The 2026
+    parts always take nanochat 2026's betas and decay; `adamw_groups="nanochat-2026"` gives the embedding and lm_head
+    theirs too (else the Oct-2025 betas 0.8/0.95 and no decay)."""
+    if adamw_groups not in ADAMW_GROUPS:
+        raise ValueError(f"adamw_groups={adamw_groups!r}: use one of {ADAMW_GROUPS}.")
     scale = (model.config.hidden_size / 768) ** -0.5
     embedding, unembedding = model.get_input_embeddings().weight, model.get_output_embeddings().weight
-    matrices, other = [], []
+    lrs = {"value_embedding": embedding_lr * scale * 0.5, "resid_lambdas": scalar_lr * 0.01, "x0_lambdas": scalar_lr,
+           "smear": SMEAR_LR}
+    named = {"matrices": [], "embedding": [embedding], "unembedding": [unembedding], **{k: [] for k in lrs}}
+    other = []
     for name, parameter in model.named_parameters():
         if parameter is embedding or parameter is unembedding:
             continue
-        (matrices if parameter.ndim == 2 and ".layers." in f".{name}" else other).append(name)
+        last = name.split(".")[-2] if name.endswith(".weight") else name.split(".")[-1]
+        if last == "value_embed":
+            named["value_embedding"].append(parameter)
+        elif last in ("resid_lambdas", "x0_lambdas"):
+            named[last].append(parameter)
+        elif last in ("smear_gate", "smear_lambda", "backout_lambda"):
+            named["smear"].append(parameter)
+        elif parameter.ndim == 2 and ".layers." in f".{name}":
+            named["matrices"].append(parameter)
+        else:
+            other.append(name)
     if other:
         raise ValueError(
-            f"No optimizer group for parameters {other}: nanochat's optimizer covers 2-D block weights, the embedding "
-            "and lm_head only (set attention_bias=False)."
+            f"No optimizer group for parameters {other}: nanochat's optimizer covers 2-D block weights, the embeddings, "
+            "lm_head and the 2026 scalars only (set attention_bias=False)."
         )
-    named = dict(model.named_parameters())
-    return [
-        dict(params=[named[n] for n in matrices], lr=matrix_lr, use_muon=True),
-        dict(params=[embedding], lr=embedding_lr * scale, use_muon=False),
-        dict(params=[unembedding], lr=unembedding_lr * scale, use_muon=False),
+    groups = [
+        dict(name="matrices", params=named["matrices"], lr=matrix_lr, use_muon=True),
+        dict(name="embedding", params=named["embedding"], lr=embedding_lr * scale, use_muon=False),
+        dict(name="unembedding", params=named["unembedding"], lr=unembedding_lr * scale, use_muon=False),
     ]
+    groups += [dict(name=name, params=named[name], lr=lr, use_muon=False) for name, lr in lrs.items() if named[name]]
+    for group in groups[1:]:
+        if adamw_groups == "nanochat-2026" or group["name"] not in ("embedding", "unembedding"):
+            group["betas"], group["weight_decay"] = ADAMW_2026[group["name"]]
+    return groups
 
 
 class MuonAdamW(torch.optim.Optimizer):
@@ -59,8 +107,8 @@ class MuonAdamW(torch.optim.Optimizer):
     `orthogonalizer="polar_express"` (MuonEq row equilibration, then Polar Express instead of Newton-Schulz),
     `muon_plus=True` (Frobenius norm snapped to sqrt(min(rows, cols))), `normuon_beta2=0.9` (NorMuon variance
     reduction with a factored second moment), `cautious_weight_decay=True` (decay at the matrix's LR only where the
-    update and the weight agree in sign). All four work in one process and under DDP; under FSDP2 the orthogonaliser
-    and the cautious decay do, muon_plus and NorMuon are refused.
+    update and the weight agree in sign). All four work in one process, under DDP and under FSDP2 (Muon+ runs where
+    the matrix is whole; NorMuon's column sums and norms are summed over the shards, its per-row state is sharded).
     """
 
     def __init__(self, params, momentum=0.95, betas=(0.8, 0.95), eps=1e-10, weight_decay=0.0, ns_steps=5,
@@ -103,25 +151,21 @@ class MuonAdamW(torch.optim.Optimizer):
             updates.append(update if group["nesterov"] else local(state["momentum_buffer"]))
         compile = params[0].is_cuda if self.ns_compile == "auto" else bool(self.ns_compile)
         dtype, method = self._ns_dtype(params[0]), group["orthogonalizer"]
-        if isinstance(params[0], DTensor):  # FSDP2: each matrix assembled whole on one owner rank
-            if group["muon_plus"] or group["normuon_beta2"] is not None:
-                raise ValueError("muon_plus and normuon_beta2 need whole-matrix norms and are not yet available under "
-                                 "FSDP2: use DDP, or leave them off (orthogonalizer and cautious_weight_decay work).")
-            group_of_mesh = params[0].device_mesh.get_group()
+        finish = muon_plus if group["muon_plus"] else None  # on whole matrices, where they are orthogonalised
+        sharded = params[0].device_mesh.get_group() if isinstance(params[0], DTensor) else None
+        if sharded is not None:  # FSDP2: each matrix assembled whole on one owner rank
             orthogonal, done = orthogonalize_shards(updates, [p.shape for p in params], group["ns_steps"], dtype,
-                                                    compile, group_of_mesh, method)
+                                                    compile, sharded, method, finish)
         else:
-            orthogonal, done = orthogonalize(updates, group["ns_steps"], dtype, compile, method)
+            orthogonal, done = orthogonalize(updates, group["ns_steps"], dtype, compile, method, finish)
         self.orthogonalized += done
         for p, o in zip(params, orthogonal):
             o, weight, lr = o.to(p.dtype), local(p), group["lr"] * lr_scale(p.shape)  # p.shape: the whole matrix's
-            if group["muon_plus"]:
-                o = muon_plus(o)
             if group["normuon_beta2"] is not None:
                 state = self.state[p]
                 if "second_moment" not in state:
-                    state["second_moment"] = torch.zeros(normuon_state_shape(p.shape), dtype=p.dtype, device=p.device)
-                o = normuon(o, state["second_moment"], group["normuon_beta2"])
+                    state["second_moment"] = second_moment_like(p)
+                o = normuon(o, local(state["second_moment"]), group["normuon_beta2"], sharded, p.shape[0])
             if group["cautious_weight_decay"]:  # nanochat 2026: decay at the matrix's LR, where signs agree
                 cautious_update(weight, o, lr, group["weight_decay"])
                 continue
@@ -171,8 +215,9 @@ WEIGHT_DECAY_SHAPES = ("constant", "cosine")
 def muon_adamw(model, args) -> MuonAdamW:
     """MuonAdamW over nanochat's groups of `model`, configured by HansardTrainingArguments `args` (the Trainer's
     optimizer; the plain-loop references build theirs here too)."""
-    groups = param_groups(model, args.matrix_lr, args.embedding_lr, args.unembedding_lr)
-    groups[0]["weight_decay"] = args.matrix_weight_decay  # the Muon group; AdamW's groups have none (nanochat)
+    groups = param_groups(model, args.matrix_lr, args.embedding_lr, args.unembedding_lr, args.scalar_lr,
+                          args.adamw_groups)
+    groups[0]["weight_decay"] = args.matrix_weight_decay  # the Muon group; AdamW's decay is per group (nanochat)
     compile = {"auto": "auto", "true": True, "false": False}[str(args.muon_compile).lower()]
     return MuonAdamW(groups, ns_dtype=args.muon_ns_dtype, ns_compile=compile, orthogonalizer=args.muon_orthogonalizer,
                      muon_plus=args.muon_plus, normuon_beta2=args.normuon_beta2,

@@ -17,14 +17,18 @@ from types import MappingProxyType
 from typing import Any, Mapping
 
 from . import locations
-from .budget import PEAK_FLOPS, STEP_SETTINGS, step_plan
-from .configuration_hansard_gpt import HansardGPTConfig
+from .budget import PEAK_FLOPS, STEP_SETTINGS, counted_parameters, step_plan
+from .configuration_hansard_gpt import NANOCHAT_2026, HansardGPTConfig
 from .data import Corpus
 from .locations import TOKENIZER_SETTINGS
 from .memory import checkpointed_layers, checkpointing_to_fit, training_bytes
 from .trainer import HansardTrainingArguments
 
-MODEL_KEYS = {"depth", "aspect_ratio", "head_dim", "vocab_size", "num_key_value_heads", "loss_chunk_size"}
+MODEL_KEYS = {"depth", "aspect_ratio", "head_dim", "vocab_size", "num_key_value_heads", "loss_chunk_size", "architecture",
+              "layer_types", "sliding_window", "value_embeddings", "residual_lambdas", "smear", "backout", "qk_gain",
+              "rope_theta", "initialization"}
+# `architecture`: a named set of model keys that the recipe's own model keys override
+ARCHITECTURES = {"nanochat-2025": {}, "nanochat-2026": NANOCHAT_2026}
 CORPUS_KEYS = {"dataset": "source", "text_field": "text_field", "id_field": "id_field", "split_field": "split_field",
                "max_documents": "max_documents"}  # recipe key -> Corpus field (the defaults are Corpus')
 DATA_KEYS = {*CORPUS_KEYS, "tokenizer", "tokenizer_vocab_size", "tokenizer_max_chars", "tokenizer_dir", "data_dir"}
@@ -124,8 +128,13 @@ class Recipe:
         return self.run not in DISABLED_RUNS
 
     def model_config(self, vocab_size: int | None = None, **token_ids) -> HansardGPTConfig:
-        """The model: the recipe's model keys (else the config's defaults), `vocab_size` unless the recipe sets it."""
+        """The model: the recipe's `architecture` (nanochat-2025 by default, or nanochat-2026) with its model keys
+        over it (else the config's defaults), `vocab_size` unless the recipe sets it."""
         model = {k: v for k, v in self.values.items() if k in MODEL_KEYS}
+        architecture = model.pop("architecture", "nanochat-2025")
+        if architecture not in ARCHITECTURES:
+            raise ValueError(f"architecture={architecture!r}: use one of {sorted(ARCHITECTURES)}.")
+        model = {**ARCHITECTURES[architecture], **model}
         if vocab_size:
             model.setdefault("vocab_size", vocab_size)
         return HansardGPTConfig(max_position_embeddings=self.settings["max_seq_len"], **model, **token_ids)
@@ -194,7 +203,8 @@ def plan(recipe: Recipe, gpus: int = 8, gpu: str = "H100", mfu: float = 0.45, gp
         raise ValueError(f"--gpu {gpu!r}: unknown; use one of {list(PEAK_FLOPS)}.")
     config, s = recipe.model_config(), recipe.settings
     seq, total, params = s["max_seq_len"], s["total_batch_size"], config.num_parameters()
-    steps = step_plan(**{**{k: s[k] for k in STEP_SETTINGS}, "strict_batch_size": False}, num_parameters=params,
+    counted = counted_parameters(config, s["parameter_count"])
+    steps = step_plan(**{**{k: s[k] for k in STEP_SETTINGS}, "strict_batch_size": False}, num_parameters=counted,
                       world_size=gpus)
     tokens = steps.steps * total
     flops = config.flops_per_token(seq) * tokens
@@ -207,7 +217,7 @@ def plan(recipe: Recipe, gpus: int = 8, gpu: str = "H100", mfu: float = 0.45, gp
                               memory_gb=training_bytes(config, micro, seq, used, shards) / 1e9)
     fitting = [layout for layout, m in memory.items() if m["every_n_layers"] is not None]
     return dict(depth=config.depth, width=config.hidden_size, heads=config.num_attention_heads, params=params,
-                tokens=tokens, steps=steps.steps, device_batch_size=micro,
+                counted=counted, parameter_count=s["parameter_count"], features=config.features_2026(), tokens=tokens, steps=steps.steps, device_batch_size=micro,
                 requested_device_batch_size=s["device_batch_size"], accumulation=steps.accumulation,
                 flops_per_token=config.flops_per_token(seq), total_flops=flops, memory=memory,
                 layout=fitting[0] if fitting else None, gpu_memory_gb=gpu_memory_gb, gpus=gpus, gpu=gpu, mfu=mfu,
@@ -247,8 +257,12 @@ def describe_plan(p: dict) -> str:
     config = {"DDP": "accelerate_config.yaml", "FSDP2": "accelerate_fsdp2.yaml"}
     needs = (f"{p['layout']} (accelerate launch --config_file {config[p['layout']]} ...)" if p["layout"] else
              f"neither fits {p['gpus']} GPUs of {p['gpu_memory_gb']:.0f} GB: more GPUs or a smaller device_batch_size")
-    return "\n".join([
-        f"model        d{p['depth']}: width {p['width']}, {p['heads']} heads, {p['params']:,} parameters",
+    counted = ("" if p["parameter_count"] == "all" else
+               f" ({p['counted']:,} counted for the token budget: block matrices + lm_head)")
+    lines = [f"model        d{p['depth']}: width {p['width']}, {p['heads']} heads, {p['params']:,} parameters{counted}"]
+    if p["features"]:
+        lines.append(f"2026 parts   {', '.join(p['features'])}")
+    return "\n".join(lines + [
         f"tokens       {p['tokens']:,} in {p['steps']:,} steps",
         f"batch        {p['device_batch_size']} rows per GPU{adjusted} x {p['accumulation']} accumulation x {p['gpus']} GPUs",
         f"FLOPs        {p['flops_per_token']:.3g} per token, {p['total_flops']:.3g} in total",

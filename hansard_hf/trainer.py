@@ -20,7 +20,7 @@ from torch.utils.data import SequentialSampler
 from transformers import Trainer, TrainerCallback, TrainingArguments
 from transformers.trainer_utils import IntervalStrategy
 
-from .budget import EVAL_TOKENS, STEP_SETTINGS, TOKENS_PER_PARAMETER, peak_flops, step_plan
+from .budget import EVAL_TOKENS, STEP_SETTINGS, TOKENS_PER_PARAMETER, counted_parameters, peak_flops, step_plan
 from .checkpoints import OutputDirLock, last_complete_checkpoint, mark_complete, problems, read_marker, rotate, unmark
 from .distributed import on_main_process
 from .evaluation import SAMPLES_FILE, evaluate_bpb, evaluate_tasks, sample
@@ -37,6 +37,8 @@ class HansardTrainingArguments(TrainingArguments):
     embedding_lr: float = field(default=0.2, metadata={"help": "AdamW LR of the token embedding, times (hidden/768)^-0.5."})
     unembedding_lr: float = field(default=0.004, metadata={"help": "AdamW LR of lm_head, times (hidden/768)^-0.5."})
     matrix_lr: float = field(default=0.02, metadata={"help": "Muon LR of the 2-D block weights (x max(1, rows/cols)^0.5)."})
+    scalar_lr: float = field(default=0.5, metadata={"help": "AdamW LR of the x0 lambdas (residual lambdas: 1/100 of it), for models with nanochat 2026's residual_lambdas."})
+    adamw_groups: str = field(default="nanochat-2025", metadata={"help": "Betas and weight decay of the embedding and lm_head: 'nanochat-2025' (0.8/0.95, none) or 'nanochat-2026' (0.8/0.995 decay 0.001; 0.8/0.96 decay 0.01)."})
     warmup_ratio: float = field(default=0.0, metadata={"help": "Fraction of the steps spent warming the LR up linearly."})
     warmdown_ratio: float = field(default=0.2, metadata={"help": "Fraction of the steps at the end spent decaying the LR."})
     final_lr_frac: float = field(default=0.0, metadata={"help": "LR multiplier reached at the last step."})
@@ -53,6 +55,7 @@ class HansardTrainingArguments(TrainingArguments):
     muon_compile: str = field(default="auto", metadata={"help": "torch.compile the Newton-Schulz step: 'auto' (on CUDA), 'true' or 'false'."})
     muon_ns_dtype: str = field(default="auto", metadata={"help": "Newton-Schulz dtype: 'auto' (bf16 on CUDA, fp32 on CPU), 'bfloat16' or 'float32'."})
     target_param_data_ratio: float = field(default=TOKENS_PER_PARAMETER, metadata={"help": "Training tokens per parameter; sets max_steps unless max_steps > 0."})
+    parameter_count: str = field(default="all", metadata={"help": "The parameters target_param_data_ratio counts: 'all' (nanochat 10231df) or 'scaling' (block matrices + lm_head, nanochat 2026)."})
     total_batch_size: int = field(default=524288, metadata={"help": "Tokens per optimizer step, over all ranks and accumulation steps."})
     device_batch_size: int = field(default=32, metadata={"help": "Rows per device per micro-step (lowered to divide total_batch_size if needed)."})
     max_seq_len: int = field(default=2048, metadata={"help": "Tokens per row."})
@@ -197,7 +200,7 @@ class HansardTrainer(Trainer):
                 f"The training data was tokenized with a {data_vocab}-token vocabulary but the model has "
                 f"vocab_size={model.config.vocab_size}: build the model with vocab_size >= {data_vocab}."
             )
-        args.resolve(model.num_parameters())
+        args.resolve(counted_parameters(model.config, args.parameter_count))
         automatic = args.auto_micro_batch or (args.auto_activation_checkpointing and args.device.type == "cuda")
         if automatic and not getattr(args, "fitted_to_memory", False):
             logger.warning("auto_micro_batch and auto_activation_checkpointing are applied by hansard_hf.fitting."

@@ -1,4 +1,5 @@
-"""Run by test_distributed.py under `accelerate launch --num_processes 2 --cpu`: train a tiny model a few steps.
+"""Run by test_distributed.py under `accelerate launch --num_processes 2 --cpu`: train a tiny model a few steps
+(with "2026": nanochat's 2026 architecture, Muon, AdamW groups and schedules).
 
 Writes the final weights (rank 0) and, per rank, how many matrices that rank orthogonalised.
 """
@@ -10,11 +11,15 @@ from pathlib import Path
 import torch
 
 from hansard_hf import HansardGPTForCausalLM
+from hansard_hf.configuration_hansard_gpt import NANOCHAT_2026
 from hansard_hf.trainer import HansardTrainer, HansardTrainingArguments
 from conftest import tiny_config
 from trainer_helpers import PackedRows
 
 SEQ, STEPS = 16, 3
+RECIPE_2026 = dict(muon_orthogonalizer="polar_express", muon_plus=True, normuon_beta2=0.9, matrix_weight_decay=0.28,
+                   cautious_weight_decay=True, weight_decay_shape="cosine", adamw_groups="nanochat-2026",
+                   momentum_end=0.97, momentum_final=0.9, warmup_steps=1, warmdown_ratio=0.65, final_lr_frac=0.05)
 
 
 class RecordingRows(PackedRows):
@@ -29,22 +34,22 @@ class RecordingRows(PackedRows):
         return super().__getitem__(index)
 
 
-def train(out: Path, device_batch_size: int) -> HansardTrainer:
+def train(out: Path, device_batch_size: int, recipe_2026: bool = False) -> HansardTrainer:
     torch.manual_seed(0)
     args = HansardTrainingArguments(
         output_dir=str(out), max_seq_len=SEQ, device_batch_size=device_batch_size, total_batch_size=4 * SEQ,
         max_steps=STEPS, eval_every=0, save_every=0, logging_steps=1, report_to="none", use_cpu=True, seed=0,
-        disable_tqdm=True,
+        disable_tqdm=True, **(RECIPE_2026 if recipe_2026 else {}),
     )
-    trainer = HansardTrainer(model=HansardGPTForCausalLM(tiny_config()), args=args,
-                             train_dataset=RecordingRows(48, SEQ, 97))
+    config = tiny_config(**NANOCHAT_2026, sliding_window=5) if recipe_2026 else tiny_config()
+    trainer = HansardTrainer(model=HansardGPTForCausalLM(config), args=args, train_dataset=RecordingRows(48, SEQ, 97))
     trainer.train()
     return trainer
 
 
 if __name__ == "__main__":
     out = Path(sys.argv[1])
-    trainer = train(out, device_batch_size=2)
+    trainer = train(out, device_batch_size=2, recipe_2026="2026" in sys.argv[2:])
     rank, world = trainer.args.process_index, trainer.args.world_size
     optimizer = trainer.optimizer.optimizer  # accelerate wraps it
     report = dict(rank=rank, world=world, accumulation=trainer.args.gradient_accumulation_steps,

@@ -13,16 +13,19 @@ from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_
 from torch.distributed.tensor import DTensor, Shard
 
 from hansard_hf import HansardGPTConfig, HansardGPTForCausalLM
+from hansard_hf.configuration_hansard_gpt import NANOCHAT_2026 as ARCHITECTURE_2026
 from hansard_hf.optimization import MuonAdamW, NanochatSchedule, local, param_groups
 from hansard_hf.parallelism import shard_model
 
 ROWS, SEQ, ACCUMULATION, STEPS, SAVE_AT = 8, 16, 2, 4, 2  # 8 rows per micro-step over all ranks, 2 micro-steps
 
 
-def config() -> HansardGPTConfig:
-    # width 30 and one KV head: k/v are 10 x 30, so 4 ranks hold 3, 3, 3 and 1 rows (uneven shards)
+def config(options: tuple[str, ...] = ()) -> HansardGPTConfig:
+    # width 30 and one KV head: k/v are 10 x 30, so 4 ranks hold 3, 3, 3 and 1 rows (uneven shards). "2026": with
+    # nanochat's 2026 architecture too (a 1 x 12 value gate and 1- and 2-element scalars: shards of 0 or 1 rows)
+    architecture = dict(ARCHITECTURE_2026, sliding_window=5) if "2026" in options else {}
     return HansardGPTConfig(depth=2, aspect_ratio=15, head_dim=10, num_key_value_heads=1, vocab_size=97,
-                            max_position_embeddings=SEQ)
+                            max_position_embeddings=SEQ, **architecture)
 
 
 def batches(step: int) -> list[torch.Tensor]:
@@ -31,20 +34,20 @@ def batches(step: int) -> list[torch.Tensor]:
     return [torch.randint(0, 97, (ROWS, SEQ), generator=generator) for _ in range(ACCUMULATION)]
 
 
-NANOCHAT_2026 = dict(orthogonalizer="polar_express", cautious_weight_decay=True)  # the 2026 options FSDP2 takes
+NANOCHAT_2026 = dict(orthogonalizer="polar_express", muon_plus=True, normuon_beta2=0.9, cautious_weight_decay=True)
 
 
 def build(sharded: bool, options: tuple[str, ...] = ()):
     """The model, optimizer and schedule; options: "checkpointing", "compile", "2026" (Muon options, decay 0.2)."""
     torch.manual_seed(0)
-    model = HansardGPTForCausalLM(config())
+    model = HansardGPTForCausalLM(config(options))
     if "checkpointing" in options:  # before sharding, as the run set-up does it
         model.activation_checkpointing_enable()
     if sharded:
         shard_model(model)
     if "compile" in options:  # after sharding, as accelerate does with torch_compile=true
         model.compile()
-    groups = param_groups(model)
+    groups = param_groups(model, adamw_groups="nanochat-2026" if "2026" in options else "nanochat-2025")
     if "2026" in options:
         groups[0].update(weight_decay=0.2, **NANOCHAT_2026)
     optimizer = MuonAdamW(groups, ns_dtype="float32")
@@ -52,18 +55,20 @@ def build(sharded: bool, options: tuple[str, ...] = ()):
     return model, optimizer, schedule
 
 
-def train(model, optimizer, schedule, steps, rank=0, world=1, sharded=False) -> list[float]:
-    """Optimizer steps over `steps`; each process takes rows rank::world of every micro-batch. Returns the losses."""
+def train(model, optimizer, schedule, steps, rank=0, world=1, sharded=False, split=1) -> list[float]:
+    """Optimizer steps over `steps`; each process takes rows rank::world of every micro-batch (one process with
+    `split`: rows r::split for each r in turn, summing as the ranks' gradients are summed). Returns the losses."""
     losses = []
     for step in steps:
         total = torch.zeros(())
         for micro, rows in enumerate(batches(step)):
             if sharded:  # as accelerate's accumulation does: reduce-scatter the gradients once, at the last micro-step
                 model.set_requires_gradient_sync(micro == ACCUMULATION - 1)
-            mine = rows[rank::world]
-            loss = model(input_ids=mine, labels=mine).loss / ACCUMULATION
-            loss.backward()
-            total += loss.detach()
+            for part in range(split):
+                mine = rows[rank::world][part::split]
+                loss = model(input_ids=mine, labels=mine).loss / (ACCUMULATION * split)
+                loss.backward()
+                total += loss.detach()
         if sharded:
             dist.all_reduce(total)
             total /= world
@@ -105,25 +110,20 @@ def main(out: Path, options: tuple[str, ...]) -> None:
     resumed_losses = train(resumed, resumed_optimizer, resumed_schedule, range(SAVE_AT, STEPS), rank, world, True)
     resumed_weights = full_weights(resumed)
 
-    matrix = params["model.layers.0.mlp.fc1.weight"]
-    matrix.grad = torch.zeros_like(matrix)
-    try:  # whole-matrix norms: refused on shards, with a message
-        MuonAdamW([dict(params=[matrix], use_muon=True, lr=0.0)], muon_plus=True).step()
-        refused = ""
-    except ValueError as error:
-        refused = str(error)
     if rank == 0:
-        final = HansardGPTForCausalLM(config())  # the full weights, saved as from_pretrained and the export read them
+        final = HansardGPTForCausalLM(config(options))  # the full weights, saved as from_pretrained and the export read them
         final.load_state_dict(weights)
         final.save_pretrained(out / "final")
         torch.save(resumed_weights, out / "resumed.pt")
     report = dict(
         world=world, checkpointed=[layer.gradient_checkpointing for layer in model.model.layers],
-        compiled=getattr(model, "_compiled_call_impl", None) is not None, losses=losses, refused=refused, resumed_losses=resumed_losses, orthogonalized=optimizer.orthogonalized,
+        compiled=getattr(model, "_compiled_call_impl", None) is not None, losses=losses, resumed_losses=resumed_losses, orthogonalized=optimizer.orthogonalized,
         sharded=all(isinstance(p, DTensor) and p.placements == (Shard(0),) for p in params.values()),
         local_rows={name: p.to_local().shape[0] for name, p in params.items()}, state_bytes=state_bytes(optimizer),
         momentum_sharded=all(isinstance(s["momentum_buffer"], DTensor) for s in optimizer.state.values()
                              if "momentum_buffer" in s),
+        second_moments=sorted({str(s["second_moment"].placements) for s in optimizer.state.values()
+                               if "second_moment" in s}),
     )
     (out / f"rank{rank}.json").write_text(json.dumps(report))
     dist.barrier()

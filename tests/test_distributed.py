@@ -16,10 +16,10 @@ TESTS = Path(__file__).parent
 ENV = {**os.environ, "PYTHONPATH": os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")])}
 
 
-def launch(*arguments, out: Path) -> subprocess.Popen:
-    """`accelerate launch ARGUMENTS tests/distributed_worker.py OUT`, started (the caller waits)."""
+def launch(*arguments, out: Path, variant: str = "2025") -> subprocess.Popen:
+    """`accelerate launch ARGUMENTS tests/distributed_worker.py OUT VARIANT`, started (the caller waits)."""
     command = [sys.executable, "-m", "accelerate.commands.launch", *arguments, "--mixed_precision", "no",
-               "--dynamo_backend", "no", str(TESTS / "distributed_worker.py"), str(out)]
+               "--dynamo_backend", "no", str(TESTS / "distributed_worker.py"), str(out), variant]
     return subprocess.Popen(command, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
@@ -29,7 +29,7 @@ def finish(*processes: subprocess.Popen) -> None:
         assert process.returncode == 0, stderr[-4000:]
 
 
-def assert_two_ranks_equal_one_process(out: Path, tmp_path: Path) -> None:
+def assert_two_ranks_equal_one_process(out: Path, tmp_path: Path, variant: str = "2025") -> None:
     reports = [json.loads((out / f"rank{r}.json").read_text()) for r in (0, 1)]
     assert [r["world"] for r in reports] == [2, 2] and reports[0]["ddp"] == "DistributedDataParallel"
     assert [r["bucket_views"] for r in reports] == [True, True]  # DDP's buckets are the gradients: no second copy
@@ -37,12 +37,13 @@ def assert_two_ranks_equal_one_process(out: Path, tmp_path: Path) -> None:
     rank0, rank1 = (set(r["rows"]) for r in reports)
     assert not rank0 & rank1 and rank0 | rank1 >= set(range(STEPS * 4))  # disjoint, none skipped (+ prefetch)
 
-    single = train(tmp_path / "one", device_batch_size=2)  # 1 process: 2 rows x 2 accumulation steps
+    single = train(tmp_path / "one", device_batch_size=2, recipe_2026=variant == "2026")  # 2 rows x 2 accumulation
     assert single.args.gradient_accumulation_steps == 2
-    matrices = 2 * 6  # two layers of q, k, v, o, fc1, fc2
-    assert single.optimizer.optimizer.orthogonalized == STEPS * matrices
+    # two layers of q, k, v, o, fc1, fc2 (2026: and the value gate of layer 1, which rank 0 takes)
+    matrices, gates = 2 * 6, int(variant == "2026")
+    assert single.optimizer.optimizer.orthogonalized == STEPS * (matrices + gates)
     # each rank orthogonalised half: 4 of the 8 square matrices, 1 of 2 fc1, 1 of 2 fc2, per step
-    assert [r["orthogonalized"] for r in reports] == [STEPS * matrices // 2] * 2
+    assert [r["orthogonalized"] for r in reports] == [STEPS * (matrices // 2 + gates), STEPS * matrices // 2]
 
     distributed = torch.load(out / "weights.pt")
     for name, weight in single.model.state_dict().items():
@@ -50,11 +51,14 @@ def assert_two_ranks_equal_one_process(out: Path, tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_two_processes_match_one_and_split_the_newton_schulz_work(tmp_path):
+@pytest.mark.parametrize("variant", ["2025", "2026"])
+def test_two_processes_match_one_and_split_the_newton_schulz_work(tmp_path, variant):
+    """Also with nanochat's 2026 recipe: its architecture, Muon (Polar Express, Muon+, NorMuon, cautious decay),
+    AdamW groups and schedules, through HansardTrainer under DDP."""
     # accelerate 1.15 runs `--cpu` jobs in one process unless MPI is installed; `--multi_gpu` starts them through
     # torchrun, and use_cpu=True in the worker's arguments makes them CPU processes talking over gloo.
-    finish(launch("--multi_gpu", "--num_processes", "2", "--num_machines", "1", out=tmp_path / "two"))
-    assert_two_ranks_equal_one_process(tmp_path / "two", tmp_path)
+    finish(launch("--multi_gpu", "--num_processes", "2", "--num_machines", "1", out=tmp_path / "two", variant=variant))
+    assert_two_ranks_equal_one_process(tmp_path / "two", tmp_path, variant)
 
 
 @pytest.mark.slow

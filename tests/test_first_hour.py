@@ -37,7 +37,8 @@ def cli(*arguments, cwd=None, **environment):
 
 def test_shipped_recipes_are_found_by_name_from_any_folder(tmp_path, monkeypatch):
     shipped = shipped_recipes()
-    assert set(shipped) == {"tiny", "d16", "d24", "d36", "d48", "d80"}
+    assert set(shipped) == {"tiny", "d16", "d24", "d36", "d48", "d80", "tiny-2026", "d16-2026", "d24-2026", "d36-2026",
+                            "d48-2026"}
     monkeypatch.chdir(tmp_path)  # no recipes/ folder here
     for name in ("d24", "d24.json", "recipes/d24.json"):
         assert find_recipe(name) == shipped["d24"], name

@@ -11,6 +11,7 @@ from hansard_hf.memory import (MEMORY_FRACTION, activation_bytes, checkpointed_l
 from hansard_hf.modeling_hansard_gpt import _ReluSquaredLinear, _RMSNorm
 from hansard_hf.recipe import Recipe, plan
 from hansard_hf.fitting import checkpoint_to_fit
+from hansard_hf.configuration_hansard_gpt import NANOCHAT_2026
 from conftest import randomized, tiny_config
 from trainer_helpers import PackedRows
 
@@ -35,10 +36,13 @@ def kept_for_backward(model, ids) -> int:
     return sum(kept.values())
 
 
-@pytest.mark.parametrize("depth,width,heads,rows", [(2, 128, 2, 3), (3, 192, 3, 2), (2, 256, 4, 2)])
-def test_activation_estimate_is_what_autograd_keeps(depth, width, heads, rows):
+@pytest.mark.parametrize("depth,width,heads,rows,architecture", [
+    (2, 128, 2, 3, {}), (3, 192, 3, 2, {}), (2, 256, 4, 2, {}),
+    (2, 256, 4, 2, dict(NANOCHAT_2026, layer_types=None)),  # 2026 parts (sliding windows: CPU SDPA keeps more)
+])
+def test_activation_estimate_is_what_autograd_keeps(depth, width, heads, rows, architecture):
     config = HansardGPTConfig(depth=depth, aspect_ratio=width // depth, head_dim=width // heads, vocab_size=300,
-                              max_position_embeddings=160)
+                              max_position_embeddings=160, **architecture)
     assert (config.hidden_size, config.num_attention_heads) == (width, heads)
     model = HansardGPTForCausalLM(config).train()
     ids = torch.randint(0, 300, (rows, 160), generator=torch.Generator().manual_seed(0))
