@@ -9,12 +9,15 @@ Each nanochat model is built by its own code at a small size, initialised by its
 weight is perturbed (so zero-initialised projections, gates and lambdas all matter), saved the way nanochat's
 checkpoint manager saves (`model_<step>.pt`, `meta_<step>.json`), imported by the command line, and compared in fp32.
 10231df keeps its RoPE cos/sin tables in bf16 even on the CPU; the last column rounds ours the same way, so what is
-left is the mapping's own error.
+left is the mapping's own error. For 92d63d4 it also checks that our `param_groups(..., adamw_groups="nanochat-2026")`
+puts every parameter in the same kind of group (Muon or AdamW) with the same LR, betas and weight decay as nanochat's
+own `setup_optimizer` at base_train's defaults.
 """
 
 import argparse
 import contextlib
 import json
+import re
 import subprocess
 import sys
 import tempfile
@@ -23,6 +26,11 @@ from pathlib import Path
 import torch
 
 from hansard_hf.modeling_hansard_gpt import HansardGPTForCausalLM
+from hansard_hf.nanochat_checkpoint import RENAMES
+from hansard_hf.optimization import param_groups
+
+# base_train 92d63d4's defaults, as it passes them to GPT.setup_optimizer (batch LR scale 1)
+BASE_TRAIN_2026 = dict(unembedding_lr=0.008, embedding_lr=0.3, matrix_lr=0.02, scalar_lr=0.5, weight_decay=0.28)
 
 SHAPES = [  # (label, GPTConfig fields); the 2026 ones add window_pattern
     ("MHA", dict(sequence_len=256, vocab_size=1000, n_layer=5, n_head=4, n_kv_head=4, n_embd=256)),
@@ -61,14 +69,50 @@ def compare(folder: str, label: str, fields: dict, window_pattern: str | None, o
         ids = torch.randint(0, fields["vocab_size"], (2, fields["sequence_len"]))
         with torch.no_grad():
             theirs = model(ids).float()
+        their_groups = optimizer_settings(model, model.setup_optimizer(**BASE_TRAIN_2026)) if window_pattern else None
     subprocess.run([sys.executable, "-m", "hansard_hf.cli", "import-nanochat", str(folder_out), str(out / f"{label}-hf")],
                    check=True, stdout=subprocess.DEVNULL)
     ours = HansardGPTForCausalLM.from_pretrained(out / f"{label}-hf").eval()
+    if their_groups is not None:
+        compare_optimizer_groups(their_groups, ours)
     with torch.no_grad():
         mine = ours(ids).logits
         with bf16_rope_tables(ours) if window_pattern is None else contextlib.nullcontext():
             mine_rounded = ours(ids).logits
     return [(m - theirs).abs().max().item() for m in (mine, mine_rounded)] + [theirs.abs().max().item()]
+
+
+def our_name(name: str) -> str:
+    """Our name of nanochat's parameter `name` (the import's mapping)."""
+    return next(re.sub(pattern, replacement, name) for pattern, replacement in RENAMES if re.fullmatch(pattern, name))
+
+
+def optimizer_settings(model, optimizer) -> dict:
+    """nanochat's optimizer settings per parameter, under our names: (Muon?, lr, betas, weight decay)."""
+    names = {id(p): our_name(n) for n, p in model.named_parameters()}
+    return {names[id(p)]: (g["kind"] == "muon", g["lr"], g.get("betas"), g["weight_decay"])
+            for g in optimizer.param_groups for p in g["params"]}
+
+
+def compare_optimizer_groups(theirs: dict, ours_model) -> None:
+    """Every parameter in the same kind of group at the same lr, betas and weight decay (Muon's decay comes from
+    base_train's schedule: not compared)."""
+    lrs = {k: v for k, v in BASE_TRAIN_2026.items() if k != "weight_decay"}
+    mine = {}
+    for g in param_groups(ours_model, **lrs, adamw_groups="nanochat-2026"):
+        for p in g["params"]:
+            mine[p] = g
+    names = dict(ours_model.named_parameters())
+    assert set(theirs) == set(names), set(theirs) ^ set(names)
+    for name, (muon, lr, betas, decay) in theirs.items():
+        g = mine[names[name]]
+        ours = (g["use_muon"], g["lr"], None if muon else tuple(g.get("betas", (0.8, 0.95))),
+                None if muon else g.get("weight_decay", 0.0))
+        expected = (muon, lr, None if muon else tuple(betas), None if muon else decay)
+        assert all(abs(a - b) < 1e-12 if isinstance(a, float) else a == b for a, b in zip(ours, expected)), \
+            (name, ours, expected)
+    print(f"optimizer groups: {len(theirs)} parameters, the same kind, lr, betas and weight decay as "
+          "nanochat's setup_optimizer", file=sys.stderr)
 
 
 @contextlib.contextmanager

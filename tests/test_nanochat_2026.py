@@ -300,6 +300,16 @@ def test_scaling_rules_give_nanochats_table_and_the_recipes_follow_them():
         assert plan(recipe)["steps"] == steps
 
 
+def test_plan_says_what_the_budget_counts_and_which_2026_parts_a_recipe_has():
+    from hansard_hf.recipe import describe_plan
+
+    text = describe_plan(plan(Recipe.load("d24-2026")))
+    assert "2,088,765,194 parameters (780,142,272 counted for the token budget: block matrices + lm_head)" in text
+    assert "2026 parts   sliding windows (layer_types), value_embeddings, residual_lambdas, smear, backout" in text
+    assert "tokens       9,361,686,528 in 8,928 steps" in text
+    assert "2026 parts" not in describe_plan(plan(Recipe.load("d24")))
+
+
 # ---------------------------------------------------------------- import of nanochat's own checkpoints
 
 
