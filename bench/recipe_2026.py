@@ -85,14 +85,16 @@ def main():
                 f.write(json.dumps(row) + "\n")
             print(f"{name:18s} seed {seed}: {steps} steps, bpb {' / '.join(f'{b:.4f}' for b in bpb)}", flush=True)
     rows = [json.loads(line) for line in results.read_text().splitlines()]
-    base = statistics.mean(r["bpb"][-1] for r in rows if r["variant"] == "baseline")
-    print("\n| variant | steps | seeds | final bpb per seed | mean | vs baseline |\n|---|---|---|---|---|---|")
+    base = {r["seed"]: r["bpb"][-1] for r in rows if r["variant"] == "baseline"}
+    print("\n| variant | steps | seeds | final bpb per seed | mean | vs baseline, same seed (mean) |\n"
+          "|---|---|---|---|---|---|")
     for name in VARIANTS:
-        mine = [r for r in rows if r["variant"] == name]
+        mine = sorted((r for r in rows if r["variant"] == name), key=lambda r: r["seed"])
         if mine:
             mean = statistics.mean(r["bpb"][-1] for r in mine)
             finals = " / ".join(f"{r['bpb'][-1]:.4f}" for r in mine)
-            print(f"| {name} | {mine[0]['steps']} | {len(mine)} | {finals} | {mean:.4f} | {mean - base:+.4f} |")
+            gain = statistics.mean(r["bpb"][-1] - base[r["seed"]] for r in mine)
+            print(f"| {name} | {mine[0]['steps']} | {len(mine)} | {finals} | {mean:.4f} | {gain:+.4f} |")
 
 
 if __name__ == "__main__":
