@@ -168,6 +168,10 @@ class HansardGPTConfig(PreTrainedConfig):
         if self.sliding_window is not None and self.sliding_window < 1:
             raise ValueError(f"HansardGPTConfig: sliding_window={self.sliding_window} must be >= 1.")
 
+    def attention_types(self) -> list[str]:
+        """Each layer's attention: `layer_types`, or every layer full when it is unset."""
+        return self.layer_types or ["full_attention"] * self.num_hidden_layers
+
     def value_embedding_layers(self) -> list[int]:
         """The layers with value embeddings: every other one, ending with the last (none when they are off)."""
         layers = self.num_hidden_layers
@@ -176,7 +180,7 @@ class HansardGPTConfig(PreTrainedConfig):
     def features_2026(self) -> list[str]:
         """The nanochat 2026 architecture options this config turns on (what native NanoChat cannot represent)."""
         features = {
-            "sliding windows (layer_types)": "sliding_attention" in (self.layer_types or []),
+            "sliding windows (layer_types)": "sliding_attention" in self.attention_types(),
             "value_embeddings": self.value_embeddings,
             "residual_lambdas": self.residual_lambdas,
             "smear": self.smear,
@@ -266,7 +270,7 @@ class HansardGPTConfig(PreTrainedConfig):
         matmul = counts["transformer_matrices"] + counts["lm_head"] + SMEAR_CHANNELS * self.smear
         windows = [
             min(self.sliding_window - 1, seq_len) if kind == "sliding_attention" else seq_len
-            for kind in (self.layer_types or ["full_attention"] * self.num_hidden_layers)
+            for kind in self.attention_types()
         ]
         return 6 * matmul + 12 * self.num_attention_heads * self.head_dim * sum(windows)
 

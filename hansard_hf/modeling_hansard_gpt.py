@@ -31,6 +31,8 @@ from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS, PreTrainedModel
 
 from .configuration_hansard_gpt import SMEAR_CHANNELS, VALUE_GATE_CHANNELS, HansardGPTConfig
 
+MASKS = {"full_attention": create_causal_mask, "sliding_attention": create_sliding_window_causal_mask}
+
 # The transformers releases this file is tested on: the oldest hansard-hf admits (.ci/oldest.txt) and the newest
 # (requirements-lock.txt). A model card quotes them.
 TESTED_TRANSFORMERS = ("5.23.0", "5.24.0")
@@ -182,7 +184,7 @@ class HansardGPTAttention(nn.Module):
         self.k_proj = nn.Linear(config.hidden_size, kv_dim, bias=bias)
         self.v_proj = nn.Linear(config.hidden_size, kv_dim, bias=bias)
         self.o_proj = init_as(nn.Linear(q_dim, config.hidden_size, bias=bias), "zero")
-        sliding = config.layer_types is not None and config.layer_types[layer_idx] == "sliding_attention"
+        sliding = config.attention_types()[layer_idx] == "sliding_attention"
         self.sliding_window = config.sliding_window if sliding else None
         self.value_embed = self.value_gate = None
         if layer_idx in config.value_embedding_layers():
@@ -373,10 +375,9 @@ class HansardGPTModel(HansardGPTPreTrainedModel):
         # With no attention_mask and no cache, given position_ids that restart mark packed documents: block-causal
         # mask. Positions made here never restart, and leaving them out spares the mask's packed check a host sync.
         # (the cache goes in by position: its keyword is `past_key_values` up to transformers 5.23, `cache` after)
-        mask_arguments = (self.config, inputs_embeds, attention_mask, cache)
-        masks = {"full_attention": create_causal_mask(*mask_arguments, position_ids=position_ids)}
-        if "sliding_attention" in (self.config.layer_types or []):
-            masks["sliding_attention"] = create_sliding_window_causal_mask(*mask_arguments, position_ids=position_ids)
+        layer_types = self.config.attention_types()
+        masks = {kind: MASKS[kind](self.config, inputs_embeds, attention_mask, cache, position_ids=position_ids)
+                 for kind in set(layer_types)}  # only the kinds the layers use
         document_starts = None if position_ids is None else position_ids == 0  # packed documents, left padding
         if position_ids is None:
             past_seen = cache.get_seq_length() if cache is not None else 0
@@ -386,7 +387,6 @@ class HansardGPTModel(HansardGPTPreTrainedModel):
         if self.smear_gate is not None:
             hidden_states = self._smear(hidden_states, cache, document_starts)
         embedding, middle = hidden_states, self.config.num_hidden_layers // 2
-        layer_types = self.config.layer_types or ["full_attention"] * len(self.layers)
         for i, layer in enumerate(self.layers):
             if self.resid_lambdas is not None:
                 hidden_states = self.resid_lambdas[i] * hidden_states + self.x0_lambdas[i] * embedding
