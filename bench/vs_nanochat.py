@@ -144,7 +144,7 @@ def main():
     set_seed(0)
     ours = HansardGPTForCausalLM(recipe.model_config())
     config = ours.config
-    args.resolve(ours.num_parameters())
+    args.resolve(ours.config)
     device = args.device
     compute_init(device.type)  # base_train's: seed, and TF32 matmuls on CUDA (for both sides)
     rows = known.steps * args.per_device_train_batch_size * args.gradient_accumulation_steps

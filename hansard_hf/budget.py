@@ -9,7 +9,7 @@ TOKENS_PER_PARAMETER = 20.0  # nanochat's Chinchilla ratio: training tokens per 
 EVAL_TOKENS = 20 * 524288  # validation tokens per evaluation (nanochat's eval_tokens)
 # The settings step_plan reads (HansardTrainingArguments fields, so recipe keys too).
 STEP_SETTINGS = ("total_batch_size", "device_batch_size", "max_seq_len", "max_steps", "target_param_data_ratio",
-                 "strict_batch_size")
+                 "strict_batch_size", "parameter_count")
 
 # Dense bf16 peak FLOP/s by GPU name (nanochat's table); the first name found in the device name wins.
 PEAK_FLOPS = {
@@ -84,23 +84,31 @@ def chinchilla_steps(target_param_data_ratio: float, num_parameters: int, total_
 
 @dataclass(frozen=True)
 class StepPlan:
-    """The rows per device per micro-step, the micro-steps per optimizer step, and the optimizer steps."""
+    """The rows per device per micro-step, the micro-steps per optimizer step, the optimizer steps, and the
+    parameters the step count was derived from (`counted_parameters`)."""
 
     device_batch_size: int
     accumulation: int
     steps: int
+    counted_parameters: int
 
 
 def step_plan(total_batch_size: int, device_batch_size: int, max_seq_len: int, max_steps: int,
-              target_param_data_ratio: float, strict_batch_size: bool, num_parameters: int, world_size: int) -> StepPlan:
-    """The micro-batch, accumulation and steps of a run: `batch_plan` for this world size, and `max_steps` when it
-    is > 0, else `chinchilla_steps`. `hansard-hf plan` and the Trainer both ask this function."""
+              target_param_data_ratio: float, strict_batch_size: bool, parameter_count: str, config,
+              world_size: int) -> StepPlan:
+    """The micro-batch, accumulation and steps of a run of the model `config`: `batch_plan` for this world size, and
+    `max_steps` when it is > 0, else `chinchilla_steps` of the parameters `parameter_count` counts. `hansard-hf
+    plan` and the Trainer both ask this function."""
+    if not callable(getattr(config, "scaling_parameters", None)):
+        raise TypeError(f"step_plan needs the model's HansardGPTConfig (it counts the parameters by "
+                        f"parameter_count={parameter_count!r}), not {type(config).__name__}: pass model.config.")
+    counted = counted_parameters(config, parameter_count)
     micro, accumulation = batch_plan(total_batch_size, device_batch_size, max_seq_len, world_size, strict_batch_size)
     steps = max_steps if max_steps and max_steps > 0 else \
-        chinchilla_steps(target_param_data_ratio, num_parameters, total_batch_size)
+        chinchilla_steps(target_param_data_ratio, counted, total_batch_size)
     if steps < 1:
         raise ValueError(
-            f"target_param_data_ratio={target_param_data_ratio} x {num_parameters} parameters is less than one step of "
+            f"target_param_data_ratio={target_param_data_ratio} x {counted} parameters is less than one step of "
             f"total_batch_size={total_batch_size} tokens: set max_steps or a smaller batch."
         )
-    return StepPlan(micro, accumulation, steps)
+    return StepPlan(micro, accumulation, steps, counted)

@@ -407,15 +407,22 @@ class HansardGPTModel(HansardGPTPreTrainedModel):
 
     def _smear(self, embedding, cache, document_starts):
         """x[t] += smear_lambda * sigmoid(smear_gate(x[t, :24])) * x[t-1]: the previous token's normed embedding
-        (kept on the KV cache between calls; none before a document's first token)."""
-        previous = getattr(cache, "smear_previous", None) if cache is not None else None
-        if previous is None or previous.shape[0] != embedding.shape[0]:
-            previous = torch.zeros_like(embedding[:, :1])
-        shifted = torch.cat([previous.to(embedding.dtype), embedding[:, :-1]], dim=1)
+        (none before a document's first token). A cache keeps every embedding it has seen, read at the cache's
+        length, so cropping (assisted decoding) and beam reordering (`_reorder_cache`) keep the previous one right."""
+        previous = torch.zeros_like(embedding[:, :1])
+        if cache is not None:
+            past, seen = cache.get_seq_length(), getattr(cache, "smear_embeddings", None)
+            if past and (seen is None or seen.shape[0] != embedding.shape[0] or seen.shape[1] < past):
+                raise ValueError(
+                    f"The cache holds {past} tokens but not the smear's embeddings of them for this batch of "
+                    f"{embedding.shape[0]}: pass a cache this model filled for these rows, or none."
+                )
+            if past:
+                previous = seen[:, past - 1: past].to(embedding.dtype)
+            cache.smear_embeddings = torch.cat([seen[:, :past], embedding.detach()], 1) if past else embedding.detach()
+        shifted = torch.cat([previous, embedding[:, :-1]], dim=1)
         if document_starts is not None:
             shifted = shifted * ~document_starts[..., None]
-        if cache is not None:
-            cache.smear_previous = embedding[:, -1:].detach()
         gate = self.smear_lambda * torch.sigmoid(self.smear_gate(embedding[..., :SMEAR_CHANNELS]))
         return embedding + gate * shifted
 
@@ -551,6 +558,14 @@ class HansardGPTForCausalLM(HansardGPTPreTrainedModel, GenerationMixin):
         if has_targets and loss is None:
             loss = self.loss_function(logits, labels, self.vocab_size, **kwargs)
         return CausalLMOutputWithPast(loss=loss, logits=logits, **{CACHE_FIELD: getattr(outputs, CACHE_FIELD)})
+
+    def _reorder_cache(self, cache: Cache, beam_idx: torch.LongTensor) -> Cache:
+        """Beam search: reorder the cache's rows, and the smear's embeddings with them (`generate` calls this)."""
+        cache.reorder_cache(beam_idx)
+        seen = getattr(cache, "smear_embeddings", None)
+        if seen is not None:
+            cache.smear_embeddings = seen.index_select(0, beam_idx.to(seen.device))
+        return cache
 
 
 HansardGPTModel.register_for_auto_class("AutoModel")

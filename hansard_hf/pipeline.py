@@ -7,7 +7,6 @@ from pathlib import Path
 from accelerate import PartialState
 from transformers import set_seed
 
-from .budget import counted_parameters
 from .checkpoints import OutputDirLock
 from .data import TokenRows, prepare
 from .distributed import on_main_process
@@ -67,7 +66,7 @@ def run_recipe(path, overrides=None) -> HansardTrainer | None:
     ids = dict(bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
                pad_token_id=tokenizer.pad_token_id)
     config = recipe.model_config(vocab_size=len(tokenizer), **ids)
-    args.resolve(counted_parameters(config, args.parameter_count))
+    args.resolve(config)
     say(describe_layout(args))
     out = Path(args.output_dir)
     done = finished_steps(out)

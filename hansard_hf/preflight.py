@@ -13,7 +13,7 @@ import torch
 from .data import is_hub_dataset
 from .distributed import on_main_process
 from .parallelism import check_launch
-from .budget import STEP_SETTINGS, counted_parameters, step_plan
+from .budget import STEP_SETTINGS, step_plan
 from .recipe import Recipe, plan
 
 CPU_EFFICIENCY = 0.5  # training FLOP/s over fp32 matmul FLOP/s on a CPU (tiny recipe, 2-core EPYC: 0.44)
@@ -41,8 +41,7 @@ def check_batch(recipe: Recipe) -> None:
 
     s = recipe.settings
     try:
-        step_plan(**{k: s[k] for k in STEP_SETTINGS}, num_parameters=counted_parameters(recipe.model_config(), s["parameter_count"]),
-                  world_size=PartialState().num_processes)
+        step_plan(**{k: s[k] for k in STEP_SETTINGS}, config=recipe.model_config(), world_size=PartialState().num_processes)
     except ValueError as error:
         raise ValueError(f"{recipe.path}: {error}") from None
 

@@ -17,7 +17,7 @@ from types import MappingProxyType
 from typing import Any, Mapping
 
 from . import locations
-from .budget import PEAK_FLOPS, STEP_SETTINGS, counted_parameters, step_plan
+from .budget import PEAK_FLOPS, STEP_SETTINGS, step_plan
 from .configuration_hansard_gpt import NANOCHAT_2026, HansardGPTConfig
 from .data import Corpus
 from .locations import TOKENIZER_SETTINGS
@@ -203,9 +203,7 @@ def plan(recipe: Recipe, gpus: int = 8, gpu: str = "H100", mfu: float = 0.45, gp
         raise ValueError(f"--gpu {gpu!r}: unknown; use one of {list(PEAK_FLOPS)}.")
     config, s = recipe.model_config(), recipe.settings
     seq, total, params = s["max_seq_len"], s["total_batch_size"], config.num_parameters()
-    counted = counted_parameters(config, s["parameter_count"])
-    steps = step_plan(**{**{k: s[k] for k in STEP_SETTINGS}, "strict_batch_size": False}, num_parameters=counted,
-                      world_size=gpus)
+    steps = step_plan(**{**{k: s[k] for k in STEP_SETTINGS}, "strict_batch_size": False}, config=config, world_size=gpus)
     tokens = steps.steps * total
     flops = config.flops_per_token(seq) * tokens
     micro = steps.device_batch_size
@@ -217,7 +215,7 @@ def plan(recipe: Recipe, gpus: int = 8, gpu: str = "H100", mfu: float = 0.45, gp
                               memory_gb=training_bytes(config, micro, seq, used, shards) / 1e9)
     fitting = [layout for layout, m in memory.items() if m["every_n_layers"] is not None]
     return dict(depth=config.depth, width=config.hidden_size, heads=config.num_attention_heads, params=params,
-                counted=counted, parameter_count=s["parameter_count"], features=config.features_2026(), tokens=tokens, steps=steps.steps, device_batch_size=micro,
+                counted=steps.counted_parameters, parameter_count=s["parameter_count"], features=config.features_2026(), tokens=tokens, steps=steps.steps, device_batch_size=micro,
                 requested_device_batch_size=s["device_batch_size"], accumulation=steps.accumulation,
                 flops_per_token=config.flops_per_token(seq), total_flops=flops, memory=memory,
                 layout=fitting[0] if fitting else None, gpu_memory_gb=gpu_memory_gb, gpus=gpus, gpu=gpu, mfu=mfu,

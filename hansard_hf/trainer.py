@@ -20,7 +20,7 @@ from torch.utils.data import SequentialSampler
 from transformers import Trainer, TrainerCallback, TrainingArguments
 from transformers.trainer_utils import IntervalStrategy
 
-from .budget import EVAL_TOKENS, STEP_SETTINGS, TOKENS_PER_PARAMETER, counted_parameters, peak_flops, step_plan
+from .budget import EVAL_TOKENS, STEP_SETTINGS, TOKENS_PER_PARAMETER, peak_flops, step_plan
 from .checkpoints import OutputDirLock, last_complete_checkpoint, mark_complete, problems, read_marker, rotate, unmark
 from .distributed import on_main_process
 from .evaluation import SAMPLES_FILE, evaluate_bpb, evaluate_tasks, sample
@@ -101,11 +101,11 @@ class HansardTrainingArguments(TrainingArguments):
         self.device_batch_size = self.per_device_train_batch_size = self.per_device_eval_batch_size = rows
         self.gradient_accumulation_steps = accumulation
 
-    def resolve(self, num_parameters: int) -> None:
-        """Set the micro-batch, the accumulation and (unless given) max_steps for this world size (`step_plan`,
-        as `hansard-hf plan` does). Calling it again changes nothing."""
+    def resolve(self, config) -> None:
+        """Set the micro-batch, the accumulation and (unless given) max_steps for this world size and the model
+        `config` (`step_plan`, as `hansard-hf plan` does). Calling it again changes nothing."""
         asked = self.device_batch_size
-        plan = step_plan(**{name: getattr(self, name) for name in STEP_SETTINGS}, num_parameters=num_parameters,
+        plan = step_plan(**{name: getattr(self, name) for name in STEP_SETTINGS}, config=config,
                          world_size=self.world_size)
         if plan.device_batch_size != asked:
             logger.warning(
@@ -200,7 +200,7 @@ class HansardTrainer(Trainer):
                 f"The training data was tokenized with a {data_vocab}-token vocabulary but the model has "
                 f"vocab_size={model.config.vocab_size}: build the model with vocab_size >= {data_vocab}."
             )
-        args.resolve(counted_parameters(model.config, args.parameter_count))
+        args.resolve(model.config)
         automatic = args.auto_micro_batch or (args.auto_activation_checkpointing and args.device.type == "cuda")
         if automatic and not getattr(args, "fitted_to_memory", False):
             logger.warning("auto_micro_batch and auto_activation_checkpointing are applied by hansard_hf.fitting."

@@ -58,7 +58,7 @@ def test_peak_memory_of_a_training_step_at_the_recipe_micro_batch_fits_80gb(dept
     args = recipe.training_arguments()
     with torch.device("cuda"):
         model = HansardGPTForCausalLM(recipe.model_config())
-    args.resolve(model.num_parameters())
+    args.resolve(model.config)
     micro, seq = args.per_device_train_batch_size, args.max_seq_len
     assert micro == plan(recipe, gpus=1)["device_batch_size"]
     every = checkpoint_to_fit(model, args, torch.cuda.get_device_properties(0).total_memory)

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from hansard_hf import HansardGPTConfig
 from hansard_hf.memory import state_bytes, training_bytes
 from hansard_hf.parallelism import describe_layout
 from hansard_hf.recipe import Recipe, describe_plan, plan
@@ -27,7 +28,7 @@ def corpus(tmp_path_factory):
 def test_the_layout_line_names_what_is_in_force(tmp_path):
     args = HansardTrainingArguments(output_dir=str(tmp_path), use_cpu=True, max_seq_len=16, device_batch_size=2,
                                     total_batch_size=64, max_steps=1, report_to="none")
-    args.resolve(1000)
+    args.resolve(HansardGPTConfig(depth=1, vocab_size=64))
     assert describe_layout(args) == ("layout     single process, world size 1: 2 rows x 2 accumulation per process, "
                                      "64 tokens per step")
 

@@ -119,7 +119,7 @@ def test_trainer_checkpoints_to_fit_and_trains_identically(tmp_path):
                                         device_batch_size=2, total_batch_size=2 * 16, max_steps=3, eval_every=0,
                                         save_every=0, logging_steps=1, report_to="none", use_cpu=True,
                                         disable_tqdm=True)
-        args.resolve(model.num_parameters())
+        args.resolve(model.config)
         if checkpointing:
             assert checkpoint_to_fit(model, args, training_bytes(config, 2, 16, 1) / MEMORY_FRACTION) == 1
             assert args.activation_checkpointing and args.activation_checkpointing_kwargs == {"every_n_layers": 1}

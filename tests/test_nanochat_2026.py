@@ -188,6 +188,37 @@ def test_cache_decoding_equals_full_forward_past_the_window(model_2026):
     assert torch.equal(greedy, generated[:, 5:])
 
 
+def test_beam_search_and_prompt_lookup_keep_the_smear_right(model_2026):
+    """Beam search reorders the cache and prompt lookup crops it: both must carry the smear's previous embedding
+    along, so each scores every step as the same search recomputing everything without a cache does."""
+    with torch.no_grad():
+        model_2026.model.smear_lambda.fill_(1.0)  # a strong smear: a stale previous embedding moves the scores
+    ids = torch.randint(0, 97, (2, 6), generator=torch.Generator().manual_seed(5))
+    beams = dict(max_new_tokens=12, min_new_tokens=12, num_beams=3, do_sample=False, return_dict_in_generate=True,
+                 output_scores=True)
+    cached, recomputed = (model_2026.generate(ids, use_cache=use, **beams) for use in (True, False))
+    assert torch.equal(cached.sequences, recomputed.sequences)
+    assert (cached.sequences_scores - recomputed.sequences_scores).abs().max().item() < 1e-5
+    repetitive = torch.tensor([[5, 6, 7, 8, 5, 6, 7, 8, 5, 6]])  # prompt lookup proposes candidates, crops rejects
+    greedy = dict(max_new_tokens=16, min_new_tokens=16, do_sample=False, return_dict_in_generate=True,
+                  output_logits=True)
+    looked_up = model_2026.generate(repetitive, prompt_lookup_num_tokens=3, **greedy)
+    recomputed = model_2026.generate(repetitive, use_cache=False, **greedy)
+    assert torch.equal(looked_up.sequences, recomputed.sequences)
+    assert (torch.stack(looked_up.logits) - torch.stack(recomputed.logits)).abs().max().item() < 1e-4
+
+
+def test_a_cache_without_the_smears_embeddings_is_refused(model_2026):
+    ids = torch.randint(0, 97, (2, 8))
+    with torch.no_grad():
+        cache = getattr(model_2026(ids, use_cache=True), CACHE_FIELD)
+        with pytest.raises(ValueError, match="holds 8 tokens but not the smear's embeddings of them for this batch of 1"):
+            model_2026(ids[:1, :1], use_cache=True, **{CACHE_FIELD: cache})  # another batch's cache
+        del cache.smear_embeddings
+        with pytest.raises(ValueError, match="pass a cache this model filled"):
+            model_2026(ids[:, :1], use_cache=True, **{CACHE_FIELD: cache})
+
+
 def test_packed_documents_equal_separate_ones(model_2026):
     a, b = torch.randint(0, 97, (1, 20)), torch.randint(0, 97, (1, 25))
     positions = torch.cat([torch.arange(20), torch.arange(25)])[None]

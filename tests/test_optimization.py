@@ -192,7 +192,7 @@ def test_batch_plan_errors_name_the_fields():
 @pytest.mark.parametrize("depth, steps", [(16, 4480), (24, 10320), (36, 27630), (48, 59520)])
 def test_max_steps_from_the_chinchilla_ratio(depth, steps, tmp_path):
     args = HansardTrainingArguments(output_dir=str(tmp_path), use_cpu=True, device_batch_size=32)
-    args.resolve(HansardGPTConfig(depth=depth).num_parameters())
+    args.resolve(HansardGPTConfig(depth=depth))
     assert args.max_steps == steps
     assert (args.per_device_train_batch_size, args.gradient_accumulation_steps) == (32, 8)
 

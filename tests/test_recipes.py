@@ -128,7 +128,7 @@ def test_the_plan_and_the_trainer_take_the_same_steps_and_batch(tmp_path, monkey
     p = plan(recipe, gpus=world_size)
     args = recipe.training_arguments(use_cpu=True)
     monkeypatch.setattr(HansardTrainingArguments, "world_size", property(lambda self: world_size))  # as launched
-    args.resolve(recipe.model_config().num_parameters())
+    args.resolve(recipe.model_config())
     assert (args.per_device_train_batch_size, args.gradient_accumulation_steps, args.max_steps) == (
         p["device_batch_size"], p["accumulation"], p["steps"])
     assert args.per_device_train_batch_size * args.gradient_accumulation_steps * world_size * args.max_seq_len == \

@@ -123,6 +123,12 @@ def test_max_steps_defaults_to_the_chinchilla_ratio(tmp_path):
     args = arguments(tmp_path, max_steps=-1, target_param_data_ratio=0.01, total_batch_size=2 * SEQ)
     HansardTrainer(model=model, args=args, train_dataset=PackedRows(8, SEQ, 97))
     assert args.max_steps == int(0.01 * model.num_parameters() // (2 * SEQ))
+    scaling = arguments(tmp_path, max_steps=-1, target_param_data_ratio=0.01, total_batch_size=2 * SEQ,
+                        parameter_count="scaling")  # nanochat 2026: block matrices + lm_head
+    scaling.resolve(model.config)
+    assert scaling.max_steps == int(0.01 * model.config.scaling_parameters() // (2 * SEQ)) < args.max_steps
+    with pytest.raises(TypeError, match="needs the model's HansardGPTConfig .* not int: pass model.config"):
+        scaling.resolve(model.num_parameters())
 
 
 def test_peak_flops_by_gpu_name():
@@ -146,7 +152,7 @@ def test_auto_micro_batch_halves_on_out_of_memory(tmp_path, caplog):
     model.forward = limited.__get__(model)
     args = arguments(tmp_path, device_batch_size=8, total_batch_size=16 * SEQ, max_steps=2, auto_micro_batch=True)
     rows = PackedRows(64, SEQ, 97)
-    args.resolve(model.num_parameters())
+    args.resolve(model.config)
     with caplog.at_level("WARNING"):
         fit_to_memory(model, args, rows)  # where the run is set up, before the Trainer
         trainer = HansardTrainer(model=model, args=args, train_dataset=rows)
@@ -169,7 +175,7 @@ def test_auto_micro_batch_keeps_the_tokens_per_step_with_odd_batches(tmp_path):
 
     model.forward = limited.__get__(model)
     args = arguments(tmp_path, device_batch_size=3, total_batch_size=12 * SEQ, max_steps=1, auto_micro_batch=True)
-    args.resolve(model.num_parameters())
+    args.resolve(model.config)
     fit_to_memory(model, args, PackedRows(64, SEQ, 97))
     HansardTrainer(model=model, args=args, train_dataset=PackedRows(64, SEQ, 97))  # resolving again keeps the fit
     assert (args.per_device_train_batch_size, args.gradient_accumulation_steps) == (1, 12)  # 3 -> 2 -> 1, 12 rows
