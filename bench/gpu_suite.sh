@@ -8,6 +8,8 @@
 #   bash bench/gpu_suite.sh d36       # the same, Trainer only (automatic activation checkpointing)
 #   bash bench/gpu_suite.sh nanochat  # d24 vs nanochat's base_train loop (needs .nanochat, see bench/vs_nanochat.py)
 #   bash bench/gpu_suite.sh d16 | d48
+#   bash bench/gpu_suite.sh issue15   # one call, <= 8 minutes: d24 and d48 under DDP and FSDP2 (accelerate, 1 process;
+#                                     # one micro-step per optimizer step), then tests/test_gpu.py
 set -uo pipefail
 cd "$(dirname "$0")/.."
 out=${OUT:-bench/gpu_logs}
@@ -31,5 +33,14 @@ case "${1:-}" in
     nanochat)
         run vs_nanochat_d24 python3 bench/vs_nanochat.py --nanochat .nanochat recipes/d24.json --steps 10 --warmup 3 \
             --device_batch_size=32 ;;
-    *) echo "usage: bash bench/gpu_suite.sh tests|d16|d24|d36|d48|nanochat" >&2; exit 2 ;;
+    issue15)
+        for depth in 24 48; do
+            micro=$(python3 -c "import json; print(json.load(open('recipes/d$depth.json'))['device_batch_size'])")
+            one="--total_batch_size=$((micro * 2048))"  # tokens/s do not depend on the accumulation
+            run "ddp_d$depth" timeout 90 python3 bench/throughput.py "recipes/d$depth.json" --steps 6 --warmup 2 "$one"
+            run "fsdp2_d$depth" timeout 100 python3 -m accelerate.commands.launch --config_file accelerate_fsdp2.yaml --num_processes 1 \
+                bench/throughput.py "recipes/d$depth.json" --steps 6 --warmup 2 "$one"
+        done
+        run tests timeout 80 python3 -m pytest -q -s -p no:cacheprovider tests/test_gpu.py ;;
+    *) echo "usage: bash bench/gpu_suite.sh tests|d16|d24|d36|d48|nanochat|issue15" >&2; exit 2 ;;
 esac

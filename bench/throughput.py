@@ -2,6 +2,7 @@
 
     python bench/throughput.py recipes/d24.json --steps 30 [--key=value ...]       # on a GPU (bf16 from the recipe)
     python bench/throughput.py recipes/tiny.json --steps 12 --use_cpu=true         # the same code path on a CPU
+    accelerate launch --config_file accelerate_fsdp2.yaml --num_processes 1 bench/throughput.py recipes/d24.json  # FSDP2
 
 Synthetic token rows of the recipe's max_seq_len (throughput does not depend on the text). The first `--warmup`
 steps (compilation, allocator warm-up) are dropped; the median of the rest is reported. MFU uses nanochat's FLOPs
@@ -24,6 +25,8 @@ from transformers import TrainerCallback, set_seed
 from hansard_hf import HansardGPTForCausalLM, HansardTrainer
 from hansard_hf.recipe import Recipe
 from hansard_hf.budget import peak_flops
+from hansard_hf.fitting import fit_to_memory
+from hansard_hf.parallelism import check_launch, describe_layout
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from trainer_helpers import plain_loop  # noqa: E402
@@ -78,6 +81,7 @@ def main():
     parser.add_argument("--reference", choices=["none", "loop"], default="none")
     known, overrides = parser.parse_known_args()
     recipe = bench_recipe(known.recipe, known.steps, overrides)
+    check_launch()  # an FSDP2 launch that would run as DDP stops here, as hansard-hf train does
     args = recipe.training_arguments()
     set_seed(0)
     model = HansardGPTForCausalLM(recipe.model_config())
@@ -85,6 +89,7 @@ def main():
     args.resolve(model.config)
     rows = known.steps * args.per_device_train_batch_size * args.gradient_accumulation_steps * args.world_size
     data = RandomRows(rows, args.max_seq_len, config.vocab_size)
+    fit_to_memory(model, args, data)  # as hansard-hf train: the activation checkpointing that fits (DDP or FSDP2)
     device = args.device
     gpus = args.world_size
     peak = peak_flops(torch.cuda.get_device_name(device)) if device.type == "cuda" else None
@@ -93,6 +98,7 @@ def main():
           f"{args.max_seq_len} x {args.gradient_accumulation_steps} accumulation x {gpus} GPU(s) = "
           f"{args.total_batch_size:,} tokens/step, device {device}"
           + (f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else ""))
+    print(describe_layout(args))
 
     clock = Clock()
     if device.type == "cuda":
