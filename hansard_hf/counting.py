@@ -1,4 +1,5 @@
-"""How big is the corpus, and which recipe does it support at 20 tokens per parameter?"""
+"""How big is the corpus, and which recipe does it support: at 20 tokens per parameter (the 2025 recipes), and as
+nanochat 2026's recipes plan their tokens?"""
 
 from .configuration_hansard_gpt import HansardGPTConfig
 from .budget import TOKENS_PER_PARAMETER
@@ -29,6 +30,19 @@ def recipe_table(train_tokens: int, ratio: float = TOKENS_PER_PARAMETER, vocab_s
         needed = ratio * params
         rows.append(dict(depth=depth, params=params, tokens_needed=int(needed),
                          epochs=needed / train_tokens if train_tokens else float("inf")))
+    return rows
+
+
+def recipe_table_2026(train_tokens: int) -> list[dict]:
+    """For each of nanochat 2026's recipes (`d16-2026` ...): parameters, those its budget counts, the tokens it trains
+    on (its own plan: steps x batch, at 12 tokens per scaling parameter) and epochs of this corpus."""
+    from .recipe import Recipe, plan
+
+    rows = []
+    for depth in RECIPE_DEPTHS:
+        p = plan(Recipe.load(f"d{depth}-2026"))
+        rows.append(dict(recipe=f"d{depth}-2026", params=p["params"], counted=p["counted"], tokens_needed=p["tokens"],
+                         epochs=p["tokens"] / train_tokens if train_tokens else float("inf")))
     return rows
 
 
@@ -64,4 +78,9 @@ def report(data_dir, split: str | None = None, ratio: float = TOKENS_PER_PARAMET
     lines += ["", f"{'recipe':<8}{'params':>16}{'tokens @' + format(ratio, 'g') + '/param':>20}{'epochs of train':>17}"]
     for row in recipe_table(train_tokens, ratio, vocab_size):
         lines.append(f"d{row['depth']:<7}{row['params']:>16,}{row['tokens_needed']:>20,}{row['epochs']:>17.2f}")
+    lines += ["", f"{'recipe':<10}{'params':>16}{'counted':>15}{'tokens (its plan)':>20}{'epochs of train':>17}"]
+    for row in recipe_table_2026(train_tokens):
+        lines.append(f"{row['recipe']:<10}{row['params']:>16,}{row['counted']:>15,}{row['tokens_needed']:>20,}"
+                     f"{row['epochs']:>17.2f}")
+    lines.append("(nanochat 2026's recipes: 12 tokens per counted parameter, block matrices + lm_head)")
     return "\n".join(lines + ["", advice(train_tokens, ratio, vocab_size)])

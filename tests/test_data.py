@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 from collections import Counter
 from pathlib import Path
 
@@ -11,7 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from hansard_hf.counting import advice, recipe_table, report, seed_choice
+from hansard_hf.counting import advice, recipe_table, recipe_table_2026, report, seed_choice
 from hansard_hf.data import Corpus, TokenRows, prepare, read_index, split_of, token_dtype
 from hansard_hf.tokenization import save_tokenizer, train_tokenizer
 from corpus_helpers import corpus_with_tokenizer, documents, write_jsonl
@@ -200,6 +201,10 @@ def test_recipe_table_and_seed_guidance():
     text = advice(4_500_000_000)
     assert "d24" in text and "1.20 epochs" in text and "one pass: d16" in text
     assert "No recipe fits in one pass" in advice(1_000_000)
+    rows = {row["recipe"]: row for row in recipe_table_2026(3_000_000_000)}
+    assert rows["d24-2026"]["counted"] == 780_142_272 and rows["d24-2026"]["params"] == 2_088_765_194
+    assert rows["d24-2026"]["tokens_needed"] == 8_928 * 2**20  # nanochat's own d24 plan: 8,928 steps of 2^20 tokens
+    assert rows["d16-2026"]["epochs"] == pytest.approx(6_144 * 2**19 / 3e9)
 
 
 @pytest.mark.slow
@@ -214,6 +219,7 @@ def test_real_hansard_end_to_end(tmp_path):
     assert len(rows) == splits["validation"]["tokens"] // 257
     text = report(tmp_path / "data")
     assert "train" in text and "d16" in text and "No recipe fits in one pass" in text
+    assert re.search(r"d24-2026 +2,088,765,194 +780,142,272 +9,361,686,528 +[0-9]+\.[0-9]{2}\n", text)
 
 
 def test_a_missing_local_file_is_not_taken_for_a_hub_id(tmp_path):
