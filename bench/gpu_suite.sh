@@ -38,8 +38,8 @@ case "${1:-}" in
             micro=$(python3 -c "import json; print(json.load(open('recipes/d$depth.json'))['device_batch_size'])")
             one="--total_batch_size=$((micro * 2048))"  # tokens/s do not depend on the accumulation
             run "ddp_d$depth" timeout 90 python3 bench/throughput.py "recipes/d$depth.json" --steps 6 --warmup 2 "$one"
-            run "fsdp2_d$depth" timeout 100 python3 -m accelerate.commands.launch --config_file accelerate_fsdp2.yaml --num_processes 1 \
-                bench/throughput.py "recipes/d$depth.json" --steps 6 --warmup 2 "$one"
+            run "fsdp2_d$depth" timeout 100 python3 -m accelerate.commands.launch --config_file accelerate_fsdp2.yaml \
+                --num_processes 1 bench/throughput.py "recipes/d$depth.json" --steps 6 --warmup 2 "$one"
         done
         run tests timeout 80 python3 -m pytest -q -s -p no:cacheprovider tests/test_gpu.py ;;
     *) echo "usage: bash bench/gpu_suite.sh tests|d16|d24|d36|d48|nanochat|issue15" >&2; exit 2 ;;

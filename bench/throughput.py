@@ -86,7 +86,7 @@ def main():
     set_seed(0)
     model = HansardGPTForCausalLM(recipe.model_config())
     config = model.config
-    args.resolve(model.config)
+    args.resolve(config)
     rows = known.steps * args.per_device_train_batch_size * args.gradient_accumulation_steps * args.world_size
     data = RandomRows(rows, args.max_seq_len, config.vocab_size)
     fit_to_memory(model, args, data)  # as hansard-hf train: the activation checkpointing that fits (DDP or FSDP2)

@@ -411,15 +411,16 @@ class HansardGPTModel(HansardGPTPreTrainedModel):
         length, so cropping (assisted decoding) and beam reordering (`_reorder_cache`) keep the previous one right."""
         previous = torch.zeros_like(embedding[:, :1])
         if cache is not None:
-            past, seen = cache.get_seq_length(), getattr(cache, "smear_embeddings", None)
-            if past and (seen is None or seen.shape[0] != embedding.shape[0] or seen.shape[1] < past):
-                raise ValueError(
-                    f"The cache holds {past} tokens but not the smear's embeddings of them for this batch of "
-                    f"{embedding.shape[0]}: pass a cache this model filled for these rows, or none."
-                )
+            past, seen = cache.get_seq_length(), embedding.detach()
             if past:
-                previous = seen[:, past - 1: past].to(embedding.dtype)
-            cache.smear_embeddings = torch.cat([seen[:, :past], embedding.detach()], 1) if past else embedding.detach()
+                kept = getattr(cache, "smear_embeddings", None)
+                if kept is None or kept.shape[0] != embedding.shape[0] or kept.shape[1] < past:
+                    raise ValueError(
+                        f"The cache holds {past} tokens but not the smear's embeddings of them for this batch of "
+                        f"{embedding.shape[0]}: pass a cache this model filled for these rows, or none."
+                    )
+                previous, seen = kept[:, past - 1: past].to(embedding.dtype), torch.cat([kept[:, :past], seen], 1)
+            cache.smear_embeddings = seen
         shifted = torch.cat([previous, embedding[:, :-1]], dim=1)
         if document_starts is not None:
             shifted = shifted * ~document_starts[..., None]

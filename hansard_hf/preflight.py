@@ -41,7 +41,8 @@ def check_batch(recipe: Recipe) -> None:
 
     s = recipe.settings
     try:
-        step_plan(**{k: s[k] for k in STEP_SETTINGS}, config=recipe.model_config(), world_size=PartialState().num_processes)
+        step_plan(**{k: s[k] for k in STEP_SETTINGS}, config=recipe.model_config(),
+                  world_size=PartialState().num_processes)
     except ValueError as error:
         raise ValueError(f"{recipe.path}: {error}") from None
 

@@ -215,7 +215,8 @@ def plan(recipe: Recipe, gpus: int = 8, gpu: str = "H100", mfu: float = 0.45, gp
                               memory_gb=training_bytes(config, micro, seq, used, shards) / 1e9)
     fitting = [layout for layout, m in memory.items() if m["every_n_layers"] is not None]
     return dict(depth=config.depth, width=config.hidden_size, heads=config.num_attention_heads, params=params,
-                counted=steps.counted_parameters, parameter_count=s["parameter_count"], features=config.features_2026(), tokens=tokens, steps=steps.steps, device_batch_size=micro,
+                counted=steps.counted_parameters, parameter_count=s["parameter_count"], features=config.features_2026(),
+                tokens=tokens, steps=steps.steps, device_batch_size=micro,
                 requested_device_batch_size=s["device_batch_size"], accumulation=steps.accumulation,
                 flops_per_token=config.flops_per_token(seq), total_flops=flops, memory=memory,
                 layout=fitting[0] if fitting else None, gpu_memory_gb=gpu_memory_gb, gpus=gpus, gpu=gpu, mfu=mfu,
