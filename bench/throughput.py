@@ -81,8 +81,8 @@ def main():
     parser.add_argument("--reference", choices=["none", "loop"], default="none")
     known, overrides = parser.parse_known_args()
     recipe = bench_recipe(known.recipe, known.steps, overrides)
-    check_launch()  # an FSDP2 launch that would run as DDP stops here, as hansard-hf train does
     args = recipe.training_arguments()
+    check_launch()  # an FSDP2 launch that would run as DDP stops here, as hansard-hf train does
     set_seed(0)
     model = HansardGPTForCausalLM(recipe.model_config())
     config = model.config

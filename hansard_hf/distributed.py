@@ -1,5 +1,6 @@
 """One process decides, every process follows: for work that must happen once (the Hub, messages to the user)."""
 
+import contextlib
 import sys
 
 from accelerate import PartialState
@@ -36,6 +37,27 @@ def is_distributed() -> bool:
     import torch.distributed as dist
 
     return dist.is_available() and dist.is_initialized()
+
+
+def sharded(model) -> bool:
+    """Whether FSDP2 shards `model`: then each forward gathers weights from every rank, so every rank must run it."""
+    from torch.distributed.fsdp import FSDPModule
+
+    return isinstance(model, FSDPModule)
+
+
+@contextlib.contextmanager
+def gathered(*modules):
+    """Within it, the weights of those `modules` that FSDP2 shards are whole on every rank: for code that reads them
+    outside the module's own forward, which is where FSDP2 gathers them itself."""
+    units = [module for module in modules if sharded(module)]
+    for unit in units:
+        unit.unshard()
+    try:
+        yield
+    finally:
+        for unit in units:
+            unit.reshard()
 
 
 def rank_and_world() -> tuple[int, int]:

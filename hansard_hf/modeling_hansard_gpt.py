@@ -323,14 +323,24 @@ class HansardGPTPreTrainedModel(PreTrainedModel):
 
     def save_pretrained(self, save_directory, *args, **kwargs):
         """Save as usual, with an `auto_map` for AutoConfig, AutoModel and AutoModelForCausalLM so the folder
-        loads with `trust_remote_code=True` through either Auto class."""
-        module = type(self).__module__.rsplit(".", 1)[-1]
-        self.config.auto_map = {
-            **(getattr(self.config, "auto_map", None) or {}),
-            "AutoModel": f"{module}.HansardGPTModel",
-            "AutoModelForCausalLM": f"{module}.HansardGPTForCausalLM",
-        }
-        return super().save_pretrained(save_directory, *args, **kwargs)
+        loads with `trust_remote_code=True` through either Auto class. A model FSDP2 shards saves as its own class:
+        `fully_shard` gives it a class made at run time (`FSDP<name>`, in torch's files), whose files save_pretrained
+        would otherwise copy in place of this one."""
+        from torch.distributed.fsdp import FSDPModule
+
+        sharded_class = type(self)
+        if isinstance(self, FSDPModule):
+            self.__class__ = next(base for base in sharded_class.__bases__ if base is not FSDPModule)
+        try:
+            module = type(self).__module__.rsplit(".", 1)[-1]
+            self.config.auto_map = {
+                **(getattr(self.config, "auto_map", None) or {}),
+                "AutoModel": f"{module}.HansardGPTModel",
+                "AutoModelForCausalLM": f"{module}.HansardGPTForCausalLM",
+            }
+            return super().save_pretrained(save_directory, *args, **kwargs)
+        finally:
+            self.__class__ = sharded_class
 
     def floating_point_ops(self, input_dict, exclude_embeddings: bool = True) -> int:
         """Training FLOPs of one batch by nanochat's estimate (the Trainer's `total_flos`)."""
@@ -512,6 +522,18 @@ def chunked_softcap_cross_entropy(
     return total / num_items_in_batch
 
 
+class HansardGPTLMHead(nn.Linear):
+    """The unembedding. `lm_head(hidden)` gives logits; with `chunk_size > 0`, `lm_head(hidden, labels, softcap,
+    chunk_size, **loss_kwargs)` gives `chunked_softcap_cross_entropy` instead. The loss is computed inside this
+    module's call so that hooks on lm_head see its weight used: FSDP2 as accelerate (>= 1.14) applies it makes lm_head
+    a unit of its own, whose weight is gathered only when lm_head is called."""
+
+    def forward(self, hidden_states, labels=None, softcap=None, chunk_size=0, **loss_kwargs):
+        if chunk_size <= 0:
+            return super().forward(hidden_states)
+        return chunked_softcap_cross_entropy(hidden_states, self.weight, labels, softcap, chunk_size, **loss_kwargs)
+
+
 class HansardGPTForCausalLM(HansardGPTPreTrainedModel, GenerationMixin):
     _tp_plan = {"lm_head": "colwise_gather_output"}
     _pp_plan = {"lm_head": (["hidden_states"], ["logits"])}
@@ -520,7 +542,7 @@ class HansardGPTForCausalLM(HansardGPTPreTrainedModel, GenerationMixin):
         super().__init__(config)
         self.model = HansardGPTModel(config)
         self.vocab_size = config.vocab_size
-        self.lm_head = init_as(nn.Linear(config.hidden_size, config.vocab_size, bias=False), "head")
+        self.lm_head = init_as(HansardGPTLMHead(config.hidden_size, config.vocab_size, bias=False), "head")
         self.post_init()
 
     @accepts_past_key_values
@@ -553,7 +575,7 @@ class HansardGPTForCausalLM(HansardGPTPreTrainedModel, GenerationMixin):
         has_targets = labels is not None or kwargs.get("shift_labels") is not None
         loss = logits = None
         if has_targets and chunk > 0:
-            loss = chunked_softcap_cross_entropy(hidden_states, self.lm_head.weight, labels, cap, chunk, **kwargs)
+            loss = self.lm_head(hidden_states, labels, cap, chunk, **kwargs)
         if not has_targets or chunk <= 0 or not self.training:
             logits = softcap_logits(self.lm_head(slice_logits_to_keep(hidden_states, logits_to_keep)), cap)
         if has_targets and loss is None:

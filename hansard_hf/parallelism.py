@@ -8,13 +8,21 @@ LAUNCH_FIX = ("on a machine without a GPU, run DDP over CPU processes: accelerat
               "... --use_cpu=true (gloo); FSDP through accelerate needs GPUs")
 
 
+def fsdp_asked() -> bool:
+    """Whether the launch asked for FSDP (accelerate launch --config_file accelerate_fsdp2.yaml sets this)."""
+    return os.environ.get("ACCELERATE_USE_FSDP", "false").lower() == "true"
+
+
 def parallelism() -> str:
-    """The parallelism in force in this process: "FSDP2", "DDP", "DeepSpeed" or "single process"."""
+    """The parallelism in force in this process: "FSDP2", "DDP", "DeepSpeed" or "single process". Before the
+    Trainer's Accelerator exists, accelerate's process state says MULTI_GPU (or another accelerator's group) for an
+    FSDP launch; the Accelerator then applies the FSDP config to exactly such groups, never to CPU processes."""
     from accelerate import PartialState
     from accelerate.utils import DistributedType
 
     kind = PartialState().distributed_type
-    if kind == DistributedType.FSDP:
+    accelerator_group = kind.name.startswith("MULTI_") and kind != DistributedType.MULTI_CPU
+    if kind == DistributedType.FSDP or (fsdp_asked() and accelerator_group):
         return f"FSDP{os.environ.get('FSDP_VERSION', '1')}"
     if kind == DistributedType.DEEPSPEED:
         return "DeepSpeed"
@@ -35,7 +43,7 @@ def check_launch() -> None:
     from accelerate import PartialState
 
     state = PartialState()
-    if os.environ.get("ACCELERATE_USE_FSDP", "false").lower() == "true" and not parallelism().startswith("FSDP"):
+    if fsdp_asked() and not parallelism().startswith("FSDP"):
         raise ValueError(f"the accelerate config asks for FSDP, but accelerate runs {parallelism()} here (with use_cpu "
                          f"or without GPUs it does not apply FSDP): {LAUNCH_FIX}.")
     asked = int(os.environ.get("WORLD_SIZE", "1"))

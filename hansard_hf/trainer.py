@@ -22,7 +22,7 @@ from transformers.trainer_utils import IntervalStrategy
 
 from .budget import EVAL_TOKENS, STEP_SETTINGS, TOKENS_PER_PARAMETER, peak_flops, step_plan
 from .checkpoints import OutputDirLock, last_complete_checkpoint, mark_complete, problems, read_marker, rotate, unmark
-from .distributed import on_main_process
+from .distributed import on_main_process, sharded
 from .evaluation import SAMPLES_FILE, evaluate_bpb, evaluate_tasks, sample
 from .optimization import NanochatSchedule, muon_adamw
 from .tokenization import tokenizer_fingerprint
@@ -159,21 +159,27 @@ class BenchmarksAndSamples(TrainerCallback):
             flags = (control.should_log, control.should_evaluate, control.should_save)
             trainer.log(logs)  # logging resets the step's flags: keep the Trainer's own log/eval/save of this step
             control.should_log, control.should_evaluate, control.should_save = flags
-        if self._due(args.sample_every, state) and state.is_world_process_zero:
-            samples = sample(model, tokenizer)
-            for prompt, text in samples.items():
-                logger.info("sample at step %d: %r -> %r", state.global_step, prompt, text)
-            out = Path(args.output_dir)
-            out.mkdir(parents=True, exist_ok=True)
-            (out / SAMPLES_FILE).write_text(json.dumps({"step": state.global_step, "samples": samples}, indent=2))
-            if "wandb" in args.report_to:
-                import wandb
-
-                if wandb.run is not None:
-                    rows = [[state.global_step, prompt, text] for prompt, text in samples.items()]
-                    wandb.log({"samples": wandb.Table(columns=["step", "prompt", "sample"], data=rows)})
+        if self._due(args.sample_every, state) and (state.is_world_process_zero or sharded(model)):
+            samples = sample(model, tokenizer)  # under FSDP2 every rank takes part; the first one keeps the samples
+            if state.is_world_process_zero:
+                self._keep(samples, args, state)
         trainer.exclude_from_throughput(time.perf_counter() - start)
         return control
+
+    @staticmethod
+    def _keep(samples: dict, args, state) -> None:
+        """Log the samples, write them to the run's samples file and, with wandb, to a table."""
+        for prompt, text in samples.items():
+            logger.info("sample at step %d: %r -> %r", state.global_step, prompt, text)
+        out = Path(args.output_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / SAMPLES_FILE).write_text(json.dumps({"step": state.global_step, "samples": samples}, indent=2))
+        if "wandb" in args.report_to:
+            import wandb
+
+            if wandb.run is not None:
+                rows = [[state.global_step, prompt, text] for prompt, text in samples.items()]
+                wandb.log({"samples": wandb.Table(columns=["step", "prompt", "sample"], data=rows)})
 
 
 class ThroughputClock(TrainerCallback):
@@ -296,6 +302,18 @@ class HansardTrainer(Trainer):
             mark_complete(folder, self.state.global_step, tokenizer_fingerprint(self.processing_class))
             rotate(folder.parent, limit, keep=[self.state.best_model_checkpoint])
         self.exclude_from_throughput(time.perf_counter() - start)
+
+    def save_model(self, output_dir=None, _internal_call=False):
+        """As Trainer's. Under FSDP with a sharded state dict type the Trainer saves no weights; the model (not a
+        checkpoint, which keeps its sharded files for resuming) is then gathered whole, so the folder holds the full
+        weights that from_pretrained and the export read."""
+        if (not self.is_fsdp_enabled or _internal_call
+                or "FULL_STATE_DICT" in str(self.accelerator.state.fsdp_plugin.state_dict_type)):
+            return super().save_model(output_dir, _internal_call)
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+        options = StateDictOptions(full_state_dict=True, cpu_offload=True)  # on the main process only
+        self._save(output_dir or self.args.output_dir, state_dict=get_model_state_dict(self.model, options=options))
 
     def _save(self, output_dir=None, state_dict=None):
         """As Trainer's, into a hidden folder whose files then replace the old ones, one rename each: a kill or a full

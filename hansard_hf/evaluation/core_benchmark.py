@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 import yaml
 
-from ..distributed import rank_and_world, reduce_across_processes
+from ..distributed import rank_and_world, reduce_across_processes, sharded
 
 logger = logging.getLogger(__name__)
 BUNDLE_URL = "https://karpathy-public.s3.us-west-2.amazonaws.com/eval_bundle.zip"
@@ -155,14 +155,16 @@ def score_example(model, tokenizer, task: Task, index: int, limit: int | None = 
 
 def evaluate_task(model, tokenizer, task: Task) -> tuple[float, int]:
     """(accuracy, examples cropped to the model's hard position limit) over the task's examples; under
-    torch.distributed each rank takes every world-th example."""
-    rank, world = rank_and_world()
+    torch.distributed each rank takes every world-th example, except under FSDP2, where every forward needs every
+    rank: each rank then scores every example (the same forwards on all of them)."""
+    rank, world = (0, 1) if sharded(model) else rank_and_world()
     device, limit = next(model.parameters()).device, position_limit(model)
     counts = torch.zeros(3, dtype=torch.float64, device=device)  # right, examples, cropped
     for index in range(rank, len(task.examples), world):
         right, cropped = score_example(model, tokenizer, task, index, limit)
         counts += torch.tensor([right, 1.0, cropped], dtype=torch.float64, device=device)
-    reduce_across_processes(counts)
+    if world > 1:
+        reduce_across_processes(counts)
     return (counts[0] / counts[1]).item() if counts[1] else 0.0, int(counts[2].item())
 
 
