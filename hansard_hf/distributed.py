@@ -1,4 +1,5 @@
-"""One process decides, every process follows: for work that must happen once (the Hub, messages to the user)."""
+"""One process decides, every process follows: for work that must happen once (the Hub, messages to the user); and
+what a model FSDP2 shards asks of every process (each forward needs them all)."""
 
 import contextlib
 import sys
