@@ -582,6 +582,12 @@ class HansardGPTForCausalLM(HansardGPTPreTrainedModel, GenerationMixin):
             loss = self.loss_function(logits, labels, self.vocab_size, **kwargs)
         return CausalLMOutputWithPast(loss=loss, logits=logits, **{CACHE_FIELD: getattr(outputs, CACHE_FIELD)})
 
+    def set_output_embeddings(self, new_embeddings: nn.Linear):
+        """A plain nn.Linear given here (resize_token_embeddings makes one) becomes a HansardGPTLMHead, weights kept."""
+        if type(new_embeddings) is nn.Linear:
+            new_embeddings.__class__ = HansardGPTLMHead
+        self.lm_head = new_embeddings
+
     def _reorder_cache(self, cache: Cache, beam_idx: torch.LongTensor) -> Cache:
         """Beam search: reorder the cache's rows, and the smear's embeddings with them (`generate` calls this)."""
         cache.reorder_cache(beam_idx)

@@ -59,6 +59,16 @@ def test_chunked_loss_equals_naive_loss_and_gradients(tiny_model, input_ids, chu
         torch.testing.assert_close(chunked[name], p.grad, atol=1e-6, rtol=1e-5, msg=name)
 
 
+def test_resized_vocabulary_keeps_the_chunked_loss(tiny_model, input_ids):
+    """resize_token_embeddings makes lm_head a plain nn.Linear; it becomes a HansardGPTLMHead again (whose call
+    computes the chunked loss), with the resized weights."""
+    model = tiny_model.train()
+    model.resize_token_embeddings(model.config.vocab_size + 8, mean_resizing=False)
+    assert type(model.lm_head).__name__ == "HansardGPTLMHead" and model.lm_head.weight.shape[0] == model.config.vocab_size
+    chunked = model(input_ids, labels=input_ids).loss
+    assert chunked.item() == pytest.approx(naive_loss(model, input_ids, input_ids).item(), rel=1e-6)
+
+
 def test_num_items_in_batch_divides_the_summed_loss(tiny_model, input_ids):
     tiny_model.train()
     summed = tiny_model(input_ids, labels=input_ids, num_items_in_batch=torch.tensor(1)).loss
