@@ -17,6 +17,7 @@ import torch
 
 from fsdp_worker import STEPS, build, state_bytes, train
 from hansard_hf import HansardGPTForCausalLM
+from hansard_hf.checkpoints import COMPLETE_MARKER
 
 TESTS = Path(__file__).parent
 def matrices(options) -> int:
@@ -124,10 +125,10 @@ def ddp(tmp_path_factory):
 @pytest.mark.parametrize("state_dict_type, options", [("FULL_STATE_DICT", ()),
                                                       ("SHARDED_STATE_DICT", ("--activation_checkpointing=true",))])
 def test_the_recipe_under_accelerates_fsdp2_equals_ddp_and_resumes_exactly(ddp, tmp_path, state_dict_type, options):
-    """accelerate applies FSDP2 itself (its own units: each layer, the embedding, lm_head and the root), the Trainer
-    trains with MuonAdamW on the shards, evaluates, samples and runs the benchmarks on every rank, checkpoints (whole
-    with the shipped config, sharded with SHARDED_STATE_DICT) and resumes; the final folder holds the full weights
-    and the model's code, and loads with trust_remote_code. Equal to DDP with the same batches within fp32 tolerance
+    """accelerate applies FSDP2 itself (its own units: each layer, the root and, from accelerate 1.14, the embedding
+    and lm_head), the Trainer trains with MuonAdamW on the shards, evaluates, samples and runs the benchmarks on every
+    rank, checkpoints (whole with the shipped config, sharded with SHARDED_STATE_DICT) and resumes; the final folder
+    holds the full weights and the model's code, and loads with trust_remote_code. Equal to DDP with the same batches within fp32 tolerance
     (also with activation checkpointing, which changes no arithmetic)."""
     corpus, reference = ddp
     out = tmp_path / "fsdp"
@@ -157,7 +158,6 @@ def test_the_recipe_under_accelerates_fsdp2_equals_ddp_and_resumes_exactly(ddp, 
     assert not [p.name for p in out.iterdir() if p.name.startswith("_fsdp")]
     auto_map = json.loads((out / "config.json").read_text())["auto_map"]
     assert auto_map["AutoModelForCausalLM"] == "modeling_hansard_gpt.HansardGPTForCausalLM"
-    ids = torch.arange(1, 17)[None]
     code = ("import sys, torch; from transformers import AutoModelForCausalLM as A; "
             "m = A.from_pretrained(sys.argv[1], trust_remote_code=True); "
             "assert type(m).__module__.startswith('transformers_modules') and 'hansard_hf' not in sys.modules; "
@@ -166,12 +166,16 @@ def test_the_recipe_under_accelerates_fsdp2_equals_ddp_and_resumes_exactly(ddp, 
                           text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"}, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     with torch.no_grad():
-        expected_logits = HansardGPTForCausalLM.from_pretrained(reference)(ids).logits
-    torch.testing.assert_close(torch.load(tmp_path / "logits.pt"), expected_logits, atol=1e-4, rtol=1e-4)
+        expected_logits = HansardGPTForCausalLM.from_pretrained(out)(torch.arange(1, 17)[None]).logits
+    torch.testing.assert_close(torch.load(tmp_path / "logits.pt"), expected_logits, atol=1e-5, rtol=1e-5)
 
-    # resume: a folder holding only checkpoint-2 trains steps 3-4 from it, to the same weights
+    # resume: a folder holding only checkpoint-2 trains steps 3-4 from it (a run from scratch would rewrite it), to
+    # the same weights
     resumed = tmp_path / "resumed"
     shutil.copytree(out / "checkpoint-2", resumed / "checkpoint-2")
+    marker = resumed / "checkpoint-2" / COMPLETE_MARKER
+    written = marker.stat().st_mtime_ns
     train_recipe(corpus, resumed, 4, *fsdp2(state_dict_type), options=options)
+    assert marker.stat().st_mtime_ns == written and (resumed / "checkpoint-4").is_dir()
     for name, weight in got.items():
         torch.testing.assert_close(weights(resumed)[name], weight, atol=1e-6, rtol=0, msg=name)
