@@ -4,6 +4,7 @@ import json
 from pathlib import Path
 
 PLOT_FILE = "training_curves.png"
+MACHINE_LOCAL_KEYS = ("output_dir", "tokenizer_dir", "data_dir", "logging_dir")  # left out of a card's recipe
 
 
 def trainer_state(run_dir) -> dict:
@@ -65,9 +66,11 @@ def plot(run_dir, out=None) -> Path:
     return out
 
 
-def model_card(run_dir, model_id: str, config, recipe: dict | None = None, total_batch_size: int | None = None) -> str:
+def model_card(run_dir, config, recipe: dict | None = None, total_batch_size: int | None = None,
+               repo_id: str | None = None) -> str:
     """README.md of a run folder or Hub repo: recipe, parameters, tokens seen, validation bpb, CORE when measured,
-    curves, and usage code that loads `model_id` (the repo id, or the folder's path) verbatim."""
+    curves, and usage code that loads `repo_id` or, for a folder, the folder by its name (right on any machine: the
+    card never holds the absolute path of the machine that wrote it)."""
     import transformers
 
     from .data import is_hub_dataset
@@ -81,22 +84,27 @@ def model_card(run_dir, model_id: str, config, recipe: dict | None = None, total
     recipe = recipe or {}
     batch = total_batch_size or recipe.get("total_batch_size")
     tokens = state.get("global_step", 0) * batch if batch else None
-    bpb, core, hansard = last("eval_bpb"), last("core_metric"), last("hansard_metric")
     dataset = str(recipe.get("dataset", DEFAULT_DATASET))
     hub_dataset = is_hub_dataset(dataset)
     features = config.features_2026()
+
+    def measured(key: str, count_key: str, where: str, unit: str) -> str:
+        """A figure with what it was measured on: `0.1234 (test split, 500 examples)`."""
+        value, count = last(key), last(count_key)
+        return "not measured" if value is None else f"{value:.4f} ({where}{f', {count:,} {unit}' if count else ''})"
+
     rows = [
         ("training corpus", f"[{dataset}](https://huggingface.co/datasets/{dataset})" if hub_dataset else
-                            f"local files `{dataset}` (not on the Hub)"),
+                            f"local files `{Path(dataset).name}` (not on the Hub)"),
         ("architecture", f"nanochat GPT, depth {config.num_hidden_layers}, width {config.hidden_size}, "
                          f"{config.num_attention_heads} heads, vocab {config.vocab_size:,}"
                          + (f"; nanochat 2026: {', '.join(features)}" if features else "")),
         ("parameters", f"{config.num_parameters():,}"),
         ("training steps", f"{state.get('global_step', 0):,}"),
         ("tokens seen", f"{tokens:,}" if tokens else "unknown"),
-        ("validation bits per byte", f"{bpb:.4f}" if bpb is not None else "not measured"),
-        ("CORE", f"{core:.4f}" if core is not None else "not measured"),
-        ("Hansard benchmark (centred)", f"{hansard:.4f}" if hansard is not None else "not measured"),
+        ("bits per byte", measured("eval_bpb", "eval_tokens", "validation split", "tokens")),
+        ("CORE (centred)", measured("core_metric", "core_examples", "CORE bundle", "examples")),
+        ("Hansard benchmark (centred)", measured("hansard_metric", "hansard_examples", "test split", "examples")),
     ]
     samples_file = Path(run_dir) / SAMPLES_FILE
     samples = ""
@@ -104,15 +112,19 @@ def model_card(run_dir, model_id: str, config, recipe: dict | None = None, total
         saved = json.loads(samples_file.read_text())
         samples = f"\n## Greedy samples (step {saved['step']})\n\n" + "\n".join(
             f"- {json.dumps(prompt)} -> {json.dumps(text)}" for prompt, text in saved["samples"].items()) + "\n"
+    model_id = repo_id or Path(run_dir).resolve().name
+    where = "" if repo_id else "  # this folder: its path from where you run this (or its Hub repo id once pushed)"
     compatibility = (
         f"This model uses parts of nanochat's 2026 architecture ({', '.join(features)}) that transformers' own "
         "`NanoChat` class does not have, so the shipped code is the way to load it (`hansard-hf export` refuses it)."
         if features else
         "The version-proof route is transformers' own class, which needs no custom code and moves with transformers' "
-        f"releases: `pip install hansard-hf`, then `hansard-hf export {model_id} nanochat-out` writes a "
-        "`NanoChatForCausalLM` checkpoint with identical logits that "
-        '`AutoModelForCausalLM.from_pretrained("nanochat-out")` loads, tokenizer included.')
-    recipe_lines = "\n".join(f"    {json.dumps(k)}: {json.dumps(v)}," for k, v in recipe.items()).rstrip(",")
+        f"releases: hansard-hf (the project that trained this model; not on PyPI, install it from its source) "
+        f"converts it with `hansard-hf export {model_id} nanochat-out`, a `NanoChatForCausalLM` checkpoint with "
+        'identical logits that `AutoModelForCausalLM.from_pretrained("nanochat-out")` loads, tokenizer included.')
+    shown = {k: (Path(v).name if k == "dataset" and not hub_dataset else v) for k, v in recipe.items()
+             if k not in MACHINE_LOCAL_KEYS}  # where things were on the machine that trained it: not the reader's
+    recipe_lines = "\n".join(f"    {json.dumps(k)}: {json.dumps(v)}," for k, v in shown.items()).rstrip(",")
     return f"""---
 library_name: transformers
 pipeline_tag: text-generation
@@ -135,8 +147,9 @@ Muon + AdamW, nanochat's schedules, Chinchilla-sized runs).
 ```python
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-tokenizer = AutoTokenizer.from_pretrained("{model_id}", trust_remote_code=True)
-model = AutoModelForCausalLM.from_pretrained("{model_id}", trust_remote_code=True)
+model_id = "{model_id}"{where}
+tokenizer = AutoTokenizer.from_pretrained(model_id, trust_remote_code=True)
+model = AutoModelForCausalLM.from_pretrained(model_id, trust_remote_code=True)
 inputs = tokenizer("<|bos|>Mr. Speaker, I beg to move", return_tensors="pt", add_special_tokens=False)
 print(tokenizer.decode(model.generate(**inputs, max_new_tokens=40, do_sample=False)[0]))
 ```

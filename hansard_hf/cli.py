@@ -5,6 +5,7 @@ import contextlib
 import json
 import os
 import sys
+from pathlib import Path
 
 from . import locations
 from .budget import EVAL_TOKENS
@@ -22,17 +23,27 @@ def _import_nanochat(args):
     from .hub import import_from_nanochat
     from .nanochat_checkpoint import is_nanochat_checkpoint, import_nanochat
 
-    if is_nanochat_checkpoint(args.checkpoint):  # nanochat's own model_<step>.pt + meta_<step>.json
-        out = import_nanochat(args.checkpoint, args.out_dir, step=args.step, overwrite=args.overwrite)
+    source = Path(args.checkpoint)
+    if is_nanochat_checkpoint(source):  # nanochat's own model_<step>.pt + meta_<step>.json
+        out = import_nanochat(source, args.out_dir, step=args.step, overwrite=args.overwrite)
+    elif source.is_dir() and not (source / "config.json").exists():
+        raise FileNotFoundError(f"{source} holds neither nanochat's model_<step>.pt and meta_<step>.json nor a "
+                                "transformers NanoChat model (config.json): name one of those folders.")
     else:  # a transformers NanoChatForCausalLM folder or Hub id
         out = import_from_nanochat(args.checkpoint, args.out_dir, overwrite=args.overwrite)
     print(f"wrote HansardGPT checkpoint to {out}")
 
 
-def _corpus(args):
+def _corpus(args, check: bool = False):
+    """The corpus the options name; with `check`, checked as a run checks it (local files there, the Hub answers)."""
     from .data import Corpus
 
-    return Corpus(args.dataset, args.text_field, args.id_field, args.split_field)
+    corpus = Corpus(args.dataset, args.text_field, args.id_field, args.split_field)
+    if check:
+        from .preflight import check_corpus
+
+        check_corpus(corpus)
+    return corpus
 
 
 def _add_corpus_arguments(parser, default=DEFAULT_DATASET):
@@ -46,7 +57,7 @@ def _add_corpus_arguments(parser, default=DEFAULT_DATASET):
 def _train_tokenizer(args):
     from .tokenization import save_tokenizer, train_tokenizer
 
-    corpus = _corpus(args)
+    corpus = _corpus(args, check=True)
     out = args.out or locations.tokenizer_dir(corpus, vocab_size=args.vocab_size, doc_cap=args.doc_cap,
                                               max_chars=args.max_chars, nfkc=args.nfkc)
     tokenizer = train_tokenizer(corpus.texts("train"), args.vocab_size, args.doc_cap, args.max_chars, args.nfkc)
@@ -59,7 +70,7 @@ def _prepared(args, replace=False) -> tuple:
     corpus, trained first if missing) in --out (default: the folder locations.data_dir names)."""
     from .data import prepare
 
-    corpus = _corpus(args)
+    corpus = _corpus(args, check=True)
     tokenizer = args.tokenizer or locations.tokenizer_dir(corpus)
     if args.tokenizer is None and not (tokenizer / "tokenizer.json").exists():
         from .tokenization import ensure_tokenizer
@@ -125,7 +136,7 @@ def _train(args):
 def _plan(args):
     from .recipe import Recipe, describe_plan, plan, plan_table
 
-    recipes = [Recipe.load(name) for name in args.recipes]
+    recipes = [Recipe.load(name, args.overrides) for name in args.recipes]
     if args.markdown:
         print(plan_table(recipes, args.gpus, args.gpu, args.mfu, args.gpu_memory))
         return
@@ -157,8 +168,21 @@ def _eval(args):
         print(format_results(results))
 
 
+class _Parser(argparse.ArgumentParser):
+    """An argument parser that takes every `--two-words` option also as `--two_words`, as recipe overrides are
+    written (`hansard-hf train tiny --split_field=split`)."""
+
+    def add_argument(self, *names, **kwargs):
+        action = super().add_argument(*names, **kwargs)
+        aliases = ["--" + name[2:].replace("-", "_") for name in names if name.startswith("--") and "-" in name[2:]]
+        if aliases:  # the same setting, not listed twice in --help
+            super().add_argument(*aliases, **{**kwargs, "dest": action.dest, "default": argparse.SUPPRESS,
+                                              "help": argparse.SUPPRESS})
+        return action
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="hansard-hf", description=__doc__)
+    parser = _Parser(prog="hansard-hf", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
 
     export = commands.add_parser("export", help="HansardGPT checkpoint -> transformers' native NanoChat folder")
@@ -217,7 +241,8 @@ def build_parser() -> argparse.ArgumentParser:
     train_run.set_defaults(func=_train)
 
     plan_run = commands.add_parser("plan", help="params, tokens, steps, batch, FLOPs, memory and time of recipes")
-    plan_run.add_argument("recipes", nargs="+", help="shipped recipe names (d24) or recipe JSON files")
+    plan_run.add_argument("recipes", nargs="+", help="shipped recipe names (d24), recipe JSON files or run folders; "
+                          "--key=value overrides apply to each (--save_total_limit=2)")
     plan_run.add_argument("--gpus", type=int, default=8, help="number of GPUs (default 8)")
     plan_run.add_argument("--gpu", default="H100", help="GPU model for the peak FLOP/s (H100, A100, H200, ...)")
     plan_run.add_argument("--mfu", type=float, default=0.45, help="assumed model FLOPs utilisation (default 0.45)")
@@ -229,7 +254,8 @@ def build_parser() -> argparse.ArgumentParser:
     push_run = commands.add_parser("push", help="checkpoint -> Hub repo (weights, code, tokenizer, model card)")
     push_run.add_argument("checkpoint", help="a run folder or checkpoint-N folder")
     push_run.add_argument("repo_id", help="owner/name on the Hub")
-    push_run.add_argument("--private", action="store_true")
+    push_run.add_argument("--private", action="store_true", help="create the repo as private (an existing repo keeps "
+                          "its visibility)")
     push_run.set_defaults(func=_push)
 
     evaluation = commands.add_parser("eval", help="bits per byte, CORE, the Hansard benchmark and samples of a model")
@@ -253,13 +279,25 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _error_stream():
+    """stderr; stdout under accelerate's single-process launcher, which (accelerate >= 1.16) repeats a failed
+    process's stderr as a RuntimeError: the one line would be printed twice."""
+    single = "ACCELERATE_MIXED_PRECISION" in os.environ and "LOCAL_RANK" not in os.environ  # torchrun sets LOCAL_RANK
+    return sys.stdout if single else sys.stderr
+
+
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, unknown = parser.parse_known_args(argv)
+    if args.command == "plan":  # `hansard-hf plan d48 --save_total_limit=2`: recipe overrides, as for train
+        args.overrides = unknown
+    elif unknown:
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     try:
         args.func(args)
     except (OSError, ValueError) as error:  # bad input: one line, from the main process only
         if os.environ.get("RANK", "0") == "0":
-            print(f"hansard-hf {args.command}: error: {error}", file=sys.stderr, flush=True)
+            print(f"hansard-hf {args.command}: error: {error}", file=_error_stream(), flush=True)
         from .distributed import wait_for_everyone
 
         wait_for_everyone()  # the others exit after the main process said why (the launcher stops them all)

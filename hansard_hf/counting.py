@@ -7,7 +7,7 @@ from .data import read_index
 from .locations import TOKENIZER_SETTINGS
 
 RECIPE_DEPTHS = (16, 24, 36, 48)
-# The seed's guidance: corpus tokens -> depth (below 4B d16, 4-10B d24, 10-20B d36, above 20B d48).
+# The size rule (the project's brief): corpus tokens -> depth (below 4B d16, 4-10B d24, 10-20B d36, above 20B d48).
 SEED_GUIDANCE = ((4e9, 16), (10e9, 24), (20e9, 36), (float("inf"), 48))
 
 
@@ -18,6 +18,7 @@ def split_counts(data_dir) -> dict[str, dict[str, int]]:
 
 
 def seed_choice(tokens: float) -> int:
+    """The depth the size rule picks for a corpus of `tokens` training tokens."""
     return next(depth for limit, depth in SEED_GUIDANCE if tokens < limit)
 
 
@@ -48,21 +49,18 @@ def recipe_table_2026(train_tokens: int) -> list[dict]:
 
 def advice(train_tokens: int, ratio: float = TOKENS_PER_PARAMETER,
            vocab_size: int = TOKENIZER_SETTINGS["vocab_size"]) -> str:
-    """The seed's choice for this corpus size, checked against the real parameter counts."""
+    """Which recipe this corpus supports: the size rule's choice, and how often each would read the corpus."""
     table = recipe_table(train_tokens, ratio, vocab_size)
-    one_pass = [row["depth"] for row in table if row["epochs"] <= 1.0]
-    seed = seed_choice(train_tokens)
-    seed_epochs = next(row["epochs"] for row in table if row["depth"] == seed)
-    lines = [f"Seed guidance for {train_tokens / 1e9:.3g}B training tokens: d{seed} "
-             f"(it needs {seed_epochs:.2f} epochs of this corpus at {ratio:g} tokens per parameter)."]
-    if one_pass:
-        lines.append(f"Largest recipe trainable in one pass: d{max(one_pass)}.")
-    else:
-        lines.append(f"No recipe fits in one pass: even d{RECIPE_DEPTHS[0]} needs {table[0]['epochs']:.1f} epochs. "
-                     "Use more data, accept repeated epochs, or a smaller model.")
-    if seed_epochs > 1.0:
-        lines.append(f"d{seed} would repeat the data {seed_epochs:.1f}x: more data, or expect some loss from repetition.")
-    return "\n".join(lines)
+    epochs = {row["depth"]: row["epochs"] for row in table}
+    one_pass = [depth for depth, e in epochs.items() if e <= 1.0]
+    choice = seed_choice(train_tokens)
+    rule = (f"By corpus size ({train_tokens / 1e9:.3g}B training tokens; the rule: under 4B d16, 4-10B d24, 10-20B d36, "
+            f"above 20B d48): d{choice}.")
+    reads = f"At {ratio:g} tokens per parameter d{choice} reads the corpus {epochs[choice]:.2f} times"
+    if not one_pass:
+        return f"{rule}\n{reads}, and no recipe fits in one pass: use more data, accept repeated epochs, or tiny."
+    repeats = "" if choice in one_pass else " (more data, or expect some loss from repetition)"
+    return f"{rule}\n{reads}{repeats}; the largest recipe that fits in one pass is d{max(one_pass)}."
 
 
 def report(data_dir, split: str | None = None, ratio: float = TOKENS_PER_PARAMETER) -> str:

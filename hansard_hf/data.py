@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .files import atomic_directory
+from .files import atomic_directory, did_you_mean, is_hub_id
 from .locations import DEFAULT_DATASET
 from .tokenization import bulk_encoder, load_tokenizer, tokenizer_hash
 
@@ -34,9 +34,8 @@ FORMAT_VERSION = 2  # bump when the bytes written for the same corpus and tokeni
 
 
 def is_hub_dataset(source: str) -> bool:
-    """Whether `source` names a Hub dataset (owner/name, and no such local path)."""
-    return (source.count("/") == 1 and not source.startswith((".", "/")) and Path(source).suffix not in LOCAL_FORMATS
-            and not Path(source).exists())
+    """Whether `source` names a Hub dataset (owner/name, and no such local path) rather than local files."""
+    return is_hub_id(source) and Path(source).suffix not in LOCAL_FORMATS
 
 
 def split_of(doc_id: str, validation_percent: int = 5, test_percent: int = 5) -> str:
@@ -69,7 +68,8 @@ class Corpus:
         elif is_hub_dataset(self.source):
             return None
         else:
-            raise FileNotFoundError(f"{self.source}: no such file, folder or glob (nor a Hub dataset id owner/name).")
+            raise FileNotFoundError(f"{self.source}: no such file, folder or glob{did_you_mean(path)}, nor a Hub "
+                                    "dataset id (owner/name).")
         if not found:
             raise FileNotFoundError(f"{self.source}: no {'/'.join(LOCAL_FORMATS)} files found.")
         if all(os.path.getsize(f) == 0 for f in found):
@@ -120,11 +120,24 @@ class Corpus:
         try:
             yield from make()
         except UnicodeDecodeError as error:
-            raise ValueError(f"{self.source}: not valid UTF-8 ({error}); re-encode the files as UTF-8.") from error
+            where, error = self._first_undecodable() or (self.source, error)
+            raise ValueError(f"{where}: not valid UTF-8 ({error.reason}: byte {error.object[error.start]:#04x}); "
+                             "re-encode the file as UTF-8.") from None
         except Exception as error:  # pyarrow's JSON/Parquet errors name neither the file nor the fix
             if type(error).__module__.startswith(("pyarrow", "datasets")):
                 raise ValueError(f"{self.source}: could not be read: {error}") from error
             raise
+
+    def _first_undecodable(self) -> tuple[str, UnicodeDecodeError] | None:
+        """("FILE, line N, byte B", the error) of the first line of a local file that is not UTF-8 (None: none)."""
+        for file in self.files() or []:
+            with open(file, "rb") as handle:
+                for number, line in enumerate(handle, 1):
+                    try:
+                        line.decode("utf-8")
+                    except UnicodeDecodeError as error:
+                        return f"{file}, line {number}, byte {error.start + 1}", error
+        return None
 
     def texts(self, split: str = "train") -> Iterator[str]:
         """The texts of one split."""

@@ -1,8 +1,10 @@
 """Move checkpoints to the Hub, and between HansardGPT and transformers' native NanoChat.
 
 HansardGPT and NanoChat use the same weight names and the same arithmetic, so a conversion is a config
-translation plus a state-dict copy, and the two models give identical logits. A push stages exactly what a user
-needs (weights, config with auto_map, code, tokenizer, model card) and uploads it in one call.
+translation plus a state-dict copy, and the two models give identical logits. A push checks the token and the Hub
+first, then stages exactly what a user needs (weights, config with auto_map, code, tokenizer, model card) and
+uploads it in one call. Nothing here runs code from the folder or repo it reads: models load with this package's
+classes or transformers' own, tokenizers as plain `tokenizers` files.
 """
 
 import json
@@ -11,13 +13,14 @@ import tempfile
 from pathlib import Path
 
 import torch
-from huggingface_hub import HfApi
-from transformers import AutoTokenizer, NanoChatConfig, NanoChatForCausalLM, PreTrainedModel
+from huggingface_hub import HfApi, constants, get_token, hf_hub_download
+from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError, RepositoryNotFoundError
+from transformers import NanoChatConfig, NanoChatForCausalLM, PreTrainedModel, PreTrainedTokenizerFast
 from transformers.initialization import no_init_weights
 from transformers.utils import cached_file
 
 from .configuration_hansard_gpt import HansardGPTConfig
-from .files import atomic_directory
+from .files import atomic_directory, did_you_mean, is_hub_id
 from .modeling_hansard_gpt import HansardGPTForCausalLM
 
 # Fields with the same name and meaning in HansardGPTConfig and NanoChatConfig.
@@ -70,6 +73,49 @@ def _copy_weights(source: PreTrainedModel, target_class, target_config) -> PreTr
     return target.eval()
 
 
+def _read_config(source) -> dict | None:
+    """config.json of a folder or Hub repo as a dict (None when there is none); a missing folder, or a Hub that
+    cannot be reached, is one error naming it."""
+    if Path(source).is_dir():
+        file = Path(source) / "config.json"
+    elif not is_hub_id(source):
+        raise FileNotFoundError(f"{source}: no such folder{did_you_mean(Path(source))}, nor a Hub repo id (owner/name).")
+    else:
+        try:
+            file = Path(hf_hub_download(str(source), "config.json"))
+        except LocalEntryNotFoundError:  # offline, or the Hub did not answer, and not in the cache
+            hub = "is switched off (HF_HUB_OFFLINE)" if constants.HF_HUB_OFFLINE else "cannot be reached"
+            raise OSError(f"{source}: not in the Hub cache, and the Hub {hub}.") from None
+        except (EntryNotFoundError, RepositoryNotFoundError):
+            return None
+    if not file.is_file():
+        return None
+    try:
+        return json.loads(file.read_text())
+    except ValueError as error:
+        raise ValueError(f"{file} is damaged ({error}): not readable as JSON.") from None
+
+
+def load_model(source, model_class):
+    """A `model_class` (HansardGPTForCausalLM, NanoChatForCausalLM) from a folder or Hub id, with the package's or
+    transformers' own code: one clear error for a folder that holds another kind of model, none, or a damaged one."""
+    expected = model_class.config_class.model_type
+    config = _read_config(source)
+    if config is None:
+        raise FileNotFoundError(f"{source}: no config.json there, so no model: name a run folder, a checkpoint-N "
+                                "folder or a Hub repo id that holds one.")
+    if config.get("model_type") != expected:
+        raise ValueError(f"{source} holds a {config.get('model_type')!r} model, not a {expected!r} one.")
+    try:
+        return model_class.from_pretrained(source)
+    except Exception as error:  # noqa: BLE001 - safetensors, torch and transformers each raise their own kind
+        reason = f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
+        if not Path(source).is_dir():
+            raise OSError(f"{source}: the model could not be loaded from the Hub ({reason}).") from None
+        raise ValueError(f"{source}: the model cannot be loaded ({reason}); a file in it is incomplete or "
+                         "damaged.") from None
+
+
 def _has_tokenizer(source) -> bool:
     """Whether `source` (a folder or a Hub id; not a model object) holds a tokenizer."""
     if not isinstance(source, (str, Path)):
@@ -80,9 +126,10 @@ def _has_tokenizer(source) -> bool:
 
 
 def _copy_tokenizer(source, folder: Path) -> None:
-    """Save the tokenizer of `source` (a folder or Hub id) into `folder`, when it has one."""
+    """Save the tokenizer of `source` (a folder or Hub id) into `folder`, when it has one. Read as a plain fast
+    tokenizer: AutoTokenizer would read the model's config.json and offer to run the folder's own code."""
     if _has_tokenizer(source):
-        AutoTokenizer.from_pretrained(source).save_pretrained(folder)
+        PreTrainedTokenizerFast.from_pretrained(source).save_pretrained(folder)
 
 
 def _save_with_tokenizer(model: PreTrainedModel, source, out_dir, overwrite: bool) -> Path:
@@ -97,7 +144,7 @@ def load_from_nanochat(model_or_path) -> HansardGPTForCausalLM:
     """A HansardGPTForCausalLM with the weights of a native NanoChatForCausalLM (model, folder or Hub id)."""
     native = model_or_path
     if not isinstance(native, NanoChatForCausalLM):
-        native = NanoChatForCausalLM.from_pretrained(model_or_path)
+        native = load_model(model_or_path, NanoChatForCausalLM)
     return _copy_weights(native, HansardGPTForCausalLM, from_nanochat_config(native.config))
 
 
@@ -108,7 +155,7 @@ def export_to_nanochat(model_or_path, out_dir, overwrite: bool = False) -> Path:
     """
     model = model_or_path
     if not isinstance(model, HansardGPTForCausalLM):
-        model = HansardGPTForCausalLM.from_pretrained(model_or_path)
+        model = load_model(model_or_path, HansardGPTForCausalLM)
     native = _copy_weights(model, NanoChatForCausalLM, to_nanochat_config(model.config))
     return _save_with_tokenizer(native, model_or_path, out_dir, overwrite)
 
@@ -132,7 +179,7 @@ def stage_for_hub(checkpoint, out_dir, repo_id: str) -> Path:
     from .tokenization import TOKEN_BYTES_FILE
 
     checkpoint, out = Path(checkpoint), Path(out_dir)
-    model = HansardGPTForCausalLM.from_pretrained(checkpoint)
+    model = load_model(checkpoint, HansardGPTForCausalLM)
     with atomic_directory(out, overwrite=True) as tmp:
         model.save_pretrained(tmp)
         _copy_tokenizer(checkpoint, tmp)
@@ -147,19 +194,52 @@ def stage_for_hub(checkpoint, out_dir, repo_id: str) -> Path:
             (tmp / "README.md").write_text(f"# {repo_id}\n\nA HansardGPT checkpoint (no training log found).\n")
         else:
             plot(run_dir, tmp / PLOT_FILE)
-            (tmp / "README.md").write_text(model_card(run_dir, repo_id, model.config, recipe))
+            (tmp / "README.md").write_text(model_card(run_dir, model.config, recipe, repo_id=repo_id))
     return out
 
 
-def upload(folder, repo_id: str, private: bool = False, token: str | None = None) -> str:
-    """The wire: create the repo if needed and upload the staged folder. Returns the commit URL."""
+def _hub_error(repo_id: str, error: Exception) -> OSError:
+    """One line for a failed Hub call: a refused token, or a Hub that cannot be reached."""
+    status = getattr(getattr(error, "response", None), "status_code", None)
+    reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+    if status in (401, 403):
+        return OSError(f"{repo_id}: the Hub refused the token ({status}: {reason}): `hf auth login` with a token "
+                       "that can write to it, then push again.")
+    if status is not None:
+        return OSError(f"{repo_id}: the Hub answered {status} ({reason}).")
+    return OSError(f"{repo_id}: the Hugging Face Hub ({constants.ENDPOINT}) cannot be reached "
+                   f"({type(error).__name__}: {reason}); check the network (or HF_ENDPOINT) and push again.")
+
+
+def hub_api(repo_id: str, token: str | None = None) -> HfApi:
+    """An HfApi with a token the Hub accepts, checked before anything is staged: one clear error when offline,
+    without a token, or when the Hub cannot be reached or refuses the token."""
+    if constants.HF_HUB_OFFLINE:
+        raise OSError(f"{repo_id}: HF_HUB_OFFLINE is set, so the Hub is not asked: unset it to push.")
+    token = token or get_token()
+    if not token:
+        raise ValueError(f"{repo_id}: no Hugging Face token here: `hf auth login` (or set HF_TOKEN) with a "
+                         "token that can write, then push again.")
     api = HfApi(token=token)
-    api.create_repo(repo_id, private=private, exist_ok=True)
-    return api.upload_folder(repo_id=repo_id, folder_path=str(folder), commit_message="Upload HansardGPT checkpoint")
+    try:
+        api.whoami()  # the wire: is the token good?
+    except Exception as error:  # noqa: BLE001 - httpx, huggingface_hub and OS errors: the message says which
+        raise _hub_error(repo_id, error) from None
+    return api
+
+
+def upload(api: HfApi, folder, repo_id: str, private: bool = False) -> str:
+    """The wire: create the repo if needed and upload the staged folder. Returns the commit URL."""
+    try:
+        api.create_repo(repo_id, private=private, exist_ok=True)
+        return api.upload_folder(repo_id=repo_id, folder_path=str(folder), commit_message="Upload HansardGPT checkpoint")
+    except Exception as error:  # noqa: BLE001 - as in hub_api
+        raise _hub_error(repo_id, error) from None
 
 
 def push(checkpoint, repo_id: str, private: bool = False, token: str | None = None) -> str:
-    """`hansard-hf push`: stage a checkpoint (or finished run folder) for the Hub, then upload it."""
+    """`hansard-hf push`: check the token and the Hub, stage a checkpoint (or finished run folder), upload it."""
+    api = hub_api(repo_id, token)
     with tempfile.TemporaryDirectory() as staging:
         folder = stage_for_hub(checkpoint, Path(staging) / "repo", repo_id)
-        return upload(folder, repo_id, private, token)
+        return upload(api, folder, repo_id, private)

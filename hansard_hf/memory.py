@@ -66,6 +66,18 @@ def activation_bytes(config: HansardGPTConfig, tokens: int, every_n_layers: int 
                      + recompute + outside_layers_bytes(config))
 
 
+def optimizer_bytes(config: HansardGPTConfig) -> int:
+    """fp32 optimizer state: Muon's momentum (4 per block-matrix parameter), AdamW's two moments (8 per other one)."""
+    matrices = config.parameter_counts()["transformer_matrices"]
+    return 4 * matrices + 8 * (config.num_parameters() - matrices)
+
+
+def checkpoint_bytes(config: HansardGPTConfig) -> int:
+    """One resumable checkpoint on disk: the fp32 weights and the optimizer state (the tokenizer, RNG, schedule and
+    trainer state add well under 1% at the recipes' sizes)."""
+    return 4 * config.num_parameters() + optimizer_bytes(config)
+
+
 def state_bytes(config: HansardGPTConfig, shards: int = 1) -> int:
     """Weights, gradients, bf16 copies and optimizer state held per GPU. Under DDP (`shards=1`) all of it; under FSDP2
     over `shards` GPUs, 1/shards of the fp32 weights, gradients and optimizer state, plus the units gathered whole
@@ -73,7 +85,7 @@ def state_bytes(config: HansardGPTConfig, shards: int = 1) -> int:
     parameter), the largest unit being a decoder layer or the root's embedding + lm_head."""
     counts, params = config.parameter_counts(), config.num_parameters()
     matrices = counts["transformer_matrices"]
-    optimizer = 4 * matrices + 8 * (params - matrices)  # Muon momentum; AdamW's two moments (embeddings, scalars)
+    optimizer = optimizer_bytes(config)
     if shards == 1:
         return 10 * params + optimizer
     value_table = counts["value_embeds"] // max(len(config.value_embedding_layers()), 1)

@@ -104,8 +104,23 @@ def convert_state_dict(state: dict, config: HansardGPTConfig) -> dict:
         else:
             unmapped.append(key)
     if unmapped:
-        raise ValueError(f"nanochat checkpoint: no HansardGPT weight for {unmapped}; this import does not know them.")
+        more = f" and {len(unmapped) - 5} more" if len(unmapped) > 5 else ""
+        raise ValueError(f"nanochat checkpoint: no HansardGPT weight for {unmapped[:5]}{more}; this import does not "
+                         "know them (not a nanochat GPT?).")
     return converted
+
+
+def read_state_dict(path) -> dict:
+    """nanochat's `model_<step>.pt`: a dict of tensors, read without running anything pickled in it; anything else
+    is one error naming the file."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)  # tensors only: no pickled code runs
+    except Exception as error:  # noqa: BLE001 - torch raises many kinds, and its text suggests weights_only=False
+        raise ValueError(f"{path}: not a file of tensors ({type(error).__name__}); it is damaged, or not nanochat's "
+                         "model file. Nothing in it was run.") from None
+    if not isinstance(state, dict) or not state or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ValueError(f"{path}: holds a {type(state).__name__}, not nanochat's state dict (names -> tensors).")
+    return {str(key).removeprefix("_orig_mod."): tensor for key, tensor in state.items()}  # a compiled model's names
 
 
 def load_nanochat_checkpoint(folder, step: int | None = None) -> HansardGPTForCausalLM:
@@ -116,9 +131,11 @@ def load_nanochat_checkpoint(folder, step: int | None = None) -> HansardGPTForCa
         model_config = meta["model_config"]
     except (json.JSONDecodeError, KeyError, TypeError) as error:
         raise ValueError(f"{meta_path}: not a nanochat meta file with a model_config ({error}).") from None
-    state = torch.load(model_path, map_location="cpu", weights_only=True)  # tensors only: no pickled code runs
-    state = {key.removeprefix("_orig_mod."): tensor for key, tensor in state.items()}  # a compiled model's names
-    config = config_from_meta(model_config, state)
+    state = read_state_dict(model_path)
+    try:
+        config = config_from_meta(model_config, state)
+    except (KeyError, TypeError) as error:
+        raise ValueError(f"{meta_path}: its model_config lacks {error} (not nanochat's meta file?).") from None
     with no_init_weights():
         model = HansardGPTForCausalLM(config)
     weights = convert_state_dict(state, config)

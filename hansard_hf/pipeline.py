@@ -71,8 +71,10 @@ def run_recipe(path, overrides=None) -> HansardTrainer | None:
     out = Path(args.output_dir)
     done = finished_steps(out)
     if done is not None and done >= args.max_steps:
-        say(f"{out} already finished: {done} of {args.max_steps} steps (model, tokenizer and card are there). To train "
-            f"further, run again with a higher max_steps (e.g. --max_steps={2 * done}): it resumes from the last checkpoint.")
+        asked = "" if done == args.max_steps else f"; max_steps={args.max_steps} asks for no more than it has"
+        say(f"{out} already finished at step {done:,}{asked} (model, tokenizer and card are there). To train further, "
+            f"run again with a max_steps above {done:,} (e.g. --max_steps={2 * done}): it resumes from the last "
+            "checkpoint.")
         return None
     lock = OutputDirLock(out)
     on_main_process(lock.acquire)  # one live run per folder; a refusal stops every process
@@ -87,7 +89,8 @@ def _train(recipe, args, config, tokenizer, tokenizer_dir, data_dir, state) -> H
     out = Path(args.output_dir)
     if state.is_main_process:
         out.mkdir(parents=True, exist_ok=True)  # the run's recipe, with the folders it resolved: `hansard-hf train OUT`
-        resolved = {"tokenizer_dir": str(tokenizer_dir), "data_dir": str(data_dir), "output_dir": str(out)}
+        resolved = {"tokenizer_dir": str(tokenizer_dir.resolve()), "data_dir": str(data_dir.resolve()),
+                    "output_dir": str(out.resolve())}  # absolute: the run's folders are the same from any directory
         (out / "recipe.json").write_text(json.dumps({**recipe.to_dict(), **resolved}, indent=2) + "\n")
     set_seed(args.seed)  # the initialisation is part of the run: same recipe, same weights
     model = HansardGPTForCausalLM(config)

@@ -10,7 +10,7 @@ from urllib.parse import urlparse
 
 import torch
 
-from .data import is_hub_dataset
+from .data import Corpus, is_hub_dataset
 from .distributed import on_main_process
 from .parallelism import check_launch
 from .budget import STEP_SETTINGS, step_plan
@@ -18,6 +18,7 @@ from .recipe import Recipe, plan
 
 CPU_EFFICIENCY = 0.5  # training FLOP/s over fp32 matmul FLOP/s on a CPU (tiny recipe, 2-core EPYC: 0.44)
 SLOW_HOURS = 1.0  # a CPU run the plan says takes longer than this gets a warning pointing to the tiny recipe
+STOP_HOURS = 24.0  # ... and longer than this does not start (allow_slow_cpu=true starts it)
 OFFLINE_MODES = {"offline", "disabled", "dryrun"}
 
 
@@ -47,14 +48,13 @@ def check_batch(recipe: Recipe) -> None:
         raise ValueError(f"{recipe.path}: {error}") from None
 
 
-def check_corpus(recipe: Recipe) -> None:
+def check_corpus(corpus: Corpus) -> None:
     """The corpus is there: local files exist and are readable, a Hub dataset answers."""
-    corpus = recipe.corpus
     if not is_hub_dataset(corpus.source):
         corpus.files()  # names the missing file, folder or glob
         return
-    fix = ("point --dataset=PATH at local Hansard files (JSONL, JSON, Parquet or text: a file, folder or glob), "
-           "e.g. --dataset=../shared/data/hansard/hansard_debates.jsonl")
+    fix = ("point --dataset=PATH (train_hansard.sh: DATASET=PATH) at local Hansard files (JSONL, JSON, Parquet or "
+           "text: a file, folder or glob), e.g. --dataset=../shared/data/hansard/hansard_debates.jsonl")
     if os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes"):
         raise ValueError(f"dataset {corpus.source}: HF_HUB_OFFLINE is set, so the Hub is not asked: {fix}.")
     from huggingface_hub import HfApi
@@ -111,7 +111,8 @@ def cpu_flops_per_second(seconds: float = 0.3) -> float:
 
 
 def cpu_notice(recipe: Recipe) -> str | None:
-    """On a CPU: the plan's time here, with a pointer to the tiny recipe when it is long."""
+    """On a CPU: the plan's time here, with a pointer to the tiny recipe when it is long; a run the plan says takes
+    more than a day here stops before it starts, unless the recipe says allow_slow_cpu."""
     if torch.cuda.is_available() and not recipe.settings["use_cpu"]:
         return None
     p = plan(recipe, gpus=1)
@@ -122,6 +123,10 @@ def cpu_notice(recipe: Recipe) -> str | None:
             f"{minutes} minutes" if minutes > 1 else "a minute" if minutes == 1 else "under a minute")
     text = (f"{recipe.path} on this CPU: ~{when} by the plan ({p['total_flops']:.3g} FLOPs for {p['steps']:,} steps at "
             f"~{speed / 1e9:.0f} GFLOP/s, half this machine's fp32 matmul speed measured now).")
+    if hours > STOP_HOURS and not recipe.values.get("allow_slow_cpu"):
+        raise ValueError(f"{text} Stopped before it started: train the CPU-sized recipe (hansard-hf train tiny), run "
+                         "this one on GPUs (hansard-hf plan shows their time), or start it here anyway with "
+                         "--allow_slow_cpu=true.")
     if hours > SLOW_HOURS:
         text += " For a CPU-sized run: hansard-hf train tiny. Going on; Ctrl-C stops."
     return text
@@ -135,7 +140,7 @@ def preflight(recipe: Recipe) -> list[str]:
         check_device(recipe)
         check_launch()
         check_batch(recipe)
-        check_corpus(recipe)
+        check_corpus(recipe.corpus)
         environment, notice = tracker_environment(recipe)
         return environment, [n for n in (notice, cpu_notice(recipe)) if n]
 

@@ -21,7 +21,7 @@ from .budget import PEAK_FLOPS, STEP_SETTINGS, step_plan
 from .configuration_hansard_gpt import NANOCHAT_2026, HansardGPTConfig
 from .data import Corpus
 from .locations import TOKENIZER_SETTINGS
-from .memory import checkpointed_layers, checkpointing_to_fit, training_bytes
+from .memory import checkpoint_bytes, checkpointed_layers, checkpointing_to_fit, training_bytes
 from .trainer import HansardTrainingArguments
 
 MODEL_KEYS = {"depth", "aspect_ratio", "head_dim", "vocab_size", "num_key_value_heads", "loss_chunk_size", "architecture",
@@ -32,7 +32,7 @@ ARCHITECTURES = {"nanochat-2025": {}, "nanochat-2026": NANOCHAT_2026}
 CORPUS_KEYS = {"dataset": "source", "text_field": "text_field", "id_field": "id_field", "split_field": "split_field",
                "max_documents": "max_documents"}  # recipe key -> Corpus field (the defaults are Corpus')
 DATA_KEYS = {*CORPUS_KEYS, "tokenizer", "tokenizer_vocab_size", "tokenizer_max_chars", "tokenizer_dir", "data_dir"}
-RUN_KEYS = {"run"}
+RUN_KEYS = {"run", "allow_slow_cpu"}  # allow_slow_cpu: start a run the plan says takes over a day on this CPU
 TRAINING_DEFAULTS = {f.name: f.default if f.default is not dataclasses.MISSING else f.default_factory()
                      for f in dataclasses.fields(HansardTrainingArguments)
                      if f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING}
@@ -88,7 +88,7 @@ class Recipe:
     @classmethod
     def load(cls, path, overrides: list[str] | dict | None = None) -> "Recipe":
         """Read a recipe file or shipped recipe (`find_recipe`), apply `overrides` and check every key."""
-        path = find_recipe(path)
+        given, path = path, find_recipe(path)
         try:
             values = json.loads(path.read_text())
         except json.JSONDecodeError as error:
@@ -96,6 +96,8 @@ class Recipe:
         if not isinstance(values, dict):
             raise ValueError(f"{path}: a recipe is a JSON object of keys and values.")
         origin = str(values.pop("recipe", path))  # a run folder's recipe.json names the recipe it came from
+        if path.name == "recipe.json" and Path(given).is_dir():  # a run folder is its own output_dir, wherever it is
+            values["output_dir"] = str(Path(given))
         values.update(parse_overrides(overrides) if isinstance(overrides, list) else (overrides or {}))
         known = MODEL_KEYS | DATA_KEYS | RUN_KEYS | TRAINING_KEYS
         unknown = sorted(set(values) - known)
@@ -203,7 +205,11 @@ def plan(recipe: Recipe, gpus: int = 8, gpu: str = "H100", mfu: float = 0.45, gp
         raise ValueError(f"--gpu {gpu!r}: unknown; use one of {list(PEAK_FLOPS)}.")
     config, s = recipe.model_config(), recipe.settings
     seq, total, params = s["max_seq_len"], s["total_batch_size"], config.num_parameters()
-    steps = step_plan(**{**{k: s[k] for k in STEP_SETTINGS}, "strict_batch_size": False}, config=config, world_size=gpus)
+    try:
+        steps = step_plan(**{**{k: s[k] for k in STEP_SETTINGS}, "strict_batch_size": False}, config=config,
+                          world_size=gpus)
+    except ValueError as error:
+        raise ValueError(f"{recipe.path}, planned for {gpus} GPUs (--gpus): {error}") from None
     tokens = steps.steps * total
     flops = config.flops_per_token(seq) * tokens
     micro = steps.device_batch_size
@@ -214,13 +220,18 @@ def plan(recipe: Recipe, gpus: int = 8, gpu: str = "H100", mfu: float = 0.45, gp
         memory[layout] = dict(every_n_layers=every, checkpointed_layers=checkpointed_layers(config.num_hidden_layers, used),
                               memory_gb=training_bytes(config, micro, seq, used, shards) / 1e9)
     fitting = [layout for layout, m in memory.items() if m["every_n_layers"] is not None]
+    every, limit = s["save_every"], s["save_total_limit"]
+    saved = -(-steps.steps // every) if every > 0 else 0  # every save_every steps, and at the last step
+    kept = min(saved, limit) if limit and limit > 0 else saved
     return dict(depth=config.depth, width=config.hidden_size, heads=config.num_attention_heads, params=params,
                 counted=steps.counted_parameters, parameter_count=s["parameter_count"], features=config.features_2026(),
                 tokens=tokens, steps=steps.steps, device_batch_size=micro,
                 requested_device_batch_size=s["device_batch_size"], accumulation=steps.accumulation,
                 flops_per_token=config.flops_per_token(seq), total_flops=flops, memory=memory,
                 layout=fitting[0] if fitting else None, gpu_memory_gb=gpu_memory_gb, gpus=gpus, gpu=gpu, mfu=mfu,
-                hours=flops / (gpus * peak * mfu) / 3600)
+                hours=flops / (gpus * peak * mfu) / 3600, save_every=every, save_total_limit=limit,
+                checkpoints_saved=saved, checkpoints_kept=kept, checkpoint_bytes=checkpoint_bytes(config),
+                model_bytes=4 * params, kept_bytes=kept * checkpoint_bytes(config) + 4 * params)
 
 
 def memory_text(p: dict, layout: str) -> str:
@@ -270,4 +281,18 @@ def describe_plan(p: dict) -> str:
         f"layout       {needs}",
         f"time         ~{p['hours']:.1f} h on {p['gpus']}x {p['gpu']} at {p['mfu']:.0%} MFU "
         f"({p['hours'] * p['gpus']:,.1f} GPU-hours)",
+        f"disk         {checkpoints_text(p)}",
     ])
+
+
+def checkpoints_text(p: dict) -> str:
+    """What a run keeps on disk, in words: its checkpoints (with the rotation that applies) and the final model."""
+    gb = lambda n: f"{n / 1e9:,.1f} GB" if n >= 1e9 else f"{n / 1e6:,.0f} MB"  # noqa: E731
+    if not p["checkpoints_saved"]:
+        return f"{gb(p['kept_bytes'])}: the final model only (save_every=0: no checkpoints)"
+    rotation = (f"save_total_limit={p['save_total_limit']} keeps the newest {p['checkpoints_kept']}"
+                if p["checkpoints_kept"] < p["checkpoints_saved"] else
+                f"save_total_limit={p['save_total_limit'] or 'none'}: all {p['checkpoints_kept']} kept")
+    return (f"{gb(p['kept_bytes'])} at the end: a checkpoint of {gb(p['checkpoint_bytes'])} every {p['save_every']:,} "
+            f"steps and at the last, {p['checkpoints_saved']} in all ({rotation}), plus the final model "
+            f"({gb(p['model_bytes'])})")

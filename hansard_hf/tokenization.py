@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
-from transformers import AutoTokenizer, PreTrainedTokenizerFast
+from transformers import PreTrainedTokenizerFast
 
 from .files import atomic_directory
 from .locations import TOKENIZER_SETTINGS
@@ -146,10 +146,10 @@ def ensure_tokenizer(corpus, folder, **settings) -> Path:
 
 
 def load_tokenizer(path) -> PreTrainedTokenizerFast:
-    """The tokenizer saved in `path` (any folder AutoTokenizer reads)."""
+    """The fast tokenizer saved in `path`, read from its files alone (no config.json, no code from the folder)."""
     if not (Path(path) / "tokenizer.json").exists():
         raise FileNotFoundError(f"{path} holds no tokenizer.json: train one with `hansard-hf tokenizer train`.")
-    return AutoTokenizer.from_pretrained(path)
+    return PreTrainedTokenizerFast.from_pretrained(path)
 
 
 def load_token_bytes(path) -> torch.Tensor:

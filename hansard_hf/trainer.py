@@ -23,6 +23,7 @@ from transformers.trainer_utils import IntervalStrategy
 from .budget import EVAL_TOKENS, STEP_SETTINGS, TOKENS_PER_PARAMETER, peak_flops, step_plan
 from .checkpoints import OutputDirLock, last_complete_checkpoint, mark_complete, problems, read_marker, rotate, unmark
 from .distributed import on_main_process, sharded
+from .files import share_as_umask
 from .evaluation import SAMPLES_FILE, evaluate_bpb, evaluate_tasks, sample
 from .optimization import NanochatSchedule, muon_adamw
 from .tokenization import tokenizer_fingerprint
@@ -150,12 +151,11 @@ class BenchmarksAndSamples(TrainerCallback):
         if self.tasks and self._due(args.core_metric_every, state):
             results = evaluate_tasks(model, tokenizer, self.tasks)
             logs = {f"bench/{label}": r["centered"] for label, r in results["tasks"].items()}
-            core = [r["centered"] for label, r in results["tasks"].items() if not label.startswith("hansard_")]
-            hansard = [r["centered"] for label, r in results["tasks"].items() if label.startswith("hansard_")]
-            if core:
-                logs["core_metric"] = sum(core) / len(core)
-            if hansard:
-                logs["hansard_metric"] = sum(hansard) / len(hansard)
+            for name, ours in (("core", False), ("hansard", True)):  # each benchmark's mean and its example count
+                picked = [r for label, r in results["tasks"].items() if label.startswith("hansard_") == ours]
+                if picked:
+                    logs[f"{name}_metric"] = sum(r["centered"] for r in picked) / len(picked)
+                    logs[f"{name}_examples"] = sum(r["examples"] for r in picked)
             flags = (control.should_log, control.should_evaluate, control.should_save)
             trainer.log(logs)  # logging resets the step's flags: keep the Trainer's own log/eval/save of this step
             control.should_log, control.should_evaluate, control.should_save = flags
@@ -299,6 +299,7 @@ class HansardTrainer(Trainer):
             self.args.save_total_limit = limit
         self.accelerator.wait_for_everyone()
         if self.args.should_save:
+            share_as_umask(folder)
             mark_complete(folder, self.state.global_step, tokenizer_fingerprint(self.processing_class))
             rotate(folder.parent, limit, keep=[self.state.best_model_checkpoint])
         self.exclude_from_throughput(time.perf_counter() - start)
@@ -317,7 +318,7 @@ class HansardTrainer(Trainer):
 
     def _save(self, output_dir=None, state_dict=None):
         """As Trainer's, into a hidden folder whose files then replace the old ones, one rename each: a kill or a full
-        disk never leaves a half-written model.safetensors under its name."""
+        disk never leaves a half-written model.safetensors under its name. The files get the umask's permissions."""
         out = Path(output_dir or self.args.output_dir)
         if not self.args.should_save:
             return super()._save(str(out), state_dict)
@@ -327,6 +328,7 @@ class HansardTrainer(Trainer):
         tmp = out / f".saving-{os.getpid()}"
         try:
             super()._save(str(tmp), state_dict)
+            share_as_umask(tmp)
             for path in tmp.iterdir():
                 os.replace(path, out / path.name)
         finally:
@@ -350,8 +352,7 @@ class HansardTrainer(Trainer):
         self.state.save_to_json(str(out / "trainer_state.json"))
         if any("loss" in entry for entry in self.state.log_history):
             plot(out)
-        model_id = self.args.hub_model_id or str(out.resolve())  # what the card's usage code loads
-        card = model_card(out, model_id, self.model.config, self.recipe, self.args.total_batch_size)
+        card = model_card(out, self.model.config, self.recipe, self.args.total_batch_size, self.args.hub_model_id)
         (out / "README.md").write_text(card)
 
     def floating_point_ops(self, inputs) -> int:

@@ -70,9 +70,11 @@ def test_bad_inputs_get_clear_errors(tmp_path):
     with pytest.raises(ValueError, match="UTF-8"):
         list(Corpus(str(bad)).documents())
     bad_json = tmp_path / "bad.jsonl"
-    bad_json.write_bytes(b'{"id": 1, "text": "caf\xe9"}\n')
-    with pytest.raises(ValueError, match="bad.jsonl: not valid UTF-8"):
+    bad_json.write_bytes(b'{"id": 0, "text": "ok"}\n{"id": 1, "text": "caf\xe9"}\n')
+    with pytest.raises(ValueError, match=r"bad.jsonl, line 2, byte 23: not valid UTF-8 \(invalid continuation byte: byte 0xe9\)"):
         list(Corpus(str(bad_json)).documents())
+    with pytest.raises(FileNotFoundError, match=r"bad.json: no such file, folder or glob \(did you mean .*bad.jsonl\?\)"):
+        Corpus(str(tmp_path / "bad.json")).files()
     with pytest.raises(ValueError, match="part='dev'"):
         list(Corpus(str(write_jsonl(tmp_path / "s.jsonl", [{"text": "a", "part": "dev"}])), split_field="part").documents())
     assert Corpus("common-pile/uk_hansard").files() is None  # a Hub id: streamed with datasets
@@ -193,14 +195,18 @@ def test_trainer_refuses_data_from_a_larger_vocabulary(workspace, tmp_path):
         HansardTrainer(model=model, args=args, train_dataset=TokenRows(tmp_path / "data", "train", 8))
 
 
-def test_recipe_table_and_seed_guidance():
+def test_recipe_table_and_the_size_rule():
     table = {row["depth"]: row for row in recipe_table(3_000_000_000)}
     assert table[16]["tokens_needed"] == 20 * 117_440_512 and table[16]["epochs"] == pytest.approx(0.783, abs=1e-3)
     assert table[48]["epochs"] == pytest.approx(31_205_621_760 / 3e9)
     assert [seed_choice(t) for t in (3e9, 5e9, 15e9, 25e9)] == [16, 24, 36, 48]
     text = advice(4_500_000_000)
-    assert "d24" in text and "1.20 epochs" in text and "one pass: d16" in text
-    assert "No recipe fits in one pass" in advice(1_000_000)
+    assert text.splitlines()[0].endswith("above 20B d48): d24.") and "reads the corpus 1.20 times" in text
+    assert text.endswith("the largest recipe that fits in one pass is d16.") and "repetition" in text
+    assert advice(3_000_000_000).splitlines()[1] == ("At 20 tokens per parameter d16 reads the corpus 0.78 times; the "
+                                                     "largest recipe that fits in one pass is d16.")
+    small = advice(1_000_000)
+    assert len(small.splitlines()) == 2 and small.count("2348.81") == 1 and "no recipe fits in one pass" in small
     rows = {row["recipe"]: row for row in recipe_table_2026(3_000_000_000)}
     assert rows["d24-2026"]["counted"] == 780_142_272 and rows["d24-2026"]["params"] == 2_088_765_194
     assert rows["d24-2026"]["tokens_needed"] == 8_928 * 2**20  # nanochat's own d24 plan: 8,928 steps of 2^20 tokens
@@ -218,7 +224,7 @@ def test_real_hansard_end_to_end(tmp_path):
     rows = TokenRows(tmp_path / "data", "validation", 256, tokenizer_dir=tmp_path / "tok")
     assert len(rows) == splits["validation"]["tokens"] // 257
     text = report(tmp_path / "data")
-    assert "train" in text and "d16" in text and "No recipe fits in one pass" in text
+    assert "train" in text and "d16" in text and "no recipe fits in one pass" in text
     assert re.search(r"d24-2026 +2,088,765,194 +780,142,272 +9,361,686,528 +[0-9]+\.[0-9]{2}\n", text)
 
 

@@ -126,6 +126,24 @@ def test_our_folders_load_without_trusting_their_code(our_checkpoint):
     assert type(model).__module__ == "hansard_hf.modeling_hansard_gpt" and len(tokenizer) == 300
 
 
+def test_export_push_and_import_never_run_a_folders_code_even_when_told_yes(our_checkpoint, tmp_path):
+    folder, _ = our_checkpoint
+    ran = tmp_path / "code_ran"
+    for name in ("configuration_hansard_gpt.py", "modeling_hansard_gpt.py"):  # what a hostile copy of our folder holds
+        (folder / name).write_text(f"open({str(ran)!r}, 'a').write({name!r})\n")
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_MODULES_CACHE": str(tmp_path / "modules")}
+    stage = (f"from hansard_hf.hub import stage_for_hub; stage_for_hub({str(folder)!r}, {str(tmp_path / 'staged')!r}, "
+             "'me/x')")  # what `push` uploads, up to the wire
+    for command in (["-m", "hansard_hf.cli", "export", str(folder), str(tmp_path / "native")],
+                    ["-m", "hansard_hf.cli", "import-nanochat", str(tmp_path / "native"), str(tmp_path / "back")],
+                    ["-c", stage]):
+        done = subprocess.run([sys.executable, *command], input="y\ny\n", capture_output=True, text=True, env=env,
+                              timeout=300)  # a "y" waiting for any prompt that would run the folder's code
+        assert done.returncode == 0 and "[y/N]" not in done.stdout + done.stderr, done.stderr[-3000:]
+    assert not ran.exists() and (tmp_path / "staged" / "model.safetensors").exists()
+    assert json.loads((tmp_path / "back" / "config.json").read_text())["model_type"] == "hansard_gpt"
+
+
 def test_damaged_weights_are_named(our_checkpoint):
     folder, _ = our_checkpoint
     weights = folder / "model.safetensors"

@@ -57,7 +57,8 @@ def test_a_path_wins_and_a_run_folder_means_its_recipe(tmp_path, monkeypatch):
     (tmp_path / "run").mkdir()
     (tmp_path / "run" / "recipe.json").write_text(json.dumps({"recipe": "somewhere/tiny.json", "depth": 3}))
     run = Recipe.load("run", ["--max_steps=9"])
-    assert run.values == {"depth": 3, "max_steps": 9} and run.to_dict()["recipe"] == "somewhere/tiny.json"
+    assert run.values == {"depth": 3, "max_steps": 9, "output_dir": "run"}  # the folder is its own output_dir
+    assert run.to_dict()["recipe"] == "somewhere/tiny.json"
 
 
 def test_misspellings_get_a_did_you_mean(tmp_path, monkeypatch):
@@ -126,6 +127,7 @@ def test_no_hub_means_one_line_naming_dataset_path(tmp_path, monkeypatch):
     done = cli("train", "tiny", HANSARD_HF_HOME=str(tmp_path / "home"))  # the Hub corpus with HF_HUB_OFFLINE=1
     lines = done.stderr.strip().splitlines()
     assert done.returncode == 1 and len(lines) == 1 and "HF_HUB_OFFLINE" in lines[0] and "--dataset=PATH" in lines[0]
+    assert "train_hansard.sh: DATASET=PATH" in lines[0]
 
     from huggingface_hub import HfApi
     from huggingface_hub.errors import RepositoryNotFoundError
@@ -141,7 +143,7 @@ def test_no_hub_means_one_line_naming_dataset_path(tmp_path, monkeypatch):
     monkeypatch.setattr(HfApi, "dataset_info", unreachable)
     with pytest.raises(ValueError, match=r"common-pile/uk_hansard: the Hugging Face Hub cannot be reached "
                                          r"\(ConnectionError: .*\); point --dataset=PATH"):
-        preflight.check_corpus(recipe)
+        preflight.check_corpus(recipe.corpus)
     assert asked == [("common-pile/uk_hansard", 10)]
 
     def missing(self, repo_id, timeout=None):
@@ -151,9 +153,9 @@ def test_no_hub_means_one_line_naming_dataset_path(tmp_path, monkeypatch):
 
     monkeypatch.setattr(HfApi, "dataset_info", missing)
     with pytest.raises(ValueError, match="no such dataset on the Hub.*--dataset=PATH"):
-        preflight.check_corpus(recipe)
+        preflight.check_corpus(recipe.corpus)
     with pytest.raises(FileNotFoundError, match="missing.jsonl: no such file"):
-        preflight.check_corpus(Recipe.load("tiny", {"dataset": str(tmp_path / "missing.jsonl")}))
+        preflight.check_corpus(Recipe.load("tiny", {"dataset": str(tmp_path / "missing.jsonl")}).corpus)
 
 
 @pytest.fixture
@@ -183,10 +185,13 @@ def test_wandb_without_credentials_logs_offline_with_a_notice(corpus, no_wandb_c
 
 
 @no_gpu
-def test_cpu_runs_are_told_the_plans_time_here():
-    d16 = preflight.cpu_notice(Recipe.load("d16", {"use_cpu": True, "bf16": False}))
+def test_cpu_runs_are_told_the_plans_time_here_and_runs_of_days_stop_before_they_start():
+    with pytest.raises(ValueError, match=r"d16.json on this CPU: ~[0-9.,]+ days by the plan \(1.66e\+18 FLOPs for 4,480 "
+                                         r"steps.*Stopped before it started: .*hansard-hf train tiny.*--allow_slow_cpu=true"):
+        preflight.cpu_notice(Recipe.load("d16", {"use_cpu": True, "bf16": False}))
+    d16 = preflight.cpu_notice(Recipe.load("d16", {"use_cpu": True, "bf16": False, "allow_slow_cpu": True}))
     days = float(d16.split("~")[1].split(" days")[0].replace(",", ""))
-    assert days > 2 and "1.66e+18 FLOPs for 4,480 steps" in d16 and "hansard-hf train tiny" in d16
+    assert days > 2 and "hansard-hf train tiny. Going on" in d16
     tiny = preflight.cpu_notice(Recipe.load("tiny", {"max_steps": 5}))
     assert "minute" in tiny and "hansard-hf train tiny" not in tiny
 
@@ -234,15 +239,22 @@ def test_count_tokens_says_what_is_missing(corpus, tmp_path):
     assert done.returncode == 1 and "count what?" in done.stderr
 
 
-def test_model_card_names_the_real_corpus(tmp_path):
-    (tmp_path / "trainer_state.json").write_text(json.dumps({"global_step": 3, "log_history": []}))
+def test_model_card_names_the_real_corpus_and_what_each_figure_was_measured_on(tmp_path):
+    history = [{"step": 3, "eval_bpb": 1.7812, "eval_tokens": 65_536}, {"step": 3, "hansard_metric": 0.05,
+                                                                        "hansard_examples": 1_000}]
+    (tmp_path / "trainer_state.json").write_text(json.dumps({"global_step": 3, "log_history": history}))
     config = HansardGPTConfig(depth=2, vocab_size=256)
-    hub = model_card(tmp_path, "me/model", config, {"dataset": "common-pile/uk_hansard"})
+    hub = model_card(tmp_path, config, {"dataset": "common-pile/uk_hansard"}, repo_id="me/model")
     assert "datasets: [common-pile/uk_hansard]\n---" in hub and "huggingface.co/datasets/common-pile/uk_hansard" in hub
-    assert "datasets: [common-pile/uk_hansard]" in model_card(tmp_path, "me/model", config, {})  # the default corpus
-    local = model_card(tmp_path, str(tmp_path), config, {"dataset": "../shared/data/hansard/hansard_debates.jsonl"})
-    assert "datasets:" not in local and "local files `../shared/data/hansard/hansard_debates.jsonl`" in local
-    assert f'AutoModelForCausalLM.from_pretrained("{tmp_path}", trust_remote_code=True)' in local
+    assert "datasets: [common-pile/uk_hansard]" in model_card(tmp_path, config, {}, repo_id="me/model")  # the default
+    assert 'model_id = "me/model"\n' in hub
+    assert "| bits per byte | 1.7812 (validation split, 65,536 tokens) |" in hub
+    assert "| Hansard benchmark (centred) | 0.0500 (test split, 1,000 examples) |" in hub
+    assert "| CORE (centred) | not measured |" in hub
+    local = model_card(tmp_path, config, {"dataset": "../shared/data/hansard/hansard_debates.jsonl"})
+    assert "datasets:" not in local and "local files `hansard_debates.jsonl`" in local
+    assert f'model_id = "{tmp_path.name}"  # this folder' in local and str(tmp_path) not in local  # no absolute path
+    assert "pip install hansard-hf" not in local and "not on PyPI" in local
 
 
 @pytest.mark.slow
@@ -253,11 +265,12 @@ def test_under_accelerate_an_error_is_printed_once(corpus, tmp_path):
     env = {**os.environ, "HANSARD_HF_HOME": str(tmp_path / "home"), "HF_HUB_OFFLINE": "1"}
     for arguments, message in ((["d24", f"--dataset={corpus}"], "bf16=true asks for a GPU"),  # not even --use_cpu
                                (["d24.json", "--use_cpu=true", "--bf16=false"], "HF_HUB_OFFLINE is set")):
-        done = subprocess.run([*launch, *arguments], capture_output=True, text=True, env=env, timeout=300)
+        done = subprocess.run([*launch, *arguments], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                              env=env, timeout=300)
         assert done.returncode != 0
-        errors = [line for line in done.stderr.splitlines() if line.startswith("hansard-hf train: error:")]
-        assert len(errors) == 1 and message in errors[0], done.stderr[-3000:]
-        assert "Traceback" not in done.stderr.split("hansard-hf train: error:")[0]  # no rank's traceback before it
+        errors = [line for line in done.stdout.splitlines() if "hansard-hf train: error:" in line]
+        assert len(errors) == 1 and errors[0].startswith("hansard-hf") and message in errors[0], done.stdout[-3000:]
+        assert "Traceback" not in done.stdout.split("hansard-hf train: error:")[0]  # no rank's traceback before it
     assert not (tmp_path / "home").exists()
 
 
@@ -268,7 +281,15 @@ def test_train_hansard_sh_counts_picks_and_trains_in_the_same_folders(corpus, tm
     small = ["--depth=2", "--max_seq_len=32", "--device_batch_size=2", "--total_batch_size=64", "--max_steps=2",
              "--eval_every=0", "--core_metric_every=0", "--torch_compile=false", "--report_to=none",
              f"--output_dir={tmp_path / 'run'}"]  # d16's recipe, cut down to seconds
-    done = subprocess.run(["bash", str(ROOT / "train_hansard.sh"), *small], capture_output=True, text=True, env=env,
+    script = ["bash", str(ROOT / "train_hansard.sh")]
+    stopped = subprocess.run(script, capture_output=True, text=True, env=env, cwd=tmp_path, timeout=60)
+    assert stopped.returncode == 1 and "RECIPE=tiny DATASET=" in stopped.stderr and "--allow_slow_cpu=true" in stopped.stderr
+    assert not (tmp_path / "home").exists()  # stopped before the tokenizer and the data
+    no_hub = subprocess.run(script, capture_output=True, text=True, env={**env, "DATASET": "", "RECIPE": "tiny"},
+                            cwd=tmp_path, timeout=300)
+    assert no_hub.returncode == 1 and "HF_HUB_OFFLINE" in no_hub.stdout and "DATASET=PATH" in no_hub.stdout
+    assert "Traceback" not in no_hub.stdout + no_hub.stderr  # `accelerate launch --quiet`: our line, once
+    done = subprocess.run([*script, *small, "--allow_slow_cpu=true"], capture_output=True, text=True, env=env,
                           cwd=tmp_path, timeout=600)
     assert done.returncode == 0, done.stderr[-4000:]
     out = done.stdout

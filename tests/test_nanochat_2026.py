@@ -426,7 +426,7 @@ def test_model_card_names_the_2026_parts_and_offers_no_export(tmp_path):
     from hansard_hf.card import model_card
 
     (tmp_path / "trainer_state.json").write_text(json.dumps({"global_step": 3, "log_history": []}))
-    card = model_card(tmp_path, "me/hansard-2026", tiny_config(depth=4, **NANOCHAT_2026))
+    card = model_card(tmp_path, tiny_config(depth=4, **NANOCHAT_2026), repo_id="me/hansard-2026")
     assert "nanochat 2026: sliding windows (layer_types), value_embeddings, residual_lambdas" in card
     assert "`hansard-hf export` refuses it" in card and "nanochat-out" not in card
-    assert "nanochat-out" in model_card(tmp_path, "me/hansard-2025", tiny_config())
+    assert "nanochat-out" in model_card(tmp_path, tiny_config(), repo_id="me/hansard-2025")

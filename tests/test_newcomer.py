@@ -62,9 +62,10 @@ def test_the_readme_first_hour(tmp_path):
     recipe = json.loads((run_dir / "recipe.json").read_text())
     assert (recipe["tokenizer_dir"], recipe["data_dir"]) == (str(tokenizer_dir), str(data_dir))
     card = (run_dir / "README.md").read_text()
-    assert "datasets:" not in card and "local files `../shared/data/hansard/hansard_debates.jsonl`" in card
-    usage = re.search(r"```python\n(.*?)```", card, re.S).group(1)  # the card's usage code, verbatim, elsewhere
-    loaded = run(["python", "-c", usage], tmp_path, env)
+    assert "datasets:" not in card and "local files `hansard_debates.jsonl`" in card
+    usage = re.search(r"```python\n(.*?)```", card, re.S).group(1)  # the card's usage code, verbatim, beside the run
+    assert 'model_id = "hansard_tiny"  # this folder' in usage and str(tmp_path) not in card
+    loaded = run(["python", "-c", usage], run_dir.parent, env)
     assert loaded.stdout.startswith("<|bos|>Mr. Speaker, I beg to move") and len(loaded.stdout) > 40
 
     counted = run(count, work, env)
@@ -85,7 +86,7 @@ def test_the_readme_first_hour(tmp_path):
     checkpoints = sorted(p.name for p in run_dir.glob("checkpoint-*"))
     weights = (run_dir / "model.safetensors").read_bytes()
     repeated = run(again + FEWER_STEPS, work, env)
-    assert "already finished: 6 of 6 steps" in repeated.stdout and "--max_steps=12" in repeated.stdout
+    assert "already finished at step 6 (model" in repeated.stdout and "--max_steps=12" in repeated.stdout
     assert sorted(p.name for p in run_dir.glob("checkpoint-*")) == checkpoints  # nothing trained, nothing written
     assert (run_dir / "model.safetensors").read_bytes() == weights
 

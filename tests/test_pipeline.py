@@ -4,6 +4,7 @@ Every run trains its own small tokenizer and data from a generated corpus (no ne
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -17,6 +18,7 @@ import torch
 
 from hansard_hf import HansardGPTForCausalLM, hub
 from hansard_hf.checkpoints import COMPLETE_MARKER
+from hansard_hf.recipe import Recipe, checkpoints_text, plan
 from corpus_helpers import documents, write_jsonl
 from wandb_reader import logged
 
@@ -73,10 +75,22 @@ def test_train_writes_a_loadable_model_card_and_checkpoints(trained):
     tokenizer = AutoTokenizer.from_pretrained(trained)
     assert model.config.vocab_size == 512 and len(tokenizer) == 512 and model.config.bos_token_id == tokenizer.bos_token_id
     card = (trained / "README.md").read_text()
-    assert "validation bits per byte | " in card and "| training steps | 4 |" in card and "| tokens seen | 2,048 |" in card
+    assert re.search(r"\| bits per byte \| [0-9.]+ \(validation split, 2,048 tokens\) \|", card)
+    assert "| training steps | 4 |" in card and "| tokens seen | 2,048 |" in card
     assert sorted(losses(trained)) == [1, 2, 3, 4]
     recipe = json.loads((trained / "recipe.json").read_text())
     assert recipe["recipe"].endswith("tiny.json") and recipe["max_steps"] == 4
+
+
+def test_the_plan_states_the_disk_a_run_keeps(trained):
+    p = plan(Recipe.load(trained), gpus=1)
+    assert (p["checkpoints_saved"], p["checkpoints_kept"], p["save_total_limit"]) == (2, 2, None)
+    for step in (2, 4):  # weights and optimizer state: the checkpoint's bulk, as the plan counts it
+        written = sum((trained / f"checkpoint-{step}" / name).stat().st_size for name in ("model.safetensors", "optimizer.pt"))
+        assert p["checkpoint_bytes"] == pytest.approx(written, rel=0.002)
+    assert p["model_bytes"] == pytest.approx((trained / "model.safetensors").stat().st_size, rel=0.001)
+    assert "save_total_limit=none: all 2 kept" in checkpoints_text(p)
+    assert "newest 1" in checkpoints_text(plan(Recipe.load(trained, ["--save_total_limit=1"]), gpus=1))
 
 
 def test_sigkill_resumes_from_the_last_complete_checkpoint(env):
@@ -144,6 +158,9 @@ class FakeHub:
     def __init__(self, token=None):
         pass
 
+    def whoami(self):
+        return {"name": "me"}
+
     def create_repo(self, repo_id, private=False, exist_ok=False):
         return repo_id
 
@@ -162,12 +179,12 @@ def card_usage(card: str) -> str:
     return card.split("```python\n", 1)[1].split("```", 1)[0]
 
 
-def run_as_a_user(code: str, environment: dict, *args) -> subprocess.CompletedProcess:
+def run_as_a_user(code: str, environment: dict, *args, cwd=None) -> subprocess.CompletedProcess:
     """Run `code` in a fresh interpreter with stdin closed (a prompt would fail) and check it neither prompts nor
     warns about the model type, and never imports hansard_hf."""
     code += "\nimport sys\nassert 'hansard_hf' not in sys.modules\n"
     done = subprocess.run([sys.executable, "-c", code, *map(str, args)], capture_output=True, text=True,
-                          stdin=subprocess.DEVNULL, env=environment, timeout=300)
+                          stdin=subprocess.DEVNULL, env=environment, timeout=300, cwd=cwd)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "Do you wish to run the custom code" not in done.stdout + done.stderr
     assert "You are using a model of type" not in done.stdout + done.stderr
@@ -185,15 +202,17 @@ assert cached.shape[1] > ids.shape[1] and (cached == plain).all(), (cached, plai
 
 def test_run_folder_card_usage_works_verbatim(env, trained):
     card = (trained / "README.md").read_text()
-    assert f'from_pretrained("{trained.resolve()}"' in card  # the run folder itself, usable from any directory
-    done = run_as_a_user(card_usage(card) + SAME_WITH_AND_WITHOUT_CACHE, env[2])
+    assert f'model_id = "{trained.name}"  # this folder' in card and str(trained.resolve()) not in card
+    done = run_as_a_user(card_usage(card) + SAME_WITH_AND_WITHOUT_CACHE, env[2], cwd=trained.parent)
     assert done.stdout.startswith("<|bos|>Mr. Speaker, I beg to move")
 
 
 def test_push_uploads_what_a_user_needs_and_it_loads(env, trained, monkeypatch):
     root = env[0]
     monkeypatch.setenv("FAKE_HUB_CACHE", str(root / "hub"))
+    monkeypatch.setenv("HF_TOKEN", "hf_fake")  # the token check is local; the Hub's answer to it is the fake's
     monkeypatch.setattr(hub, "HfApi", FakeHub)
+    monkeypatch.setattr(hub.constants, "HF_HUB_OFFLINE", False)  # the tests' offline mode; the fake is the Hub
     hub.push(trained, "me/hansard-tiny")
     assert FakeHub.uploads[-1] == sorted([
         "README.md", "config.json", "configuration_hansard_gpt.py", "generation_config.json", "model.safetensors",
@@ -204,7 +223,7 @@ def test_push_uploads_what_a_user_needs_and_it_loads(env, trained, monkeypatch):
     user_env = {**env[2], "HF_HUB_CACHE": str(root / "hub"), "HF_HUB_OFFLINE": "1"}
     card = (root / "hub" / "models--me--hansard-tiny" / "snapshots" / f"{len(FakeHub.uploads) - 1:040d}" / "README.md")
     card = card.read_text()
-    assert 'from_pretrained("me/hansard-tiny", trust_remote_code=True)' in card
+    assert 'model_id = "me/hansard-tiny"\n' in card
     assert "transformers 5.23.0 to" in card and "hansard-hf export me/hansard-tiny" in card
     run_as_a_user(card_usage(card) + SAME_WITH_AND_WITHOUT_CACHE, user_env)
     run_as_a_user(textwrap.dedent("""
@@ -229,6 +248,23 @@ def test_push_uploads_what_a_user_needs_and_it_loads(env, trained, monkeypatch):
         model = AutoModelForCausalLM.from_pretrained("{native}")
         assert type(model).__name__ == "NanoChatForCausalLM"
     """) + SAME_WITH_AND_WITHOUT_CACHE, user_env)
+
+
+def test_push_checks_the_token_and_the_hub_before_staging(env, trained, monkeypatch):
+    monkeypatch.setattr(hub, "stage_for_hub", lambda *a: pytest.fail("staged before the checks"))
+    monkeypatch.setattr(hub.constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    monkeypatch.setenv("HF_HOME", str(env[0] / "no-login"))  # no stored token either
+    with pytest.raises(ValueError, match=r"^me/x: no Hugging Face token here: `hf auth login` \(or set HF_TOKEN\)"):
+        hub.push(trained, "me/x")
+    monkeypatch.setenv("HF_TOKEN", "hf_fake")
+    monkeypatch.setattr(hub.constants, "ENDPOINT", "http://127.0.0.1:9")  # a closed port: the real client's failure
+    with pytest.raises(OSError, match=r"^me/x: the Hugging Face Hub \(http://127.0.0.1:9\) cannot be reached "
+                                      r"\(ConnectError: .*\); check the network"):
+        hub.push(trained, "me/x")
+    monkeypatch.setattr(hub.constants, "HF_HUB_OFFLINE", True)
+    with pytest.raises(OSError, match="HF_HUB_OFFLINE is set"):
+        hub.push(trained, "me/x")
 
 
 def test_trainer_push_to_hub_ships_code_and_card_with_every_push(env, trained, tmp_path, monkeypatch):
@@ -264,13 +300,6 @@ def test_trainer_push_to_hub_ships_code_and_card_with_every_push(env, trained, t
     for files in pushed:
         assert {"modeling_hansard_gpt.py", "configuration_hansard_gpt.py", "config.json", "model.safetensors",
                 "README.md"} <= set(files)
-
-
-def test_plot_command_draws_the_curves(trained, tmp_path):
-    done = subprocess.run([sys.executable, "-m", "hansard_hf.cli", "plot", str(trained), "--out", str(tmp_path / "c.png")],
-                          capture_output=True, text=True)
-    assert done.returncode == 0, done.stderr
-    assert (tmp_path / "c.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_benchmarks_and_samples_ran_at_the_end_of_training(trained):

@@ -44,7 +44,8 @@ def bits_per_byte(nats: float, nbytes: float) -> float:
 
 @torch.no_grad()
 def evaluate_bpb(model, batches, token_bytes: torch.Tensor | None = None) -> dict[str, float]:
-    """Mean next-token loss in nats and, given `token_bytes`, nanochat's bits per byte.
+    """Mean next-token loss in nats, the number of target tokens it is over and, given `token_bytes`, nanochat's bits
+    per byte.
 
     bpb = summed nats over summed target bytes / ln 2, special tokens (0 bytes) excluded from both sums.
     `batches` yields dicts with `input_ids` and `shift_labels` (or `labels`); `token_bytes[id]` is the byte length
@@ -62,7 +63,7 @@ def evaluate_bpb(model, batches, token_bytes: torch.Tensor | None = None) -> dic
     byte_nats, nbytes, nats, count = sums.tolist()
     if count == 0 or nbytes == 0:
         raise ValueError("evaluate_bpb: the evaluation batches hold no targets (empty split?).")
-    metrics = {"loss": nats / count}
+    metrics = {"loss": nats / count, "tokens": int(count)}
     if token_bytes is not None:
         metrics["bpb"] = bits_per_byte(byte_nats, nbytes)
     return metrics

@@ -17,6 +17,7 @@ from ..budget import EVAL_TOKENS
 from ..checkpoints import read_marker
 from ..data import Corpus, TokenRows, prepare
 from ..distributed import on_main_process
+from ..files import did_you_mean, is_hub_id
 from ..tokenization import load_token_bytes, tokenizer_fingerprint
 from .bpb import evaluate_bpb
 from .core_benchmark import evaluate_tasks, load_bundle
@@ -48,6 +49,12 @@ def load_checked(checkpoint, trust_remote_code: bool = False):
     """(model, tokenizer) of a folder or Hub id, with one clear error for a folder that wants to run its own code
     (without `trust_remote_code`), a damaged folder, or a tokenizer that does not belong to the model."""
     register()  # HansardGPT folders load with this package's code, no trust_remote_code needed
+    path = Path(checkpoint)
+    if path.is_dir() and not (path / "config.json").exists():
+        raise FileNotFoundError(f"{checkpoint}: no config.json there, so no model: name a run folder, a checkpoint-N "
+                                "folder or a Hub repo id.")
+    if not path.exists() and "/" in str(checkpoint) and not is_hub_id(checkpoint):  # bare names may be Hub ids (gpt2)
+        raise FileNotFoundError(f"{checkpoint}: no such folder{did_you_mean(path)}, nor a Hub repo id (owner/name).")
     try:
         model = AutoModelForCausalLM.from_pretrained(checkpoint, trust_remote_code=trust_remote_code)
         tokenizer = AutoTokenizer.from_pretrained(checkpoint, trust_remote_code=trust_remote_code)
@@ -56,8 +63,9 @@ def load_checked(checkpoint, trust_remote_code: bool = False):
             raise ValueError(f"{checkpoint} holds code of its own (its config's auto_map names a model type this "
                              "package does not know): it runs only with --trust-remote-code, if you trust its "
                              "source.") from None
-        if not Path(checkpoint).is_dir():
-            raise
+        if not path.is_dir():  # a Hub id: not there, or no Hub (transformers' text runs over several lines)
+            raise OSError(f"{checkpoint}: no such folder{did_you_mean(path)}, and the Hub did not give it "
+                          f"({type(error).__name__}: {str(error).splitlines()[0]})") from None
         raise ValueError(f"{checkpoint}: the model cannot be loaded ({type(error).__name__}: {error}); a file in it is "
                          "incomplete or damaged: evaluate one of its complete checkpoint-N folders, or train again."
                          ) from None
@@ -97,12 +105,12 @@ def evaluate_checkpoint(checkpoint, tasks=None, corpus: Corpus | None = None, sp
         seq = min(getattr(model.config, "max_position_embeddings", None) or 2048, 2048)
         rows = TokenRows(data_dir, split, seq)
         batches = _rows(rows, max(1, eval_tokens // seq), 8, state.process_index, state.num_processes)
-        results["bpb"] = evaluate_bpb(model, batches, load_token_bytes(tokenizer_dir))
+        results["bpb"] = {**evaluate_bpb(model, batches, load_token_bytes(tokenizer_dir)), "split": split}
     if "core" in tasks:
         results["core"] = evaluate_tasks(model, tokenizer, load_bundle(core_bundle, max_per_task))
     if "hansard" in tasks:
         hansard = on_main_process(lambda: build_hansard_tasks(corpus.texts(split), max_per_task or 500))
-        results["hansard"] = evaluate_tasks(model, tokenizer, [t for t in hansard if t.examples])
+        results["hansard"] = {**evaluate_tasks(model, tokenizer, [t for t in hansard if t.examples]), "split": split}
     if "sample" in tasks and state.is_main_process:
         results["samples"] = sample(model, tokenizer)
     if not state.is_main_process:
@@ -115,10 +123,15 @@ def evaluate_checkpoint(checkpoint, tasks=None, corpus: Corpus | None = None, sp
 def format_results(results: dict) -> str:
     lines = [f"== {results['checkpoint']}"]
     if "bpb" in results:
-        lines.append(f"bits per byte {results['bpb']['bpb']:.4f}   loss {results['bpb']['loss']:.4f} nats/token")
+        bpb = results["bpb"]
+        lines.append(f"bits per byte {bpb['bpb']:.4f}   loss {bpb['loss']:.4f} nats/token   ({bpb['split']} split, "
+                     f"{bpb['tokens']:,} tokens)")
     for name in ("core", "hansard"):
         if name in results:
-            lines.append(f"{name}: mean centred accuracy {results[name]['mean_centered']:.4f}")
+            examples = sum(r["examples"] for r in results[name]["tasks"].values())
+            source = f"{results[name]['split']} split, " if "split" in results[name] else ""
+            lines.append(f"{name}: mean centred accuracy {results[name]['mean_centered']:.4f}   ({source}{examples:,} "
+                         "examples)")
             for label, r in results[name]["tasks"].items():
                 lines.append(f"  {label:<36} accuracy {r['accuracy']:.4f}  baseline {r['random_baseline']:.3f}  "
                              f"centred {r['centered']:+.4f}  ({r['examples']} examples"
