@@ -35,7 +35,7 @@ MASKS = {"full_attention": create_causal_mask, "sliding_attention": create_slidi
 
 # The transformers releases this file is tested on: the oldest hansard-hf admits (.ci/oldest.txt) and the newest
 # (requirements-lock.txt). A model card quotes them.
-TESTED_TRANSFORMERS = ("5.23.0", "5.24.0")
+TESTED_TRANSFORMERS = ("5.23.0", "5.25.0")
 
 # transformers 5.24 renamed the KV cache from `past_key_values` to `cache` (arguments and output fields). This file
 # runs on both sides of the rename: forwards take either name, outputs use the installed release's field.
