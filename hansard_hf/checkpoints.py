@@ -1,10 +1,9 @@
 """The checkpoint protocol. A `checkpoint-N` folder is complete only when its marker, written last and atomically,
-lists every file with its size (and a checksum of the small ones) and the files still agree; a checkpoint that does
-not is skipped with one line naming what is wrong. The marker goes before a folder is rewritten, rotation deletes
-old checkpoints only after the new one is complete, and one live run holds an output folder at a time."""
+lists every file with its size and a checksum of its whole content, and the files still agree; a checkpoint that
+does not is skipped with one line naming what is wrong. The marker goes before a folder is rewritten, rotation
+deletes old checkpoints only after the new one is complete, and one live run holds an output folder at a time."""
 
 import errno
-import hashlib
 import json
 import logging
 import os
@@ -12,12 +11,14 @@ import re
 import shutil
 from pathlib import Path
 
+from .files import CHECKSUM, checksum
+
 logger = logging.getLogger(__name__)
 
 COMPLETE_MARKER = "checkpoint_complete"  # JSON manifest {"step", "tokenizer", "files"}, written last
 CHECKPOINT_FILES = ("model.safetensors", "optimizer.pt", "scheduler.pt", "trainer_state.json")
-CHECKSUM_BYTES = 16 * 2**20  # files up to this size are checksummed too (states, RNG, tokenizer); larger ones by size
 LOCK_FILE = ".hansard_hf.lock"
+_verified: dict[tuple, list[str]] = {}  # (folder, its files' sizes and times): what problems() found in every byte
 
 
 def step_of(folder) -> int | None:
@@ -26,21 +27,13 @@ def step_of(folder) -> int | None:
     return int(match.group(1)) if match else None
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(2**20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def mark_complete(folder, step: int, tokenizer: str | None = None) -> None:
-    """Write the marker of a fully written checkpoint: its manifest, atomically (a temporary file, then a rename)."""
+    """Write the marker of a fully written checkpoint: its manifest (size and checksum of every file), atomically (a
+    temporary file, then a rename). The files were just written: they are read back from the page cache."""
     folder = Path(folder)
     files = {}
     for path in sorted(p for p in folder.rglob("*") if p.is_file() and not p.name.startswith(COMPLETE_MARKER)):
-        size = path.stat().st_size
-        files[str(path.relative_to(folder))] = {"bytes": size, "sha256": _sha256(path) if size <= CHECKSUM_BYTES else None}
+        files[str(path.relative_to(folder))] = {"bytes": path.stat().st_size, CHECKSUM: checksum(path)}
     tmp = folder / f"{COMPLETE_MARKER}.tmp"
     tmp.write_text(json.dumps({"step": step, "tokenizer": tokenizer, "files": files}, indent=1))
     os.replace(tmp, folder / COMPLETE_MARKER)
@@ -65,25 +58,46 @@ def read_marker(folder) -> dict | None:
     return manifest if isinstance(manifest, dict) else {"unreadable": True}
 
 
-def problems(folder) -> list[str]:
-    """What is wrong with a checkpoint folder, by its manifest: [] for a complete one."""
+def _stats(folder: Path) -> tuple:
+    return tuple(sorted((str(p.relative_to(folder)), p.stat().st_size, p.stat().st_mtime_ns)
+                        for p in folder.rglob("*") if p.is_file()))
+
+
+def problems(folder, content: bool = True) -> list[str]:
+    """What is wrong with a checkpoint folder, by its manifest: [] for a complete one. With `content`, every byte of
+    every file is read and checked against its checksum (once in a process while no file changes); without, sizes
+    only."""
     folder = Path(folder)
     manifest = read_marker(folder)
     if manifest is None:
         return [f"no {COMPLETE_MARKER} marker (its writing was cut short)"]
     if manifest.get("unreadable"):
         return [f"{COMPLETE_MARKER} is not a manifest"]
+    key = (str(folder.resolve()), _stats(folder)) if content else None
+    if key in _verified:
+        return _verified[key]
     expected = manifest.get("files") or {name: {} for name in CHECKPOINT_FILES}  # an older marker: the files exist
     found = []
     for name, info in expected.items():
         path = folder / name
+        kind = next((k for k in (CHECKSUM, "sha256") if info.get(k)), None)
         if not path.is_file():
             found.append(f"{name} is missing")
         elif "bytes" in info and (size := path.stat().st_size) != info["bytes"]:
             found.append(f"{name} has {size:,} bytes, the manifest {info['bytes']:,}")
-        elif info.get("sha256") and _sha256(path) != info["sha256"]:
+        elif content and kind and checksum(path, kind) != info[kind]:
             found.append(f"{name} changed after it was written (checksum)")
+    if key:
+        _verified[key] = found
     return found
+
+
+def unchecked_files(folder) -> list[str]:
+    """The files of a complete checkpoint its manifest has no checksum for (manifests written before whole-file
+    checksums held them for files up to 16 MB only): these are checked by size alone."""
+    manifest = read_marker(folder) or {}
+    files = manifest.get("files") or {name: {} for name in CHECKPOINT_FILES}
+    return [name for name, info in files.items() if not (info.get(CHECKSUM) or info.get("sha256"))]
 
 
 def checkpoints(output_dir) -> list[Path]:
@@ -93,12 +107,16 @@ def checkpoints(output_dir) -> list[Path]:
 
 
 def last_complete_checkpoint(output_dir, warn: bool = True) -> Path | None:
-    """The newest checkpoint whose manifest holds; marked ones that fail it are skipped with one line each."""
+    """The newest checkpoint whose manifest holds, every byte checked; marked ones that fail it are skipped with one
+    line each."""
     for folder in checkpoints(output_dir):
         if read_marker(folder) is None:
             continue  # cut short while being written: never resumed from
         found = problems(folder)
         if not found:
+            if warn and (unchecked := unchecked_files(folder)):
+                logger.warning("%s was written before whole-file checksums: %s checked by size only.", folder,
+                               ", ".join(unchecked))
             return folder
         if warn:
             logger.warning("Skipping %s: %s. Falling back to the checkpoint before it.", folder, "; ".join(found))
@@ -109,7 +127,7 @@ def rotate(output_dir, limit: int | None, keep=()) -> list[Path]:
     """Delete complete checkpoints beyond the newest `limit` ones, and unfinished ones older than the newest complete
     one (leftovers of killed writers); never the newest complete one, nor those in `keep`. Returns what went."""
     every = checkpoints(output_dir)
-    complete = [folder for folder in every if not problems(folder)]  # an unmarked folder has a problem too
+    complete = [folder for folder in every if not problems(folder, content=False)]  # unmarked: a problem too
     if not complete:
         return []
     doomed = complete[max(limit, 1):] if limit and limit > 0 else []

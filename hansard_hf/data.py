@@ -19,9 +19,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import xxhash
 from tqdm.auto import tqdm
 
-from .files import atomic_directory, did_you_mean, is_hub_id
+from .files import CHECKSUM, atomic_directory, checksum, did_you_mean, is_hub_id
 from .locations import DEFAULT_DATASET
 from .tokenization import bulk_encoder, load_tokenizer, tokenizer_hash
 
@@ -30,7 +31,7 @@ logger = logging.getLogger(__name__)
 SPLITS = ("train", "validation", "test")
 LOCAL_FORMATS = {".jsonl": "json", ".json": "json", ".parquet": "parquet", ".txt": "text"}
 INDEX_FILE = "index.json"
-FORMAT_VERSION = 2  # bump when the bytes written for the same corpus and tokenizer change
+FORMAT_VERSION = 3  # bump when what is written for the same corpus and tokenizer changes (3: shard checksums)
 
 
 def is_hub_dataset(source: str) -> bool:
@@ -145,12 +146,13 @@ class Corpus:
 
 
 class _ShardWriter:
-    """Appends token ids to `{split}_{k:05d}.bin` files of at most `shard_tokens` tokens."""
+    """Appends token ids to `{split}_{k:05d}.bin` files of at most `shard_tokens` tokens, each with the checksum of
+    its whole content, computed as it is written."""
 
     def __init__(self, folder: Path, split: str, dtype, shard_tokens: int):
         self.folder, self.split, self.dtype, self.shard_tokens = folder, split, dtype, shard_tokens
         self.shards: list[dict] = []
-        self.file = None
+        self.file = self.digest = None
 
     def write(self, ids: np.ndarray):
         while len(ids):
@@ -158,19 +160,22 @@ class _ShardWriter:
                 self._open_next()
             room = self.shard_tokens - self.shards[-1]["tokens"]
             piece, ids = ids[:room], ids[room:]
-            self.file.write(piece.astype(self.dtype).tobytes())
+            data = piece.astype(self.dtype).tobytes()
+            self.file.write(data)
+            self.digest.update(data)
             self.shards[-1]["tokens"] += len(piece)
 
     def _open_next(self):
-        if self.file is not None:
-            self.file.close()
+        self.close()
         name = f"{self.split}_{len(self.shards):05d}.bin"
-        self.file = open(self.folder / name, "wb")
+        self.file, self.digest = open(self.folder / name, "wb"), xxhash.xxh3_128()
         self.shards.append({"file": name, "tokens": 0})
 
     def close(self):
         if self.file is not None:
             self.file.close()
+            self.shards[-1][CHECKSUM] = self.digest.hexdigest()
+            self.file = None
 
 
 def token_dtype(vocab_size: int):
@@ -287,14 +292,20 @@ class TokenRows(torch.utils.data.Dataset):
             raise ValueError(f"{data_dir} has no split {split!r}; it has {sorted(index['splits'])}.")
         shards = [s for s in index["splits"][split]["shards"] if s["tokens"]]
         itemsize = np.dtype(index["dtype"]).itemsize
-        for shard in shards:  # a truncated or foreign shard would silently train on less or other data
+        again = (f"prepare it again (`hansard-hf prepare --rebuild --out={data_dir}` with the same corpus and "
+                 "tokenizer)")
+        for shard in shards:  # a truncated, flipped or foreign shard would silently train on less or other data
             file = Path(data_dir) / shard["file"]
             size = file.stat().st_size if file.exists() else None
             if size != shard["tokens"] * itemsize:
                 found = "is missing" if size is None else f"has {size:,} bytes"
                 raise ValueError(f"{file} {found}; {INDEX_FILE} says {shard['tokens']:,} tokens "
-                                 f"({shard['tokens'] * itemsize:,} bytes): the data folder is damaged, prepare it again "
-                                 f"(`hansard-hf prepare --rebuild --out={data_dir}` with the same corpus and tokenizer).")
+                                 f"({shard['tokens'] * itemsize:,} bytes): the data folder is damaged, {again}.")
+            if CHECKSUM not in shard:
+                raise ValueError(f"{data_dir} was prepared by an older hansard-hf, without checksums: {again}.")
+            if checksum(file) != shard[CHECKSUM]:
+                raise ValueError(f"{file} changed after it was written (its checksum is not {INDEX_FILE}'s): the data "
+                                 f"folder is damaged, {again}.")
         self.vocab_size = index["vocab_size"]
         self.arrays = [np.memmap(Path(data_dir) / s["file"], dtype=index["dtype"], mode="r") for s in shards]
         self.starts = np.cumsum([0] + [len(a) for a in self.arrays])

@@ -77,6 +77,17 @@ def reduce_across_processes(tensor, op: str = "sum"):
     return tensor
 
 
+def all_finite(model) -> bool:
+    """Whether every weight of `model` is finite in every process (FSDP2 shards checked where they live): one host
+    sync, for the moments that must not keep a diverged model (a checkpoint, the final save)."""
+    import torch
+
+    counts = [(~torch.isfinite(p.to_local() if hasattr(p, "to_local") else p)).sum() for p in model.parameters()]
+    bad = torch.stack(counts).sum().double()
+    reduce_across_processes(bad)
+    return bad.item() == 0
+
+
 def wait_for_everyone() -> None:
     """A barrier when this is one of several processes (so the main process can say why before the others exit)."""
     if is_distributed():

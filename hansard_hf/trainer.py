@@ -8,6 +8,7 @@ validation bits per byte, and keeps the Trainer's checkpoint/resume, accelerate 
 import itertools
 import json
 import logging
+import math
 import os
 import shutil
 import time
@@ -18,17 +19,25 @@ import torch
 from accelerate.utils import DistributedDataParallelKwargs
 from torch.utils.data import SequentialSampler
 from transformers import Trainer, TrainerCallback, TrainingArguments
-from transformers.trainer_utils import IntervalStrategy
+from transformers.trainer_utils import IntervalStrategy, TrainOutput
 
 from .budget import EVAL_TOKENS, STEP_SETTINGS, TOKENS_PER_PARAMETER, peak_flops, step_plan
-from .checkpoints import OutputDirLock, last_complete_checkpoint, mark_complete, problems, read_marker, rotate, unmark
-from .distributed import on_main_process, sharded
-from .files import share_as_umask
+from .checkpoints import (OutputDirLock, last_complete_checkpoint, mark_complete, problems, read_marker, rotate,
+                          step_of, unmark)
+from .distributed import all_finite, on_main_process, sharded
+from .files import share_as_umask, write_error
 from .evaluation import SAMPLES_FILE, evaluate_bpb, evaluate_tasks, sample
 from .optimization import NanochatSchedule, muon_adamw
 from .tokenization import tokenizer_fingerprint
 
 logger = logging.getLogger(__name__)
+
+
+# The numeric settings with a range (NaN is in none): learning rates and weight decay finite, fractions at most 1.
+SETTING_RANGES = {"embedding_lr": math.inf, "unembedding_lr": math.inf, "matrix_lr": math.inf, "scalar_lr": math.inf,
+                  "matrix_weight_decay": math.inf, "target_param_data_ratio": math.inf, "max_grad_norm": math.inf,
+                  "warmup_ratio": 1, "warmdown_ratio": 1, "final_lr_frac": 1, "momentum_end": 1, "momentum_final": 1,
+                  "normuon_beta2": 1}
 
 
 @dataclass
@@ -84,6 +93,12 @@ class HansardTrainingArguments(TrainingArguments):
     logging_steps: float = field(default=10, metadata={"help": "Log loss, lrm, tokens/s and MFU every this many steps."})
 
     def __post_init__(self):
+        for name, at_most in SETTING_RANGES.items():  # NaN or Infinity would train a non-finite model without a word
+            value = getattr(self, name)
+            if value is not None and not (isinstance(value, (int, float)) and math.isfinite(value)
+                                          and 0 <= value <= at_most):
+                limit = "0 or more" if at_most == math.inf else f"from 0 to {at_most:g}"
+                raise ValueError(f"{name}={value}: must be a finite number, {limit}.")
         on_gpu = torch.cuda.is_available() and not self.use_cpu
         if self.accelerator_config is None and on_gpu:
             self.accelerator_config = {"non_blocking": True}  # pinned rows reach the GPU without a host sync
@@ -116,6 +131,24 @@ class HansardTrainingArguments(TrainingArguments):
             )
         self.set_micro_batch(plan.device_batch_size, plan.accumulation)
         self.max_steps = plan.steps
+
+
+class TrainingDiverged(ValueError):
+    """The loss or the weights stopped being finite: the run stops, and nothing non-finite is kept as complete."""
+
+
+class _AtMaxSteps(Exception):
+    """Raised by StopAtMaxSteps: the resumed checkpoint is already at max_steps."""
+
+
+class StopAtMaxSteps(TrainerCallback):
+    """A run resumed from a checkpoint at its last step (killed during its final save) must train nothing; the
+    Trainer's loop takes one step before it checks max_steps, so stop it at on_train_begin, once the checkpoint's
+    weights and state are loaded (HansardTrainer.train catches this)."""
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        if state.global_step >= state.max_steps > 0:
+            raise _AtMaxSteps
 
 
 class RecipeToWandb(TrainerCallback):
@@ -233,6 +266,7 @@ class HansardTrainer(Trainer):
         self._last_log = (time.perf_counter(), 0)
         self._excluded = 0.0  # seconds spent evaluating, benchmarking or saving since the last training log
         self.add_callback(ThroughputClock(self))
+        self.add_callback(StopAtMaxSteps())
 
     def _build_accelerator_args(self, **kwargs):
         """As the Trainer's, with DDP's gradient buckets as views of the gradients: one fewer copy of them per GPU."""
@@ -270,8 +304,15 @@ class HansardTrainer(Trainer):
                     raise ValueError(f"{resume_from_checkpoint} is not a complete checkpoint: {'; '.join(found)}.")
             if resume_from_checkpoint:
                 self._check_tokenizer(resume_from_checkpoint)
-            return super().train(resume_from_checkpoint=str(resume_from_checkpoint) if resume_from_checkpoint else None,
-                                 **kwargs)
+                if self.is_world_process_zero():
+                    logger.warning("Resuming from %s (step %d), every file checked against its manifest.",
+                                   resume_from_checkpoint, step_of(resume_from_checkpoint) or 0)
+            try:
+                return super().train(resume_from_checkpoint=str(resume_from_checkpoint) if resume_from_checkpoint
+                                     else None, **kwargs)
+            except _AtMaxSteps:  # the weights and state of the last step are loaded: there is nothing to train
+                self.is_in_train = False
+                return TrainOutput(self.state.global_step, 0.0, {})
         finally:
             lock.release()
 
@@ -286,15 +327,19 @@ class HansardTrainer(Trainer):
         manifest of every file) is written last, and old checkpoints are rotated only after that."""
         start = time.perf_counter()
         folder = Path(self._get_output_dir(trial=trial)) / f"checkpoint-{self.state.global_step}"
+        self._check_finite("the weights are not finite (no checkpoint written)")
         if self.args.should_save:
             unmark(folder)
         limit, self.args.save_total_limit = self.args.save_total_limit, None  # no rotation inside the write
         try:
             super()._save_checkpoint(model, trial)
-        except OSError as error:  # a full disk, a lost mount: say which checkpoint, and what a rerun does
+        except Exception as error:  # a full disk, a lost mount: say which checkpoint, and what a rerun does
+            if (failed := write_error(error)) is None:
+                raise
             previous = last_complete_checkpoint(folder.parent, warn=False)
-            raise OSError(error.errno, f"writing {folder} failed ({error}); it stays incomplete and is never resumed "
-                          f"from. Free some space and run again: it resumes from {previous or 'the start'}.") from error
+            raise OSError(failed.errno, f"writing {folder} failed ({failed}); it stays incomplete and is never "
+                          f"resumed from. Free some space and run again: it resumes from {previous or 'the start'}."
+                          ) from error
         finally:
             self.args.save_total_limit = limit
         self.accelerator.wait_for_everyone()
@@ -307,7 +352,9 @@ class HansardTrainer(Trainer):
     def save_model(self, output_dir=None, _internal_call=False):
         """As Trainer's. Under FSDP with a sharded state dict type the Trainer saves no weights; the model (not a
         checkpoint, which keeps its sharded files for resuming) is then gathered whole, so the folder holds the full
-        weights that from_pretrained and the export read."""
+        weights that from_pretrained and the export read. A model whose weights are not finite is never saved."""
+        if not _internal_call:
+            self._check_finite("the weights are not finite (the model is not saved)")
         if (not self.is_fsdp_enabled or _internal_call
                 or "FULL_STATE_DICT" in str(self.accelerator.state.fsdp_plugin.state_dict_type)):
             return super().save_model(output_dir, _internal_call)
@@ -331,6 +378,11 @@ class HansardTrainer(Trainer):
             share_as_umask(tmp)
             for path in tmp.iterdir():
                 os.replace(path, out / path.name)
+        except Exception as error:  # torch and safetensors report a full disk in their own types
+            if (failed := write_error(error)) is None:
+                raise
+            raise OSError(failed.errno, f"writing the model to {out} failed ({failed}); the files there are as they "
+                          "were. Free some space and save again.") from error
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
 
@@ -365,7 +417,10 @@ class HansardTrainer(Trainer):
         return super()._get_train_sampler(train_dataset)
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
-        """Add lrm, step time, tokens/s and MFU (on a GPU with a known peak) to the training logs."""
+        """Add lrm, step time, tokens/s and MFU (on a GPU with a known peak) to the training logs; a loss that is not
+        finite stops the run (the logged loss is already on the host: no sync is added)."""
+        if "loss" in logs and not math.isfinite(logs["loss"]):
+            self._diverged(f"step {self.state.global_step}: the training loss is {logs['loss']}")
         if "loss" in logs:
             now, step = time.perf_counter(), self.state.global_step
             last_time, last_step = self._last_log
@@ -377,6 +432,17 @@ class HansardTrainer(Trainer):
                     logs["mfu"] = self._flops_per_token * tokens_per_sec / (self._peak_flops * self.args.world_size)
             self._last_log, self._excluded = (now, step), 0.0
         super().log(logs, start_time)
+
+    def _check_finite(self, what: str) -> None:
+        """Stop with TrainingDiverged unless every weight is finite (one host sync, in every process)."""
+        if not all_finite(self.model):
+            self._diverged(f"step {self.state.global_step}: {what}")
+
+    def _diverged(self, what: str) -> None:
+        last = on_main_process(lambda: last_complete_checkpoint(self.args.output_dir, warn=False))
+        raise TrainingDiverged(f"{what}: the run diverged and stopped. Its last complete checkpoint is "
+                               f"{last or 'none (nothing was saved before)'}; lower the learning rates (or check the "
+                               "data) and run again.")
 
     def exclude_from_throughput(self, seconds: float) -> None:
         """Time spent outside training steps (evaluation, benchmarks, checkpoints) is not step time."""

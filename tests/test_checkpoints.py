@@ -4,6 +4,7 @@ and a resume with another tokenizer is refused. Each fault is injected for real 
 an OSError raised inside a write, as a full disk raises it; a process killed while it holds the lock)."""
 
 import errno
+import json
 import logging
 import shutil
 import signal
@@ -13,11 +14,15 @@ from pathlib import Path
 
 import pytest
 import torch
+from safetensors import SafetensorError
+from transformers import Trainer, TrainerCallback
 
 from hansard_hf import HansardGPTForCausalLM
 from hansard_hf.checkpoints import COMPLETE_MARKER, OutputDirLock, last_complete_checkpoint, problems, read_marker
+from hansard_hf.files import checksum
 from hansard_hf.tokenization import train_tokenizer
-from hansard_hf.trainer import HansardTrainer, HansardTrainingArguments
+from hansard_hf.recipe import Recipe
+from hansard_hf.trainer import HansardTrainer, HansardTrainingArguments, TrainingDiverged
 from conftest import tiny_config
 from trainer_helpers import PackedRows
 
@@ -58,6 +63,12 @@ def same_size_garbage(path: Path):
     path.write_bytes(b"{" * path.stat().st_size)
 
 
+def flip_a_byte(path: Path):
+    data = bytearray(path.read_bytes())
+    data[-len(data) // 3] ^= 0x40  # same size: only the checksum of the whole file sees it
+    path.write_bytes(bytes(data))
+
+
 FAULTS = {  # what is done to the newest checkpoint -> what the skip line says
     "optimizer.pt deleted": (lambda c: (c / "optimizer.pt").unlink(), "optimizer.pt is missing"),
     "optimizer.pt emptied": (lambda c: (c / "optimizer.pt").write_bytes(b""), "optimizer.pt has 0 bytes"),
@@ -66,6 +77,9 @@ FAULTS = {  # what is done to the newest checkpoint -> what the skip line says
     "scheduler.pt deleted": (lambda c: (c / "scheduler.pt").unlink(), "scheduler.pt is missing"),
     "rng_state.pth truncated": (lambda c: truncate(c / "rng_state.pth"), "rng_state.pth has"),
     "marker garbage": (lambda c: (c / COMPLETE_MARKER).write_text("not a manifest"), "is not a manifest"),
+    "model.safetensors one byte flipped": (lambda c: flip_a_byte(c / "model.safetensors"),
+                                           "model.safetensors changed after it was written"),
+    "optimizer.pt one byte flipped": (lambda c: flip_a_byte(c / "optimizer.pt"), "optimizer.pt changed after"),
 }
 
 
@@ -99,6 +113,83 @@ def test_a_broken_checkpoint_is_skipped_in_one_line_and_the_run_resumes_exactly(
         torch.testing.assert_close(value, weights[name], atol=1e-6, rtol=1e-6)
 
 
+def test_a_run_killed_during_its_final_save_resumes_to_its_last_step_and_trains_nothing(uninterrupted, tmp_path,
+                                                                                          caplog):
+    source, reference, weights = uninterrupted
+    run = tmp_path / "run"
+    for step in (4, 6):  # checkpoint-6 is the last step (max_steps=6): the kill came after it
+        shutil.copytree(source / f"checkpoint-{step}", run / f"checkpoint-{step}")
+    resumed = trainer(run, seed=1, final_lr_frac=0.5)  # a step more would move the weights
+    with caplog.at_level(logging.WARNING, logger="hansard_hf.trainer"):
+        resumed.train(resume_from_checkpoint=True)
+    assert any(f"Resuming from {run / 'checkpoint-6'} (step 6)" in r.getMessage() for r in caplog.records)
+    assert resumed.state.global_step == 6 and not (run / "checkpoint-7").exists()
+    assert losses(resumed) == reference  # the history of the run, no step of its own
+    for name, value in resumed.model.state_dict().items():
+        torch.testing.assert_close(value, weights[name], atol=0, rtol=0)
+
+
+class PoisonAt(TrainerCallback):
+    """Fault injection: one weight of the first MLP becomes NaN at the end of a step, as a diverging update leaves
+    it (every token passes through it: the next loss is NaN)."""
+
+    def __init__(self, step: int):
+        self.step = step
+
+    def on_step_end(self, args, state, control, model=None, **kwargs):
+        if state.global_step == self.step:
+            with torch.no_grad():
+                model.get_parameter("model.layers.0.mlp.fc1.weight").view(-1)[0] = float("nan")
+
+
+def test_a_non_finite_loss_stops_the_run_naming_the_last_good_checkpoint(tmp_path):
+    run = tmp_path / "run"
+    t = trainer(run, save_every=2, logging_steps=1)
+    t.add_callback(PoisonAt(3))
+    with pytest.raises(TrainingDiverged, match=rf"^step 4: the training loss is nan: the run diverged and stopped. "
+                                               rf"Its last complete checkpoint is {run / 'checkpoint-2'};"):
+        t.train()
+    assert last_complete_checkpoint(run) == run / "checkpoint-2" and not (run / "checkpoint-4").exists()
+
+
+def test_non_finite_weights_are_never_saved_as_a_checkpoint_or_a_model(tmp_path):
+    run = tmp_path / "run"
+    t = trainer(run, save_every=2, logging_steps=100)  # no loss is logged: the save must see it itself
+    t.add_callback(PoisonAt(3))
+    with pytest.raises(TrainingDiverged, match=r"^step 4: the weights are not finite \(no checkpoint written\): .*"
+                                               r"last complete checkpoint is .*checkpoint-2;"):
+        t.train()
+    assert sorted(p.name for p in run.glob("checkpoint-*")) == ["checkpoint-2"]
+    with pytest.raises(TrainingDiverged, match=r"the weights are not finite \(the model is not saved\)"):
+        t.save_model()
+    assert not (run / "model.safetensors").exists()
+
+
+@pytest.mark.parametrize("setting", ["matrix_lr=NaN", "embedding_lr=Infinity", "unembedding_lr=-0.1",
+                                     "warmdown_ratio=1.5", "final_lr_frac=NaN"])
+def test_numeric_settings_must_be_finite_and_in_range(setting):
+    name = setting.split("=")[0]
+    with pytest.raises(ValueError, match=rf"^{name}=.*: must be a finite number"):
+        Recipe.load("tiny", [f"--{setting}"]).training_arguments()
+
+
+def test_a_manifest_from_before_whole_file_checksums_still_resumes_and_says_what_it_cannot_check(uninterrupted,
+                                                                                                   tmp_path, caplog):
+    run = tmp_path / "run"
+    shutil.copytree(uninterrupted[0] / "checkpoint-4", run / "checkpoint-4")
+    folder, marker = run / "checkpoint-4", run / "checkpoint-4" / COMPLETE_MARKER
+    manifest = json.loads(marker.read_text())  # as written before: sha256 of files up to 16 MB, None above
+    manifest["files"] = {name: {"bytes": info["bytes"], "sha256": checksum(folder / name, "sha256")
+                                if name != "model.safetensors" else None} for name, info in manifest["files"].items()}
+    marker.write_text(json.dumps(manifest))
+    with caplog.at_level(logging.WARNING, logger="hansard_hf.checkpoints"):
+        assert last_complete_checkpoint(run) == folder
+    assert any("before whole-file checksums: model.safetensors checked by size only" in r.getMessage()
+               for r in caplog.records)
+    same_size_garbage(folder / "trainer_state.json")  # its sha256 still guards it
+    assert problems(folder) == ["trainer_state.json changed after it was written (checksum)"]
+
+
 def test_an_explicit_broken_checkpoint_is_refused_by_name(uninterrupted, tmp_path):
     checkpoint = tmp_path / "checkpoint-4"
     shutil.copytree(uninterrupted[0] / "checkpoint-4", checkpoint)
@@ -107,25 +198,37 @@ def test_an_explicit_broken_checkpoint_is_refused_by_name(uninterrupted, tmp_pat
         trainer(tmp_path / "run").train(resume_from_checkpoint=str(checkpoint))
 
 
-def full_disk_at(monkeypatch, method: str, call: int):
-    """Make the `call`-th call of HansardTrainer.`method` raise ENOSPC, as a full disk does mid-write."""
-    original, calls = getattr(HansardTrainer, method), []
+# A full disk as each writer reports it: the OS, torch.save, safetensors (the texts seen on a full 2 MB tmpfs).
+FULL_DISK = {
+    "OSError": OSError(errno.ENOSPC, "No space left on device"),
+    "torch.save": RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 576 vs 534"),
+    "safetensors": SafetensorError("Error while serializing: I/O error: No space left on device (os error 28)"),
+}
+
+
+def full_disk_at(monkeypatch, method: str, call: int, error=FULL_DISK["OSError"], owner=HansardTrainer):
+    """Make the `call`-th call of `owner`.`method` raise `error`, as a full disk does mid-write."""
+    original, calls = getattr(owner, method), []
 
     def failing(self, *args, **kwargs):
         calls.append(1)
         if len(calls) == call:
-            raise OSError(errno.ENOSPC, "No space left on device (injected)")
+            raise error
         return original(self, *args, **kwargs)
 
-    monkeypatch.setattr(HansardTrainer, method, failing)
+    monkeypatch.setattr(owner, method, failing)
 
 
-@pytest.mark.parametrize("method", ["_save_optimizer_and_scheduler", "_save_rng_state"])
-def test_a_full_disk_during_a_checkpoint_keeps_the_previous_one(uninterrupted, tmp_path, monkeypatch, method):
+@pytest.mark.parametrize("method, writer", [("_save_optimizer_and_scheduler", "OSError"),
+                                            ("_save_optimizer_and_scheduler", "torch.save"),
+                                            ("_save_rng_state", "OSError"), ("_save", "safetensors")])
+def test_a_full_disk_during_a_checkpoint_keeps_the_previous_one(uninterrupted, tmp_path, monkeypatch, method, writer):
     _, reference, weights = uninterrupted
     run = tmp_path / "run"
-    full_disk_at(monkeypatch, method, call=2)  # the step-4 checkpoint fails after its model was written
-    with pytest.raises(OSError, match=r"writing .*checkpoint-4 failed \(.*No space left.*resumes from .*checkpoint-2"):
+    owner = Trainer if method == "_save" else HansardTrainer  # safetensors writes inside the Trainer's own _save
+    full_disk_at(monkeypatch, method, call=2, error=FULL_DISK[writer], owner=owner)  # step 4 fails mid-write
+    with pytest.raises(OSError, match=r"writing .*checkpoint-4 failed \(.*(No space left|unexpected pos).*resumes "
+                                      r"from .*checkpoint-2"):
         trainer(run, save_total_limit=1).train()
     assert read_marker(run / "checkpoint-4") is None  # cut short: never resumed from
     assert problems(run / "checkpoint-2") == []  # rotation waited for a complete successor
@@ -166,6 +269,27 @@ def test_the_final_save_is_atomic(tmp_path, monkeypatch):
         t.save_model()
     assert (run / "model.safetensors").read_bytes() == before  # the old file, whole
     assert not list(run.glob(".saving-*"))
+    monkeypatch.undo()
+    full_disk_at(monkeypatch, "_save", call=1, error=FULL_DISK["safetensors"], owner=Trainer)
+    with pytest.raises(OSError, match=rf"^\[Errno 28\] writing the model to {run} failed \(.*os error 28\)"):
+        t.save_model()
+    assert (run / "model.safetensors").read_bytes() == before
+
+
+def test_a_real_full_disk_is_one_line(tmp_path):
+    """A 128 KB tmpfs (the model is 440 KB), where mounting one is allowed: safetensors' own error, as users meet it."""
+    small = tmp_path / "small"
+    small.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=128k", "tmpfs", str(small)], capture_output=True).returncode:
+        pytest.skip("cannot mount a tmpfs here")
+    try:
+        t = trainer(tmp_path / "run", save_every=0, max_steps=1)
+        t.train()
+        with pytest.raises(OSError, match=r"writing the model to .*small failed \(\[Errno 28\] .*No space left"):
+            t.save_model(str(small))
+        assert not (small / "model.safetensors").exists()
+    finally:
+        subprocess.run(["umount", str(small)], check=True)
 
 
 LOCK_HOLDER = """

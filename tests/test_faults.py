@@ -40,11 +40,20 @@ def first_train_shard(data: Path) -> Path:
     return data / read_index(data)["splits"]["train"]["shards"][0]["file"]
 
 
+def flip_a_byte(path: Path, mask: int) -> None:
+    """The same size, one byte different: what a bad disk or a stray write leaves, and no size check sees."""
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2 | 1] ^= mask  # an odd byte: the high byte of a little-endian uint16 id
+    path.write_bytes(bytes(data))
+
+
 SHARD_FAULTS = {  # what is done to the first train shard -> what the error says
     "cut to an even size": (lambda f: f.write_bytes(f.read_bytes()[:200]), "has 200 bytes"),
     "cut to an odd size": (lambda f: f.write_bytes(f.read_bytes()[:201]), "has 201 bytes"),
     "grown": (lambda f: f.write_bytes(f.read_bytes() + b"\0\0"), "bytes; index.json says"),
     "deleted": (lambda f: f.unlink(), "is missing"),
+    "one byte flipped, still valid ids": (lambda f: flip_a_byte(f, mask=0x01), "changed after it was written"),
+    "ids past the vocabulary": (lambda f: flip_a_byte(f, mask=0xF0), "changed after it was written"),
 }
 
 

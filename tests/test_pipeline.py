@@ -350,7 +350,7 @@ def test_kills_at_every_stage_never_lose_a_run(env):
     final save: seen by its temporary files appearing), then run it to the end: the result equals an uninterrupted
     run and no partial file or folder stays behind."""
     root, corpus, environment = env
-    steps = dict(max_steps=8, save_every=2, eval_every=0, save_total_limit=2)
+    steps = dict(max_steps=8, save_every=2, eval_every=0, save_total_limit=2, final_lr_frac=0.1)  # LR > 0 at the end
     train(env, root / "kill_reference", **steps)
     reference = HansardGPTForCausalLM.from_pretrained(root / "kill_reference")
     home, out = root / "kill_home", root / "killed_often"  # a fresh home: the tokenizer and data are built here too
@@ -380,5 +380,6 @@ def test_kills_at_every_stage_never_lose_a_run(env):
     resumed = HansardGPTForCausalLM.from_pretrained(out)
     for x, y in zip(reference.parameters(), resumed.parameters()):
         torch.testing.assert_close(x, y, atol=1e-5, rtol=1e-5)
+    assert json.loads((out / "run_complete.json").read_text()) == {"steps": 8}  # no step past the end (was 9)
     leftovers = [p for p in [*home.rglob(".*"), *out.rglob(".*")] if ".partial-" in p.name or ".saving-" in p.name]
     assert leftovers == []
