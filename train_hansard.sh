@@ -30,6 +30,8 @@ if [[ -z "${RECIPE:-}" ]]; then
   RECIPE=d$DEPTH
 fi
 echo "training recipe $RECIPE on $GPUS process(es)"
+export PET_SIGNALS_TO_HANDLE=SIGTERM,SIGINT,SIGUSR1  # passed on to the training processes: they stop at a checkpoint
+export PET_SHUTDOWN_TIMEOUT=${PET_SHUTDOWN_TIMEOUT:-600}  # and are given this long to write it
 LAUNCH=(accelerate launch --quiet --num_processes "$GPUS" --num_machines 1 --mixed_precision no --dynamo_backend no)
 [[ "$GPUS" -gt 1 ]] && LAUNCH+=(--multi_gpu)  # bf16 comes from the recipe (TrainingArguments), not the launcher
 "${LAUNCH[@]}" recipes/train.py "$RECIPE" --dataset="$DATASET" "${EXTRA[@]}"

@@ -123,20 +123,43 @@ def last_complete_checkpoint(output_dir, warn: bool = True) -> Path | None:
     return None
 
 
-def rotate(output_dir, limit: int | None, keep=()) -> list[Path]:
-    """Delete complete checkpoints beyond the newest `limit` ones, and unfinished ones older than the newest complete
-    one (leftovers of killed writers); never the newest complete one, nor those in `keep`. Returns what went."""
-    every = checkpoints(output_dir)
-    complete = [folder for folder in every if not problems(folder, content=False)]  # unmarked: a problem too
+def rotate(output_dir, limit: int | None, keep=(), save_every: int = 0) -> list[Path]:
+    """Delete complete checkpoints beyond the newest `limit` ones, interim ones (with `save_every`: a step that is
+    not a multiple of it, saved by the clock or a signal) once a newer one is complete, and unfinished ones older than
+    the newest complete one (leftovers of killed writers); never the newest complete one, nor those in `keep`.
+    Returns what went."""
+    found = checkpoints(output_dir)
+    complete = [folder for folder in found if not problems(folder, content=False)]  # unmarked: a problem too
     if not complete:
         return []
-    doomed = complete[max(limit, 1):] if limit and limit > 0 else []
-    doomed += [folder for folder in every if folder not in complete and step_of(folder) < step_of(complete[0])]
+    interim = [folder for folder in complete[1:] if save_every > 0 and step_of(folder) % save_every]
+    regular = [folder for folder in complete if folder not in interim]
+    doomed = regular[max(limit, 1):] if limit and limit > 0 else []
+    doomed += interim + [folder for folder in found if folder not in complete and step_of(folder) < step_of(complete[0])]
     keep = {Path(k).resolve() for k in keep if k}
     doomed = [folder for folder in doomed if folder.resolve() not in keep]
     for folder in doomed:
         shutil.rmtree(folder)
     return doomed
+
+
+def is_locked(output_dir) -> bool:
+    """Whether a live run holds `output_dir` (its lock is taken; the OS drops it when the process dies)."""
+    try:
+        import fcntl
+    except ImportError:  # no flock (Windows): no lock
+        return False
+    try:
+        fd = os.open(Path(output_dir) / LOCK_FILE, os.O_RDONLY)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)  # taken for an instant when free: never blocks the run
+        return False
+    except OSError:
+        return True
+    finally:
+        os.close(fd)
 
 
 class OutputDirLock:

@@ -127,8 +127,14 @@ def _counted_data(args):
 
 def _train(args):
     from .pipeline import run_recipe
+    from .stopping import TrainingStopped
 
-    trainer = run_recipe(args.recipe, args.overrides)
+    try:
+        trainer = run_recipe(args.recipe, args.overrides)
+    except TrainingStopped as stop:  # a signal: its checkpoint is complete, and the run resumes from it
+        if os.environ.get("RANK", "0") == "0":
+            print(f"hansard-hf train: {stop}", file=sys.stderr, flush=True)
+        raise SystemExit(stop.exit_status) from None
     if trainer is not None:  # None: the run had finished already (run_recipe said so)
         print(f"trained {trainer.state.global_step} steps; model, tokenizer and card in {trainer.args.output_dir}")
 
@@ -156,6 +162,12 @@ def _plot(args):
     from .card import plot
 
     print(f"wrote {plot(args.run_dir, args.out)}")
+
+
+def _status(args):
+    from .progress import status_text
+
+    print(status_text(args.run_dir))
 
 
 def _eval(args):
@@ -271,6 +283,10 @@ def build_parser() -> argparse.ArgumentParser:
                             help="let a folder or repo with its own model code run it (HansardGPT needs no such trust)")
     _add_corpus_arguments(evaluation)
     evaluation.set_defaults(func=_eval)
+
+    status = commands.add_parser("status", help="where a run stands: live or why it ended, step, checkpoint, bpb, ETA")
+    status.add_argument("run_dir", help="the run's output folder")
+    status.set_defaults(func=_status)
 
     plot_run = commands.add_parser("plot", help="draw a run's loss and validation bpb curves (PNG)")
     plot_run.add_argument("run_dir", help="the run's output folder")

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import xxhash
 
-CHECKSUM = "xxh3_128"  # of a file's whole content: ~6 GB/s from disk, 4x sha256 (bench/checksum.py: d24 in 0.5 s)
+CHECKSUM = "xxh3_128"  # of a file's whole content: ~6 GB/s from disk, 4x sha256 (bench/checkpoint_cost.py: d24 in 0.5 s)
 
 
 def umask() -> int:

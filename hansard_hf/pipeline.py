@@ -15,12 +15,10 @@ from .fitting import fit_to_memory
 from .modeling_hansard_gpt import HansardGPTForCausalLM
 from .parallelism import describe_layout
 from .preflight import preflight
+from .progress import RUN_COMPLETE, finished_steps
 from .recipe import Recipe
 from .tokenization import TOKEN_BYTES_FILE, ensure_tokenizer, load_token_bytes, load_tokenizer
 from .trainer import HansardTrainer
-
-RUN_COMPLETE = "run_complete.json"  # written last by a run that finished: {"steps": N}
-
 
 def recipe_tokenizer(recipe: Recipe) -> Path:
     """The recipe's tokenizer folder, training the Hansard tokenizer on the corpus' train split if it is missing."""
@@ -37,12 +35,6 @@ def benchmark_tasks(recipe: Recipe, args) -> list:
         return []
     tasks = load_bundle(args.core_bundle, args.core_max_per_task) if args.core_bundle else []
     return tasks + [t for t in build_hansard_tasks(recipe.corpus.texts("test"), args.core_max_per_task) if t.examples]
-
-
-def finished_steps(output_dir) -> int | None:
-    """The step count of a run that finished in `output_dir`, or None."""
-    marker = Path(output_dir) / RUN_COMPLETE
-    return json.loads(marker.read_text())["steps"] if marker.exists() else None
 
 
 def run_recipe(path, overrides=None) -> HansardTrainer | None:

@@ -10,6 +10,7 @@ import dataclasses
 import difflib
 import importlib.resources
 import json
+import math
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -220,17 +221,22 @@ def plan(recipe: Recipe, gpus: int = 8, gpu: str = "H100", mfu: float = 0.45, gp
         memory[layout] = dict(every_n_layers=every, checkpointed_layers=checkpointed_layers(config.num_hidden_layers, used),
                               memory_gb=training_bytes(config, micro, seq, used, shards) / 1e9)
     fitting = [layout for layout, m in memory.items() if m["every_n_layers"] is not None]
-    every, limit = s["save_every"], s["save_total_limit"]
-    saved = -(-steps.steps // every) if every > 0 else 0  # every save_every steps, and at the last step
-    kept = min(saved, limit) if limit and limit > 0 else saved
+    hours = flops / (gpus * peak * mfu) / 3600
+    every, limit, clock = s["save_every"], s["save_total_limit"], s["save_every_minutes"]
+    interval = hours * 60 * every / steps.steps if every > 0 else 0.0  # minutes between step checkpoints
+    if every > 0 and 0 < clock < interval:  # the clock saves sooner: every save_every_minutes
+        interval = clock
+    kept = -(-steps.steps // every) if every > 0 else 0  # every save_every steps, and at the last step
+    saved = max(kept, math.ceil(hours * 60 / interval)) if every > 0 else 0  # with the clock's interim ones
+    kept = min(kept, limit) if limit and limit > 0 else kept  # an interim one goes once a newer one is complete
     return dict(depth=config.depth, width=config.hidden_size, heads=config.num_attention_heads, params=params,
                 counted=steps.counted_parameters, parameter_count=s["parameter_count"], features=config.features_2026(),
                 tokens=tokens, steps=steps.steps, device_batch_size=micro,
                 requested_device_batch_size=s["device_batch_size"], accumulation=steps.accumulation,
                 flops_per_token=config.flops_per_token(seq), total_flops=flops, memory=memory,
                 layout=fitting[0] if fitting else None, gpu_memory_gb=gpu_memory_gb, gpus=gpus, gpu=gpu, mfu=mfu,
-                hours=flops / (gpus * peak * mfu) / 3600, save_every=every, save_total_limit=limit,
-                checkpoints_saved=saved, checkpoints_kept=kept, checkpoint_bytes=checkpoint_bytes(config),
+                hours=hours, save_every=every, save_every_minutes=clock, save_interval_minutes=interval,
+                save_total_limit=limit, checkpoints_saved=saved, checkpoints_kept=kept, checkpoint_bytes=checkpoint_bytes(config),
                 model_bytes=4 * params, kept_bytes=kept * checkpoint_bytes(config) + 4 * params)
 
 
@@ -282,7 +288,19 @@ def describe_plan(p: dict) -> str:
         f"time         ~{p['hours']:.1f} h on {p['gpus']}x {p['gpu']} at {p['mfu']:.0%} MFU "
         f"({p['hours'] * p['gpus']:,.1f} GPU-hours)",
         f"disk         {checkpoints_text(p)}",
+        *([f"saving       {stall_text(p)}"] if p["checkpoints_saved"] else []),
     ])
+
+
+def stall_text(p: dict) -> str:
+    """How often a run saves and how long the saves stop training (the Trainer saves synchronously), at 1 GB/s."""
+    seconds = p["checkpoint_bytes"] / SAVE_BYTES_PER_SECOND
+    return (f"a checkpoint every ~{p['save_interval_minutes']:,.0f} min (save_every={p['save_every']:,} steps, "
+            f"save_every_minutes={p['save_every_minutes']:g}); each stops training ~{seconds:.0f} s at 1 GB/s: "
+            f"~{seconds * 60 / p['save_interval_minutes']:.0f} s per hour")
+
+
+SAVE_BYTES_PER_SECOND = 1e9  # a GPU node's local NVMe or parallel filesystem, writing a checkpoint (an assumption)
 
 
 def checkpoints_text(p: dict) -> str:
@@ -290,9 +308,12 @@ def checkpoints_text(p: dict) -> str:
     gb = lambda n: f"{n / 1e9:,.1f} GB" if n >= 1e9 else f"{n / 1e6:,.0f} MB"  # noqa: E731
     if not p["checkpoints_saved"]:
         return f"{gb(p['kept_bytes'])}: the final model only (save_every=0: no checkpoints)"
+    regular = -(-p["steps"] // p["save_every"])
     rotation = (f"save_total_limit={p['save_total_limit']} keeps the newest {p['checkpoints_kept']}"
-                if p["checkpoints_kept"] < p["checkpoints_saved"] else
+                if p["checkpoints_kept"] < regular else
                 f"save_total_limit={p['save_total_limit'] or 'none'}: all {p['checkpoints_kept']} kept")
-    return (f"{gb(p['kept_bytes'])} at the end: a checkpoint of {gb(p['checkpoint_bytes'])} every {p['save_every']:,} "
-            f"steps and at the last, {p['checkpoints_saved']} in all ({rotation}), plus the final model "
+    interim = p["checkpoints_saved"] - regular
+    clock = (f"; {interim} more by the clock, each replaced by the next" if interim > 0 else "")
+    return (f"{gb(p['kept_bytes'])} at the end: a checkpoint of {gb(p['checkpoint_bytes'])} every "
+            f"{p['save_every']:,} steps and at the last, {regular} in all ({rotation}{clock}), plus the final model "
             f"({gb(p['model_bytes'])})")

@@ -11,6 +11,7 @@ import logging
 import math
 import os
 import shutil
+import statistics
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +29,8 @@ from .distributed import all_finite, on_main_process, sharded
 from .files import share_as_umask, write_error
 from .evaluation import SAMPLES_FILE, evaluate_bpb, evaluate_tasks, sample
 from .optimization import NanochatSchedule, muon_adamw
+from .progress import eta_seconds, write_state
+from .stopping import StopOnSignalOrSave, TrainingStopped
 from .tokenization import tokenizer_fingerprint
 
 logger = logging.getLogger(__name__)
@@ -37,7 +40,8 @@ logger = logging.getLogger(__name__)
 SETTING_RANGES = {"embedding_lr": math.inf, "unembedding_lr": math.inf, "matrix_lr": math.inf, "scalar_lr": math.inf,
                   "matrix_weight_decay": math.inf, "target_param_data_ratio": math.inf, "max_grad_norm": math.inf,
                   "warmup_ratio": 1, "warmdown_ratio": 1, "final_lr_frac": 1, "momentum_end": 1, "momentum_final": 1,
-                  "normuon_beta2": 1}
+                  "normuon_beta2": 1, "save_every_minutes": math.inf, "loss_spike_factor": math.inf}
+SPIKE_WINDOW, SPIKE_HISTORY = 20, 5  # the loss spike rule: the median of the last 20 logged losses, once 5 are logged
 
 
 @dataclass
@@ -78,6 +82,12 @@ class HansardTrainingArguments(TrainingArguments):
     core_bundle: str | None = field(default=None, metadata={"help": "Folder of the CORE eval bundle (core.yaml, eval_data/, eval_meta_data.csv); none: no CORE during training."})
     core_max_per_task: int = field(default=500, metadata={"help": "Examples per task in CORE / Hansard benchmark runs during training."})
     save_every: int = field(default=2000, metadata={"help": "Save a resumable checkpoint every this many steps; 0: no checkpoints (recipes still save the final model)."})
+    save_every_minutes: float = field(default=30.0, metadata={"help": (
+        "Also save a checkpoint whenever this many minutes passed since the last one (0: off): a crash loses at most "
+        "about this much work whatever the recipe's step time (d48's 2,000 steps take hours).")})
+    loss_spike_factor: float = field(default=2.0, metadata={"help": (
+        "Stop the run (diverged) when a logged loss exceeds this many times the median of the last 20 logged "
+        "losses (0: off; a loss that is not finite always stops it).")})
     sample_every: int = field(default=2000, metadata={"help": "Log greedy samples of fixed prompts every this many steps and at the end (needs the tokenizer); 0 disables."})
     # Trainer defaults that cost a host sync or deviate from nanochat
     max_grad_norm: float = field(default=0.0, metadata={"help": (
@@ -216,13 +226,16 @@ class BenchmarksAndSamples(TrainerCallback):
 
 
 class ThroughputClock(TrainerCallback):
-    """Starts the step clock when training (re)starts, so a resumed run times only the steps it runs."""
+    """Starts the step clock when training (re)starts, so a resumed run times only the steps it runs, and says in
+    the run's state file that it runs."""
 
     def __init__(self, trainer: "HansardTrainer"):
         self.trainer = trainer
 
     def on_train_begin(self, args, state, control, **kwargs):
         self.trainer._last_log, self.trainer._excluded = (time.perf_counter(), state.global_step), 0.0
+        self.trainer._began = self.trainer._last_log
+        self.trainer._record("running", "")
 
 
 class HansardTrainer(Trainer):
@@ -263,10 +276,12 @@ class HansardTrainer(Trainer):
         self.add_callback(BenchmarksAndSamples(self, benchmark_tasks or []))
         self._flops_per_token = model.config.flops_per_token(args.max_seq_len)
         self._peak_flops = peak_flops(torch.cuda.get_device_name(args.device)) if args.device.type == "cuda" else None
-        self._last_log = (time.perf_counter(), 0)
+        self._last_log = self._began = (time.perf_counter(), 0)  # (time, step) of the last log, of the start
         self._excluded = 0.0  # seconds spent evaluating, benchmarking or saving since the last training log
         self.add_callback(ThroughputClock(self))
         self.add_callback(StopAtMaxSteps())
+        self.stopper = StopOnSignalOrSave()
+        self.add_callback(self.stopper)
 
     def _build_accelerator_args(self, **kwargs):
         """As the Trainer's, with DDP's gradient buckets as views of the gradients: one fewer copy of them per GPU."""
@@ -290,31 +305,60 @@ class HansardTrainer(Trainer):
     def train(self, resume_from_checkpoint=None, **kwargs):
         """As Trainer.train, holding the output folder (one live run per folder); `resume_from_checkpoint=True` takes
         the newest checkpoint whose manifest holds (none: start fresh). A checkpoint made with another tokenizer
-        than this Trainer's `processing_class` is refused."""
+        than this Trainer's `processing_class` is refused. SIGTERM, SIGINT or SIGUSR1 stop it at a step boundary
+        with a complete checkpoint, then raise TrainingStopped. How it ended goes to the run's state file."""
         lock = OutputDirLock(self.args.output_dir)
         on_main_process(lock.acquire)  # a refusal stops every process
         try:
-            if resume_from_checkpoint is True:
-                resume_from_checkpoint = last_complete_checkpoint(self.args.output_dir)
-                if resume_from_checkpoint is None:
-                    logger.info("No complete checkpoint in %s: starting from scratch.", self.args.output_dir)
-            elif resume_from_checkpoint:
-                found = problems(resume_from_checkpoint)
-                if found:
-                    raise ValueError(f"{resume_from_checkpoint} is not a complete checkpoint: {'; '.join(found)}.")
-            if resume_from_checkpoint:
-                self._check_tokenizer(resume_from_checkpoint)
-                if self.is_world_process_zero():
-                    logger.warning("Resuming from %s (step %d), every file checked against its manifest.",
-                                   resume_from_checkpoint, step_of(resume_from_checkpoint) or 0)
-            try:
-                return super().train(resume_from_checkpoint=str(resume_from_checkpoint) if resume_from_checkpoint
-                                     else None, **kwargs)
-            except _AtMaxSteps:  # the weights and state of the last step are loaded: there is nothing to train
-                self.is_in_train = False
-                return TrainOutput(self.state.global_step, 0.0, {})
+            output = self._train(resume_from_checkpoint, **kwargs)
+        except TrainingStopped as stop:
+            self._record("stopped", f"by {stop.signal_name}; {stop.checkpoint.name} is complete: the same command "
+                         "resumes from it")
+            raise
+        except TrainingDiverged as error:
+            self._record("diverged", f"{error}")
+            raise
+        except BaseException as error:
+            self._record("crashed", f"{type(error).__name__}: {error}".splitlines()[0])
+            raise
         finally:
+            self.stopper.restore()
             lock.release()
+        self._record("trained", "training done; evaluating and saving the model")
+        return output
+
+    def _record(self, state: str, reason: str) -> None:
+        """The run's state file, from the main process."""
+        if self.is_world_process_zero():
+            write_state(self.args.output_dir, state=state, reason=reason, step=self.state.global_step,
+                        max_steps=self.state.max_steps)
+
+    def _train(self, resume_from_checkpoint, **kwargs):
+        """Resolve the checkpoint to resume from, train, and raise TrainingStopped if a signal stopped it."""
+        if resume_from_checkpoint is True:
+            resume_from_checkpoint = last_complete_checkpoint(self.args.output_dir)
+            if resume_from_checkpoint is None:
+                logger.info("No complete checkpoint in %s: starting from scratch.", self.args.output_dir)
+        elif resume_from_checkpoint:
+            found = problems(resume_from_checkpoint)
+            if found:
+                raise ValueError(f"{resume_from_checkpoint} is not a complete checkpoint: {'; '.join(found)}.")
+        if resume_from_checkpoint:
+            self._check_tokenizer(resume_from_checkpoint)
+            if self.is_world_process_zero():
+                logger.warning("Resuming from %s (step %d), every file checked against its manifest.",
+                               resume_from_checkpoint, step_of(resume_from_checkpoint) or 0)
+        try:
+            output = super().train(resume_from_checkpoint=str(resume_from_checkpoint) if resume_from_checkpoint
+                                   else None, **kwargs)
+        except _AtMaxSteps:  # the weights and state of the last step are loaded: there is nothing to train
+            self.is_in_train = False
+            return TrainOutput(self.state.global_step, 0.0, {})
+        if self.stopper.stopped_by:
+            self.accelerator.wait_for_everyone()  # the main process has marked the checkpoint: all exit together
+            step = self.state.global_step
+            raise TrainingStopped(self.stopper.stopped_by, step, Path(self.args.output_dir) / f"checkpoint-{step}")
+        return output
 
     def _check_tokenizer(self, checkpoint) -> None:
         saved, mine = (read_marker(checkpoint) or {}).get("tokenizer"), tokenizer_fingerprint(self.processing_class)
@@ -346,7 +390,7 @@ class HansardTrainer(Trainer):
         if self.args.should_save:
             share_as_umask(folder)
             mark_complete(folder, self.state.global_step, tokenizer_fingerprint(self.processing_class))
-            rotate(folder.parent, limit, keep=[self.state.best_model_checkpoint])
+            rotate(folder.parent, limit, keep=[self.state.best_model_checkpoint], save_every=self.args.save_every)
         self.exclude_from_throughput(time.perf_counter() - start)
 
     def save_model(self, output_dir=None, _internal_call=False):
@@ -417,11 +461,11 @@ class HansardTrainer(Trainer):
         return super()._get_train_sampler(train_dataset)
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
-        """Add lrm, step time, tokens/s and MFU (on a GPU with a known peak) to the training logs; a loss that is not
-        finite stops the run (the logged loss is already on the host: no sync is added)."""
-        if "loss" in logs and not math.isfinite(logs["loss"]):
-            self._diverged(f"step {self.state.global_step}: the training loss is {logs['loss']}")
+        """Add lrm, step time, tokens/s, MFU (on a GPU with a known peak), tokens seen, elapsed time and the ETA to
+        the training logs, and keep the run's state file; a loss that is not finite, or far above the running median
+        (loss_spike_factor), stops the run (the logged loss is already on the host: no sync is added)."""
         if "loss" in logs:
+            self._check_loss(logs["loss"])
             now, step = time.perf_counter(), self.state.global_step
             last_time, last_step = self._last_log
             if step > last_step:
@@ -430,8 +474,32 @@ class HansardTrainer(Trainer):
                 logs.update(lrm=self.lr_scheduler.multiplier(step - 1), step_time=step_time, tokens_per_sec=tokens_per_sec)
                 if self._peak_flops:
                     logs["mfu"] = self._flops_per_token * tokens_per_sec / (self._peak_flops * self.args.world_size)
+            began, began_step = self._began
+            eta = eta_seconds(step, self.state.max_steps, now - began, step - began_step)
+            logs.update(tokens_seen=step * self.args.total_batch_size, elapsed_s=now - began,
+                        **({"eta_s": eta} if eta is not None else {}))
             self._last_log, self._excluded = (now, step), 0.0
         super().log(logs, start_time)
+        if self.is_world_process_zero() and Path(self.args.output_dir).is_dir():
+            progress = {key: logs[key] for key in ("tokens_seen", "elapsed_s", "eta_s") if key in logs}
+            if "eval_bpb" in logs:
+                progress.update(eval_bpb=logs["eval_bpb"], eval_step=self.state.global_step)
+            if "loss" in logs:
+                progress.update(state="running", reason="", step=self.state.global_step, max_steps=self.state.max_steps,
+                                tokens_total=self.state.max_steps * self.args.total_batch_size)
+            if progress:
+                write_state(self.args.output_dir, **progress)
+
+    def _check_loss(self, loss: float) -> None:
+        """Stop on a loss that is not finite, or above loss_spike_factor x the median of the last logged losses."""
+        if not math.isfinite(loss):
+            self._diverged(f"step {self.state.global_step}: the training loss is {loss}")
+        history = [entry["loss"] for entry in self.state.log_history[-3 * SPIKE_WINDOW:] if "loss" in entry]
+        history = history[-SPIKE_WINDOW:]  # the log history is restored on resume: the rule holds across restarts
+        factor = self.args.loss_spike_factor
+        if factor > 0 and len(history) >= SPIKE_HISTORY and loss > factor * (median := statistics.median(history)):
+            self._diverged(f"step {self.state.global_step}: the training loss is {loss:.4f}, over {factor:g}x the "
+                           f"median {median:.4f} of the last {len(history)} logged losses (loss_spike_factor)")
 
     def _check_finite(self, what: str) -> None:
         """Stop with TrainingDiverged unless every weight is finite (one host sync, in every process)."""

@@ -109,6 +109,8 @@ def cases(root: Path, corpus: Path, run: Path, out: Path) -> list[tuple[str, lis
         ("import-nanochat", command("hansard-hf", "import-nanochat", str(root / "garbage"), str(out / "y")), False,
          "not a file of tensors"),
         ("push", command("hansard-hf", "push", str(run), "me/hansard-tiny"), False, "HF_HUB_OFFLINE is set"),
+        ("status", command("hansard-hf", "status", str(run)), True, "finished: 4 steps"),
+        ("status", command("hansard-hf", "status", f"{run}_"), False, "no such run folder"),
         ("plot", command("hansard-hf", "plot", str(run), "--out", str(out / "curves.png")), True, "wrote"),
         ("plot", command("hansard-hf", "plot", str(root / "empty")), False, "no trainer_state.json"),
         ("prepare", command("hansard-hf", "prepare", f"--dataset={corpus}", f"--tokenizer={run}",

@@ -8,8 +8,10 @@ import functools
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -17,7 +19,8 @@ import torch
 
 from fsdp_worker import STEPS, build, state_bytes, train
 from hansard_hf import HansardGPTForCausalLM
-from hansard_hf.checkpoints import COMPLETE_MARKER
+from hansard_hf.checkpoints import COMPLETE_MARKER, last_complete_checkpoint
+from hansard_hf.progress import read_state
 
 TESTS = Path(__file__).parent
 def matrices(options) -> int:
@@ -86,14 +89,20 @@ SMALL = ["--max_seq_len=32", "--device_batch_size=2", "--total_batch_size=256", 
          "--eval_every=2", "--sample_every=2", "--core_metric_every=2", "--report_to=none"]  # tiny, cut to seconds
 
 
-def train_recipe(corpus: Path, out: Path, steps: int, *flags: str, options: tuple[str, ...] = ()) -> str:
-    """recipes/train.py tiny for `steps` steps into `out` (with `options`, more of its --key=value), under
-    `accelerate launch --num_processes 2 FLAGS` on CPU processes over gloo. Returns its stdout."""
+def launch_recipe(corpus: Path, out: Path, steps: int, *flags: str, options: tuple[str, ...] = ()) -> dict:
+    """The command and environment of recipes/train.py tiny for `steps` steps into `out` (with `options`, more of
+    its --key=value), under `accelerate launch --num_processes 2 FLAGS` on CPU processes over gloo."""
     command = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "2", "--mixed_precision", "no",
                *flags, str(ROOT / "recipes" / "train.py"), "tiny", f"--dataset={corpus}", f"--output_dir={out}",
                f"--max_steps={steps}", *SMALL, *options]
     env = {**os.environ, "HANSARD_HF_HOME": str(corpus.parent / "home"), "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
-    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
+    return dict(args=command, env=env, text=True)
+
+
+def train_recipe(corpus: Path, out: Path, steps: int, *flags: str, options: tuple[str, ...] = ()) -> str:
+    """launch_recipe run to its end. Returns its stdout."""
+    done = subprocess.run(**launch_recipe(corpus, out, steps, *flags, options=options), capture_output=True,
+                          timeout=600)
     assert done.returncode == 0, done.stderr[-4000:]
     return done.stdout
 
@@ -108,6 +117,18 @@ def weights(folder: Path) -> dict[str, torch.Tensor]:
     from safetensors.torch import load_file
 
     return load_file(folder / "model.safetensors")
+
+
+def assert_equal_to_ddp(got: dict, expected: dict) -> None:
+    """FSDP2's weights equal DDP's from the same batches within fp32 tolerance."""
+    for name, weight in expected.items():
+        if name == "model.embed_tokens.weight":
+            # AdamW at this embedding's LR (0.35) turns a near-zero gradient's last bits (the reduction order, which
+            # differs with accelerate's FSDP units) into ~1e-3 steps: a few elements differ, as DDP's from one process
+            wrong = (got[name] - weight).abs() > 1e-5
+            assert wrong.float().mean() < 1e-3 and (got[name] - weight).abs().max() < 1e-2
+        else:
+            torch.testing.assert_close(got[name], weight, atol=2e-5, rtol=1e-4, msg=name)
 
 
 @pytest.fixture(scope="module")
@@ -134,15 +155,8 @@ def test_the_recipe_under_accelerates_fsdp2_equals_ddp_and_resumes_exactly(ddp, 
     out = tmp_path / "fsdp"
     stdout = train_recipe(corpus, out, 4, *fsdp2(state_dict_type), options=options)
     assert "layout     FSDP2, world size 2: 2 rows x 2 accumulation per process, 256 tokens per step" in stdout
-    expected, got = weights(reference), weights(out)
-    for name, weight in expected.items():
-        if name == "model.embed_tokens.weight":
-            # AdamW at this embedding's LR (0.35) turns a near-zero gradient's last bits (the reduction order, which
-            # differs with accelerate's FSDP units) into ~1e-3 steps: a few elements differ, as DDP's from one process
-            wrong = (got[name] - weight).abs() > 1e-5
-            assert wrong.float().mean() < 1e-3 and (got[name] - weight).abs().max() < 1e-2
-        else:
-            torch.testing.assert_close(got[name], weight, atol=2e-5, rtol=1e-4, msg=name)
+    got = weights(out)
+    assert_equal_to_ddp(got, weights(reference))
     checkpoint = sorted(p.name for p in (out / "checkpoint-2").iterdir())
     sharded = state_dict_type == "SHARDED_STATE_DICT"
     assert ("pytorch_model_fsdp_0" in checkpoint and "optimizer_0" in checkpoint) if sharded else (
@@ -170,7 +184,9 @@ def test_the_recipe_under_accelerates_fsdp2_equals_ddp_and_resumes_exactly(ddp, 
     torch.testing.assert_close(torch.load(tmp_path / "logits.pt"), expected_logits, atol=1e-5, rtol=1e-5)
 
     # resume: a folder holding only checkpoint-2 trains steps 3-4 from it (a run from scratch would rewrite it), to
-    # the same weights
+    # the same weights (sharded checkpoints: the SIGTERM test below resumes one)
+    if sharded:
+        return
     resumed = tmp_path / "resumed"
     shutil.copytree(out / "checkpoint-2", resumed / "checkpoint-2")
     marker = resumed / "checkpoint-2" / COMPLETE_MARKER
@@ -179,3 +195,31 @@ def test_the_recipe_under_accelerates_fsdp2_equals_ddp_and_resumes_exactly(ddp, 
     assert marker.stat().st_mtime_ns == written and (resumed / "checkpoint-4").is_dir()
     for name, weight in got.items():
         torch.testing.assert_close(weights(resumed)[name], weight, atol=1e-6, rtol=0, msg=name)
+
+
+@pytest.mark.slow
+def test_sigterm_to_the_launcher_stops_fsdp2_at_a_complete_sharded_checkpoint_and_the_rerun_resumes(ddp, tmp_path):
+    """SIGTERM to `accelerate launch` (torchrun passes it to both ranks, then waits PET_SHUTDOWN_TIMEOUT seconds):
+    both ranks stop after the same step, each writes its shard of the checkpoint, rank 0 marks it complete, the
+    launcher exits 143; the rerun resumes from it and ends at DDP's weights."""
+    corpus, reference = ddp
+    out = tmp_path / "stopped"
+    flags = fsdp2("SHARDED_STATE_DICT")
+    launch = launch_recipe(corpus, out, 4, *flags, options=("--logging_steps=1",))
+    launch["env"]["PET_SHUTDOWN_TIMEOUT"] = "300"
+    process = subprocess.Popen(**launch, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.time() + 300
+    while read_state(out).get("state") != "running" or read_state(out).get("step", 0) < 1:
+        assert process.poll() is None and time.time() < deadline, "the run ended before the signal"
+        time.sleep(0.02)
+    process.send_signal(signal.SIGTERM)
+    stderr = process.communicate(timeout=300)[1]
+    step = read_state(out)["step"]
+    assert process.returncode == 143 and f"stopped by SIGTERM at step {step}" in stderr, stderr[-3000:]
+    checkpoint = out / f"checkpoint-{step}"
+    assert step < 4 and last_complete_checkpoint(out) == checkpoint
+    assert {"pytorch_model_fsdp_0", "optimizer_0"} <= {p.name for p in checkpoint.iterdir()}
+    written = (checkpoint / COMPLETE_MARKER).stat().st_mtime_ns
+    train_recipe(corpus, out, 4, *flags)
+    assert (checkpoint / COMPLETE_MARKER).stat().st_mtime_ns == written  # resumed from, not trained again
+    assert_equal_to_ddp(weights(out), weights(reference))

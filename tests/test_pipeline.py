@@ -7,6 +7,7 @@ import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
@@ -17,7 +18,8 @@ import pytest
 import torch
 
 from hansard_hf import HansardGPTForCausalLM, hub
-from hansard_hf.checkpoints import COMPLETE_MARKER
+from hansard_hf.checkpoints import COMPLETE_MARKER, last_complete_checkpoint, problems, step_of
+from hansard_hf.progress import read_state, status_text
 from hansard_hf.recipe import Recipe, checkpoints_text, plan
 from corpus_helpers import documents, write_jsonl
 from wandb_reader import logged
@@ -43,11 +45,16 @@ def overrides(corpus, out, **extra) -> list[str]:
     return [f"--{k}={json.dumps(v) if not isinstance(v, str) else v}" for k, v in values.items()]
 
 
+def command(env, out, *command_prefix, **extra) -> list[str]:
+    """`hansard-hf train` (or `command_prefix`) of the tiny recipe into `out`, with overrides."""
+    return [*(command_prefix or [sys.executable, "-m", "hansard_hf.cli", "train"]), str(ROOT / "recipes" / "tiny.json"),
+            *overrides(env[1], out, **extra)]
+
+
 def train(env, out, *command_prefix, **extra) -> subprocess.CompletedProcess:
-    root, corpus, environment = env
-    command = [*(command_prefix or [sys.executable, "-m", "hansard_hf.cli", "train"]), str(ROOT / "recipes" / "tiny.json"),
-               *overrides(corpus, out, **extra)]
-    done = subprocess.run(command, env=environment, capture_output=True, text=True, timeout=600, cwd=root)
+    root, _, environment = env
+    done = subprocess.run(command(env, out, *command_prefix, **extra), env=environment, capture_output=True, text=True,
+                          timeout=600, cwd=root)
     assert done.returncode == 0, done.stderr[-4000:]
     return done
 
@@ -93,36 +100,122 @@ def test_the_plan_states_the_disk_a_run_keeps(trained):
     assert "newest 1" in checkpoints_text(plan(Recipe.load(trained, ["--save_total_limit=1"]), gpus=1))
 
 
-def test_sigkill_resumes_from_the_last_complete_checkpoint(env):
-    root = env[0]
-    steps = dict(max_steps=24, save_every=4, eval_every=0)
-    train(env, root / "uninterrupted", **steps)
-    reference = losses(root / "uninterrupted")
+STEPS = dict(max_steps=24, save_every=4, eval_every=0)  # the runs that are killed, stopped and resumed
 
-    killed = root / "killed"
-    _, corpus, environment = env
-    command = [sys.executable, "-m", "hansard_hf.cli", "train", str(ROOT / "recipes" / "tiny.json"),
-               *overrides(corpus, killed, **steps)]
-    process = subprocess.Popen(command, env=environment, cwd=root, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+@pytest.fixture(scope="module")
+def uninterrupted(env):
+    out = env[0] / "uninterrupted"
+    train(env, out, **STEPS)
+    return out
+
+
+def start(env, out, *command_prefix, **extra) -> subprocess.Popen:
+    """`command` of STEPS, started, its stderr piped (the caller communicates)."""
+    return subprocess.Popen(command(env, out, *command_prefix, **{**STEPS, **extra}), env=env[2], cwd=env[0],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+
+def wait_until(process: subprocess.Popen, ready, what: str) -> None:
     deadline = time.time() + 300
-    while not (killed / "checkpoint-8" / COMPLETE_MARKER).exists():
-        assert process.poll() is None and time.time() < deadline, "the run ended before it could be killed"
+    while not ready():
+        assert process.poll() is None and time.time() < deadline, f"the run ended before {what}"
         time.sleep(0.02)
+
+
+def logged_step(out) -> int:
+    return read_state(out).get("step", -1) if read_state(out).get("state") == "running" else -1
+
+
+def assert_same_weights(a, b, tolerance: float = 1e-6) -> None:
+    a, b = HansardGPTForCausalLM.from_pretrained(a), HansardGPTForCausalLM.from_pretrained(b)
+    for (name, x), y in zip(a.named_parameters(), b.parameters()):
+        torch.testing.assert_close(x, y, atol=tolerance, rtol=tolerance, msg=name)
+
+
+def test_sigkill_resumes_from_the_last_complete_checkpoint(env, uninterrupted):
+    root = env[0]
+    reference = losses(uninterrupted)
+    killed = root / "killed"
+    process = start(env, killed)
+    wait_until(process, lambda: (killed / "checkpoint-8" / COMPLETE_MARKER).exists(), "it could be killed")
     process.send_signal(signal.SIGKILL)
     process.wait()
     assert not (killed / "model.safetensors").exists()  # it really died mid-run
+    assert re.search(r"^state       dead at step \d+ of 24: its process ended without a word", status_text(killed), re.M)
     partial = killed / "checkpoint-100"  # a checkpoint whose write was cut short
     partial.mkdir()
     shutil.copy(killed / "checkpoint-8" / "model.safetensors", partial)
-    train(env, killed, **steps)
+    train(env, killed, **STEPS)
     resumed = losses(killed)
     assert max(resumed) == 24 and min(resumed) <= 9
     for step in range(9, 25):
         assert resumed[step] == pytest.approx(reference[step], abs=1e-5), step
-    a = HansardGPTForCausalLM.from_pretrained(root / "uninterrupted")
-    b = HansardGPTForCausalLM.from_pretrained(killed)
-    for x, y in zip(a.parameters(), b.parameters()):
-        torch.testing.assert_close(x, y, atol=1e-5, rtol=1e-5)
+    assert_same_weights(uninterrupted, killed, 1e-5)
+
+
+def test_signals_stop_the_command_at_complete_checkpoints_and_reruns_end_at_the_uninterrupted_weights(env,
+                                                                                                    uninterrupted):
+    """SIGUSR1, then SIGTERM repeated while the stop's checkpoint is being completed (fault injection
+    by tests/faulty_cli.py): each run stops after one complete checkpoint with one line and 128 + the signal's
+    number; `hansard-hf status` says so. Then SIGKILL while a stop's checkpoint is being marked: it stays incomplete.
+    The run resumed after all that ends at the uninterrupted run's weights."""
+    out, mark = env[0] / "signalled", env[0] / "marking"
+    slow = [sys.executable, str(ROOT / "tests" / "faulty_cli.py"), "slow-marking", str(mark), "train"]
+    stops = [0]
+    for signum, prefix in ((signal.SIGUSR1, ()), (signal.SIGTERM, slow)):  # SIGINT: tests/test_stopping.py
+        process = start(env, out, *prefix)
+        wait_until(process, lambda: logged_step(out) >= stops[-1] + 2, "the signal")
+        sent = time.time()
+        process.send_signal(signum)
+        if prefix:  # again, while the stop's checkpoint is being marked complete
+            wait_until(process, lambda: mark.exists() and mark.stat().st_mtime > sent, "its checkpoint")
+            process.send_signal(signum)
+        stderr = process.communicate(timeout=300)[1]
+        name, step = signal.Signals(signum).name, read_state(out)["step"]
+        assert process.returncode == 128 + signum, stderr[-3000:]
+        assert f"hansard-hf train: stopped by {name} at step {step}: {out / f'checkpoint-{step}'} is complete." in stderr
+        assert "Traceback" not in stderr and step > stops[-1] and problems(out / f"checkpoint-{step}") == []
+        assert f"state       stopped at step {step} of 24: by {name}; checkpoint-{step} is complete" in status_text(out)
+        stops.append(step)
+    assert stops[-1] < 24, stops  # every signal landed before the end
+    process = start(env, out, *slow)  # SIGKILL while the stop's checkpoint is being marked: it is never complete
+    wait_until(process, lambda: logged_step(out) >= stops[-1] + 2, "the signal")
+    sent = time.time()
+    process.send_signal(signal.SIGTERM)
+    wait_until(process, lambda: mark.exists() and mark.stat().st_mtime > sent, "its checkpoint")
+    process.kill()
+    process.communicate()
+    cut, last = Path(mark.read_text()), last_complete_checkpoint(out)
+    assert problems(cut) == ["no checkpoint_complete marker (its writing was cut short)"]
+    assert step_of(last) < step_of(cut) < 24
+    assert re.search(r"^state       dead at step \d+ of 24", status_text(out), re.M)
+    done = train(env, out, **STEPS)
+    assert f"Resuming from {last} (step {step_of(last)})" in done.stderr
+    assert losses(out) == losses(uninterrupted)
+    assert_same_weights(uninterrupted, out, 0)
+    assert status_text(out).splitlines()[1] == "state       finished: 24 steps; the model is in the folder"
+
+
+def test_a_signal_to_one_of_two_processes_stops_both_at_the_same_step(env, uninterrupted):
+    """SIGUSR1 reaches rank 1 only: both ranks stop after the same step, rank 0 marks the checkpoint and says why;
+    the steps trained so far equal one process's (2 ranks x 4 rows = 1 x 4 rows x 2 accumulation)."""
+    out = env[0] / "two_signalled"
+    launch = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+              "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", str(ROOT / "recipes" / "train.py")]
+    process = start(env, out, *launch, use_cpu=True)
+    wait_until(process, lambda: logged_step(out) >= 3, "the signal")
+    ranks = {}
+    for pid in subprocess.run(["pgrep", "-P", str(process.pid)], capture_output=True, text=True).stdout.split():
+        environ = dict(v.split("=", 1) for v in Path(f"/proc/{pid}/environ").read_text().split("\0") if "=" in v)
+        ranks[environ.get("RANK")] = int(pid)
+    os.kill(ranks["1"], signal.SIGUSR1)
+    stderr = process.communicate(timeout=300)[1]
+    step = read_state(out)["step"]
+    assert f"stopped by SIGUSR1 at step {step}: {out / f'checkpoint-{step}'} is complete." in stderr, stderr[-3000:]
+    assert process.returncode != 0 and step < 24 and last_complete_checkpoint(out) == out / f"checkpoint-{step}"
+    two, one = losses(out / f"checkpoint-{step}"), losses(uninterrupted)  # resuming two ranks: the SLURM test
+    assert sorted(two) == list(range(1, step + 1)) and all(two[s] == pytest.approx(one[s], abs=1e-4) for s in two)
 
 
 def test_two_processes_match_one(env, trained):
@@ -349,14 +442,13 @@ def test_kills_at_every_stage_never_lose_a_run(env):
     """SIGKILL a run the moment it is inside each stage (tokenizer training, data preparation, a checkpoint write, the
     final save: seen by its temporary files appearing), then run it to the end: the result equals an uninterrupted
     run and no partial file or folder stays behind."""
-    root, corpus, environment = env
+    root, _, environment = env
     steps = dict(max_steps=8, save_every=2, eval_every=0, save_total_limit=2, final_lr_frac=0.1)  # LR > 0 at the end
     train(env, root / "kill_reference", **steps)
     reference = HansardGPTForCausalLM.from_pretrained(root / "kill_reference")
     home, out = root / "kill_home", root / "killed_often"  # a fresh home: the tokenizer and data are built here too
     killing = {**environment, "HANSARD_HF_HOME": str(home)}
-    command = [sys.executable, "-m", "hansard_hf.cli", "train", str(ROOT / "recipes" / "tiny.json"),
-               *overrides(corpus, out, **steps)]
+    run = command(env, out, **steps)
     inside = {  # stage -> "the run is inside it now"
         "tokenizer training": lambda: any(".partial-" in p.name for p in home.glob("tokenizers/.*")),
         "data preparation": lambda: any(".partial-" in p.name for p in home.glob("data/.*")),
@@ -366,7 +458,7 @@ def test_kills_at_every_stage_never_lose_a_run(env):
     }
     caught = []
     for stage, now in inside.items():
-        process = subprocess.Popen(command, env=killing, cwd=root, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        process = subprocess.Popen(run, env=killing, cwd=root, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         while process.poll() is None and not now():
             time.sleep(0.0005)
         if process.poll() is None:
@@ -375,7 +467,7 @@ def test_kills_at_every_stage_never_lose_a_run(env):
         process.wait()
     print("kills landed inside:", caught)  # recorded in bench/RESULTS.md
     assert caught[:2] == ["tokenizer training", "data preparation"]  # the long windows are always hit
-    done = subprocess.run(command, env=killing, cwd=root, capture_output=True, text=True, timeout=600)
+    done = subprocess.run(run, env=killing, cwd=root, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-4000:]
     resumed = HansardGPTForCausalLM.from_pretrained(out)
     for x, y in zip(reference.parameters(), resumed.parameters()):
@@ -383,3 +475,47 @@ def test_kills_at_every_stage_never_lose_a_run(env):
     assert json.loads((out / "run_complete.json").read_text()) == {"steps": 8}  # no step past the end (was 9)
     leftovers = [p for p in [*home.rglob(".*"), *out.rglob(".*")] if ".partial-" in p.name or ".saving-" in p.name]
     assert leftovers == []
+
+
+def test_a_process_lost_mid_run_is_restarted_by_torchrun_and_resumes(env, uninterrupted):
+    """torchrun --max-restarts=1: the first attempt dies by SIGKILL after step 10 (tests/faulty_cli.py); torchrun
+    starts it again, it resumes from checkpoint-8 and ends at the uninterrupted run's weights."""
+    out = env[0] / "restarted"
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--max-restarts=1", "--nproc-per-node=1",
+                "--rdzv-backend=c10d", "--rdzv-endpoint=127.0.0.1:0", str(ROOT / "tests" / "faulty_cli.py"),
+                "killed-once", "10", "train"]
+    done = train(env, out, *torchrun, **STEPS)
+    assert "Resuming from" in done.stderr and f"{out / 'checkpoint-8'} (step 8)" in done.stderr, done.stderr[-3000:]
+    assert losses(out) == losses(uninterrupted)
+    assert_same_weights(uninterrupted, out, 0)
+
+
+def test_the_slurm_script_stops_before_its_time_limit_requeues_and_the_job_resumes(env, uninterrupted):
+    """train_hansard.sbatch as written, for two nodes, under stand-ins for srun and scontrol (tests/slurm_standin:
+    one task per node on this host, over loopback): SLURM's USR1 before the time limit (--signal=B:USR1@300) stops
+    every rank at one complete checkpoint and the script requeues the job; the requeued job runs the same script,
+    resumes and ends where one process does (2 ranks x 4 rows = 1 x 4 rows x 2 accumulation)."""
+    root, corpus, environment = env
+    out, requeued = root / "slurm", root / "requeued"
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    path = os.pathsep.join([str(ROOT / "tests" / "slurm_standin"), str(Path(sys.executable).parent), os.environ["PATH"]])
+    job = {**environment, "PATH": path, "SLURM_JOB_ID": "4242", "SLURM_NNODES": "2", "SLURM_JOB_NODELIST": "node[0-1]",
+           "SLURM_GPUS_ON_NODE": "1", "SLURM_SUBMIT_DIR": str(ROOT), "MASTER_PORT": str(port),
+           "SLURM_STANDIN_REQUEUED": str(requeued)}
+    batch = ["bash", str(ROOT / "train_hansard.sbatch"), "tiny", *overrides(corpus, out, use_cpu=True, **STEPS)]
+    first = subprocess.Popen(batch, env=job, cwd=root, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    wait_until(first, lambda: logged_step(out) >= 3, "the time limit")
+    first.send_signal(signal.SIGUSR1)
+    output = first.communicate(timeout=300)[0]
+    step = read_state(out)["step"]
+    assert first.returncode == 0 and requeued.read_text() == "4242\n", output[-3000:]
+    assert f"stopped by SIGUSR1 at step {step}" in output and last_complete_checkpoint(out) == out / f"checkpoint-{step}"
+    again = subprocess.run(batch, env=job, cwd=root, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                           timeout=600)
+    assert again.returncode == 0 and requeued.read_text() == "4242\n", again.stdout[-3000:]
+    assert f"Resuming from {out / f'checkpoint-{step}'} (step {step})" in again.stdout
+    two, one = losses(out), losses(uninterrupted)
+    assert two.keys() == one.keys() and all(two[s] == pytest.approx(one[s], abs=1e-4) for s in one)
+    assert_same_weights(uninterrupted, out, 1e-4)
