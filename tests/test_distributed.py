@@ -63,8 +63,9 @@ def test_two_processes_match_one_and_split_the_newton_schulz_work(tmp_path, vari
 
 @pytest.mark.slow
 def test_two_machines_match_one_process(tmp_path):
-    """The multi-node config as the README's SLURM line runs it (one `accelerate launch` per node, each with its
-    --machine_rank and the head node's address), here as two machine ranks on one host over loopback."""
+    """The multi-node config (accelerate_multinode.yaml: one `accelerate launch` per node, each with its
+    --machine_rank and the head node's address, as train_hansard.sbatch runs it), here as two machine ranks on one
+    host over loopback."""
     with socket.socket() as probe:  # a free port for the head node's rendezvous
         probe.bind(("127.0.0.1", 0))
         port = str(probe.getsockname()[1])

@@ -201,7 +201,7 @@ def test_the_recipe_under_accelerates_fsdp2_equals_ddp_and_resumes_exactly(ddp, 
 def test_sigterm_to_the_launcher_stops_fsdp2_at_a_complete_sharded_checkpoint_and_the_rerun_resumes(ddp, tmp_path):
     """SIGTERM to `accelerate launch` (torchrun passes it to both ranks, then waits PET_SHUTDOWN_TIMEOUT seconds):
     both ranks stop after the same step, each writes its shard of the checkpoint, rank 0 marks it complete, the
-    launcher exits 143; the rerun resumes from it and ends at DDP's weights."""
+    launcher exits; the rerun resumes from it and ends at DDP's weights."""
     corpus, reference = ddp
     out = tmp_path / "stopped"
     flags = fsdp2("SHARDED_STATE_DICT")
@@ -215,7 +215,8 @@ def test_sigterm_to_the_launcher_stops_fsdp2_at_a_complete_sharded_checkpoint_an
     process.send_signal(signal.SIGTERM)
     stderr = process.communicate(timeout=300)[1]
     step = read_state(out)["step"]
-    assert process.returncode == 143 and f"stopped by SIGTERM at step {step}" in stderr, stderr[-3000:]
+    # the launcher: 128 + the signal (accelerate 1.16); accelerate 1.13 exits 1 with torch's SignalException report
+    assert process.returncode in (143, 1) and f"stopped by SIGTERM at step {step}" in stderr, stderr[-3000:]
     checkpoint = out / f"checkpoint-{step}"
     assert step < 4 and last_complete_checkpoint(out) == checkpoint
     assert {"pytorch_model_fsdp_0", "optimizer_0"} <= {p.name for p in checkpoint.iterdir()}
