@@ -294,10 +294,13 @@ def describe_plan(p: dict) -> str:
 
 def stall_text(p: dict) -> str:
     """How often a run saves and how long the saves stop training (the Trainer saves synchronously), at 1 GB/s."""
+    from .progress import duration
+
     seconds = p["checkpoint_bytes"] / SAVE_BYTES_PER_SECOND
-    return (f"a checkpoint every ~{p['save_interval_minutes']:,.0f} min (save_every={p['save_every']:,} steps, "
-            f"save_every_minutes={p['save_every_minutes']:g}); each stops training ~{seconds:.0f} s at 1 GB/s: "
-            f"~{seconds * 60 / p['save_interval_minutes']:.0f} s per hour")
+    total = seconds * p["checkpoints_saved"]
+    held = f"~{total / p['hours']:.0f} s per hour" if p["hours"] >= 1 else f"~{total:.0f} s in all"
+    return (f"a checkpoint every ~{duration(60 * p['save_interval_minutes'])} (save_every={p['save_every']:,} steps, "
+            f"save_every_minutes={p['save_every_minutes']:g}); each stops training ~{seconds:.0f} s at 1 GB/s: {held}")
 
 
 SAVE_BYTES_PER_SECOND = 1e9  # a GPU node's local NVMe or parallel filesystem, writing a checkpoint (an assumption)

@@ -3,6 +3,7 @@
 Every run trains its own small tokenizer and data from a generated corpus (no network)."""
 
 import json
+import math
 import os
 import re
 import shutil
@@ -20,7 +21,7 @@ import torch
 from hansard_hf import HansardGPTForCausalLM, hub
 from hansard_hf.checkpoints import COMPLETE_MARKER, last_complete_checkpoint, problems, step_of
 from hansard_hf.progress import read_state, status_text
-from hansard_hf.recipe import Recipe, checkpoints_text, plan
+from hansard_hf.recipe import Recipe, checkpoints_text, describe_plan, plan, stall_text
 from corpus_helpers import documents, write_jsonl
 from wandb_reader import logged
 
@@ -98,6 +99,12 @@ def test_the_plan_states_the_disk_a_run_keeps(trained):
     assert p["model_bytes"] == pytest.approx((trained / "model.safetensors").stat().st_size, rel=0.001)
     assert "save_total_limit=none: all 2 kept" in checkpoints_text(p)
     assert "newest 1" in checkpoints_text(plan(Recipe.load(trained, ["--save_total_limit=1"]), gpus=1))
+    d48 = plan(Recipe.load("d48"))  # ~26 h on 8 H100s: 2,000 steps take longer than the clock's 30 minutes
+    assert d48["save_interval_minutes"] == 30 and d48["checkpoints_saved"] == math.ceil(d48["hours"] * 2)
+    held = d48["checkpoint_bytes"] / 1e9 * d48["checkpoints_saved"] / d48["hours"]
+    assert stall_text(d48).startswith("a checkpoint every ~30 min") and stall_text(d48).endswith(f"~{held:.0f} s per hour")
+    assert "\ndisk " in describe_plan(d48) and "\nsaving       a checkpoint every" in describe_plan(d48)
+    assert "22 more by the clock, each replaced by the next" in checkpoints_text(d48)
 
 
 STEPS = dict(max_steps=24, save_every=4, eval_every=0)  # the runs that are killed, stopped and resumed
