@@ -8,7 +8,7 @@ import socket
 import time
 from pathlib import Path
 
-from .checkpoints import LOCK_FILE, checkpoints, is_locked, problems, step_of
+from .checkpoints import COMPLETE_MARKER, LOCK_FILE, checkpoints, is_locked, problems, step_of
 from .files import did_you_mean
 
 RUN_STATE = "run_state.json"
@@ -68,10 +68,10 @@ def status_text(output_dir) -> str:
     state, now = read_state(out), time.time()
     step, steps = state.get("step"), state.get("max_steps")
     at = f"step {step:,} of {steps:,}" if step is not None and steps else "no step logged yet"
-    finished = finished_steps(out)
+    finished, live = finished_steps(out), is_locked(out)
     if finished is not None:
         line = f"finished: {finished:,} steps; the model is in the folder"
-    elif is_locked(out):
+    elif live:
         line = f"live: {at}, last log {duration(now - state['updated'])} ago" if state else "live: starting"
         line += f" (pid {state['pid']} on {state['host']})" if state else ""
     elif state.get("state") in ("stopped", "diverged", "crashed"):
@@ -86,7 +86,7 @@ def status_text(output_dir) -> str:
     lines = [f"run         {out.resolve()}", f"state       {line}"]
     complete = [folder for folder in checkpoints(out) if not problems(folder, content=False)]
     if complete:
-        age = duration(now - (complete[0] / "checkpoint_complete").stat().st_mtime)
+        age = duration(now - (complete[0] / COMPLETE_MARKER).stat().st_mtime)
         lines.append(f"checkpoint  {complete[0].name} (step {step_of(complete[0]):,}), written {age} ago; "
                      f"{len(complete)} complete")
     else:
@@ -95,6 +95,6 @@ def status_text(output_dir) -> str:
         lines.append(f"validation  {state['eval_bpb']:.4f} bits per byte at step {state['eval_step']:,}")
     if "tokens_seen" in state:
         lines.append(f"tokens      {state['tokens_seen']:,} of {state['tokens_total']:,}")
-    if state.get("eta_s") is not None and finished is None and is_locked(out):
+    if state.get("eta_s") is not None and finished is None and live:
         lines.append(f"eta         {duration(state['eta_s'])} (elapsed {duration(state.get('elapsed_s'))})")
     return "\n".join(lines)

@@ -2,7 +2,7 @@
 
 SIGTERM (SLURM's preemption and `scancel`, Kubernetes), SIGINT (Ctrl-C) and SIGUSR1 (SLURM's `--signal=USR1@N`
 before a time limit) make every process stop at the same optimizer step, after one complete checkpoint of that step;
-the process then exits 128 + the signal's number, the status a process killed by it has (`cli.main`). A repeated
+the process then exits 128 + the signal's number, the status a process killed by it has (`hansard-hf train`). A repeated
 signal while stopping changes nothing (a launcher forwards the signal its processes already got); SIGKILL stops at
 once, and a checkpoint cut short is never marked complete. `save_every_minutes` adds a checkpoint whenever that long
 has passed since the last one (unless save_every=0: no checkpoints); such interim checkpoints (and a stop's) go once
