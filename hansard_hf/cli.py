@@ -11,6 +11,8 @@ from . import locations
 from .budget import EVAL_TOKENS
 from .locations import DEFAULT_DATASET, TOKENIZER_SETTINGS
 
+SELECTION_OPTIONS = ("bodies", "since", "before", "languages", "validation_from", "test_from", "dedup")
+
 
 def _export(args):
     from .hub import export_to_nanochat
@@ -38,7 +40,8 @@ def _corpus(args, check: bool = False):
     """The corpus the options name; with `check`, checked as a run checks it (local files there, the Hub answers)."""
     from .data import Corpus
 
-    corpus = Corpus(args.dataset, args.text_field, args.id_field, args.split_field)
+    corpus = Corpus(args.dataset, args.text_field, args.id_field, args.split_field,
+                    **{field: getattr(args, field) for field in SELECTION_OPTIONS})
     if check:
         from .preflight import check_corpus
 
@@ -52,12 +55,24 @@ def _add_corpus_arguments(parser, default=DEFAULT_DATASET):
     parser.add_argument("--text-field", default="text", help="field holding the document text")
     parser.add_argument("--id-field", default="id", help="field whose hash picks the split (default id)")
     parser.add_argument("--split-field", default=None, help="field holding train/validation/test, instead of the hash")
+    parser.add_argument("--bodies", default=(), help="keep only these bodies, comma-separated: commons, lords, "
+                        "westminster-hall, committees, commons-written-answers, ... or the groups westminster, written, "
+                        "devolved (default: all)")
+    parser.add_argument("--since", default=None, help="keep documents dated on or after this (YYYY, YYYY-MM, YYYY-MM-DD)")
+    parser.add_argument("--before", default=None, help="keep documents dated before this")
+    parser.add_argument("--languages", default=(), help="keep only these languages, comma-separated (en, cy)")
+    parser.add_argument("--validation-from", default=None, help="temporal split: train before this date, validation "
+                        "from it (with --test-from)")
+    parser.add_argument("--test-from", default=None, help="temporal split: test from this date on")
+    parser.add_argument("--dedup", action="store_true", help="remove paragraphs the corpus already had (exact and near "
+                        "copies of 5+ words), so none is in two splits")
 
 
 def _train_tokenizer(args):
     from .tokenization import save_tokenizer, train_tokenizer
 
     corpus = _corpus(args, check=True)
+    corpus.check(parse=True)
     out = args.out or locations.tokenizer_dir(corpus, vocab_size=args.vocab_size, doc_cap=args.doc_cap,
                                               max_chars=args.max_chars, nfkc=args.nfkc)
     tokenizer = train_tokenizer(corpus.texts("train"), args.vocab_size, args.doc_cap, args.max_chars, args.nfkc)
@@ -75,6 +90,7 @@ def _prepared(args, replace=False) -> tuple:
     if args.tokenizer is None and not (tokenizer / "tokenizer.json").exists():
         from .tokenization import ensure_tokenizer
 
+        corpus.check(parse=True)
         print(f"training the Hansard tokenizer of {corpus.source} into {tokenizer}", file=sys.stderr)
         ensure_tokenizer(corpus, tokenizer)
     out = getattr(args, "out", None) or locations.data_dir(corpus, tokenizer)
@@ -82,9 +98,13 @@ def _prepared(args, replace=False) -> tuple:
 
 
 def _prepare(args):
+    from .data import selection_text
+
     out, index = _prepared(args, replace=args.replace)
     for split, info in index["splits"].items():
         print(f"{split}: {info['tokens']:,} tokens, {info['documents']:,} documents in {len(info['shards'])} shard(s)")
+    if selection_text(index):
+        print(selection_text(index))
     print(f"prepared data in {out}")
 
 
@@ -113,6 +133,7 @@ def _counted_data(args):
 
         corpus = {"dataset": args.dataset, "text_field": args.text_field, "id_field": args.id_field,
                   "split_field": args.split_field} if args.dataset else {}  # the corpus options, as for `train`
+        corpus.update({field: getattr(args, field) for field in SELECTION_OPTIONS if getattr(args, field)})
         recipe = Recipe.load(args.run_or_recipe, corpus)
         if not (recipe.tokenizer_dir / "tokenizer.json").exists():
             raise FileNotFoundError(f"{recipe.path}: its tokenizer ({recipe.tokenizer_dir}) is not trained yet, so "
@@ -123,6 +144,42 @@ def _counted_data(args):
         return _prepared(args)[0]
     raise ValueError("count what? Name a run folder or recipe (hansard-hf count-tokens runs/hansard_tiny), "
                      "prepared data (--data=FOLDER) or a corpus (--dataset=PATH_OR_HUB_ID).")
+
+
+def _corpus_report(args):
+    from .corpus_report import PLOT_FILE, plot_tokens_per_year, summarize, summary_text
+    from .tokenization import ensure_tokenizer
+
+    if args.run_or_recipe:
+        from .preflight import check_corpus
+        from .recipe import Recipe
+
+        options = {"dataset": args.dataset, "text_field": args.text_field, "id_field": args.id_field,
+                   "split_field": args.split_field} if args.dataset else {}
+        options.update({field: getattr(args, field) for field in SELECTION_OPTIONS if getattr(args, field)})
+        recipe = Recipe.load(args.run_or_recipe, options)
+        corpus, tokenizer, settings = recipe.corpus, recipe.tokenizer_dir, dict(recipe.tokenizer_settings)
+        check_corpus(corpus)
+        trains = recipe.trains_tokenizer
+    elif args.dataset:
+        corpus = _corpus(args, check=True)
+        tokenizer, settings, trains = args.tokenizer or locations.tokenizer_dir(corpus), {}, args.tokenizer is None
+    else:
+        raise ValueError("which corpus? Name a run folder or recipe (hansard-hf corpus d24 --bodies=commons) or a "
+                         "corpus (--dataset=PATH_OR_HUB_ID, with --bodies, --since, ... to select).")
+    corpus.check(parse=True)
+    if trains and not (Path(tokenizer) / "tokenizer.json").exists():
+        print(f"training the Hansard tokenizer of {corpus.source} into {tokenizer}", file=sys.stderr)
+        ensure_tokenizer(corpus, tokenizer, **settings)
+    summary = summarize(corpus, tokenizer)
+    run_folder = args.run_or_recipe and Path(args.run_or_recipe).is_dir()
+    png = plot_tokens_per_year(summary, args.png or (Path(args.run_or_recipe) if run_folder else
+                                                     locations.corpus_report_dir(corpus)) / PLOT_FILE)
+    if args.json:
+        print(json.dumps({**summary, "png": str(png) if png else None}))
+        return
+    print(summary_text(summary))
+    print(f"\nwrote {png} (tokens per year by body)" if png else "\nno document has a date: no plot of tokens per year")
 
 
 def _train(args):
@@ -246,6 +303,17 @@ def build_parser() -> argparse.ArgumentParser:
     count.add_argument("--split", default=None, choices=["train", "validation", "test"], help="only this split")
     count.add_argument("--json", action="store_true", help="print the counts and the seed's depth as one JSON object")
     count.set_defaults(func=_count_tokens)
+
+    corpus_run = commands.add_parser("corpus", help="documents, words and tokens of a corpus by body, decade and split, "
+                                     "its duplicates, and a PNG of tokens per year by body")
+    corpus_run.add_argument("run_or_recipe", nargs="?", default=None,
+                            help="a run folder or recipe (its corpus and tokenizer; --dataset etc. change its corpus)")
+    _add_corpus_arguments(corpus_run, default=None)
+    corpus_run.add_argument("--tokenizer", default=None, help=f"with --dataset: tokenizer folder (default: {default_tokenizer})")
+    corpus_run.add_argument("--png", default=None, help="where to write the plot (default: RUN_DIR/corpus_tokens_per_year.png for a run "
+                            f"folder, else {locations.home()}/corpus/<fingerprint of the corpus>/corpus_tokens_per_year.png)")
+    corpus_run.add_argument("--json", action="store_true", help="print the counts as one JSON object")
+    corpus_run.set_defaults(func=_corpus_report)
 
     train_run = commands.add_parser("train", help="train a recipe end to end (tokenizer, data, train, eval, save)")
     train_run.add_argument("recipe", help="shipped recipe name (tiny, d16, d24, d36, d48, d80), recipe JSON, or a run folder")

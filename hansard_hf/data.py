@@ -22,15 +22,19 @@ import torch
 import xxhash
 from tqdm.auto import tqdm
 
+from .parlparse import XML_SUFFIXES, check_day_file, check_parses, day_of, is_xml_file, latest_versions, sections
+from .selection import SPLITS, ParagraphFilter, bodies_named, body_of, date_bound, split_of, temporal_split
 from .files import CHECKSUM, atomic_directory, checksum, did_you_mean, is_hub_id
 from .locations import DEFAULT_DATASET
 from .tokenization import bulk_encoder, load_tokenizer, tokenizer_hash
 
 logger = logging.getLogger(__name__)
 
-SPLITS = ("train", "validation", "test")
 LOCAL_FORMATS = {".jsonl": "json", ".json": "json", ".parquet": "parquet", ".txt": "text"}
 INDEX_FILE = "index.json"
+_READING_FIELDS = ("source", "text_field", "id_field", "split_field", "max_documents")  # a corpus' fields before selection
+# where a table's rows keep what selection reads, first match wins (the shared JSONL; the Common Pile)
+_METADATA_FIELDS = {"body": ("body", "type", "source"), "date": ("date", "created"), "language": ("language", "metadata")}
 FORMAT_VERSION = 3  # bump when what is written for the same corpus and tokenizer changes (3: shard checksums)
 
 
@@ -39,31 +43,89 @@ def is_hub_dataset(source: str) -> bool:
     return is_hub_id(source) and Path(source).suffix not in LOCAL_FORMATS
 
 
-def split_of(doc_id: str, validation_percent: int = 5, test_percent: int = 5) -> str:
-    """A document's split from sha1(id) % 100: the last percentages go to validation and test."""
-    bucket = int(hashlib.sha1(doc_id.encode("utf-8")).hexdigest(), 16) % 100
-    if bucket < 100 - validation_percent - test_percent:
-        return "train"
-    return "validation" if bucket < 100 - test_percent else "test"
+def _format(path) -> str | None:
+    return "xml" if is_xml_file(path) else LOCAL_FORMATS.get(Path(path).suffix)
+
+
+@dataclass(frozen=True)
+class Document:
+    """A document as the pipeline sees it: its split, its text, and what selection reads (None where unknown)."""
+
+    split: str
+    text: str
+    body: str | None = None
+    date: str | None = None
+    language: str | None = None
 
 
 @dataclass(frozen=True)
 class Corpus:
-    """Where the documents are and how to read them."""
+    """Where the documents are, how to read them, which to keep and how to split them."""
 
     source: str = DEFAULT_DATASET
     text_field: str = "text"
     id_field: str = "id"
     split_field: str | None = None  # use this field's value (train/validation/test) instead of the id hash
     max_documents: int | None = None  # read only the first documents (a streamed slice)
+    bodies: tuple[str, ...] = ()  # keep only these bodies (or groups: westminster, written, devolved); () keeps all
+    since: str | None = None  # keep documents dated on or after this (YYYY, YYYY-MM or YYYY-MM-DD)
+    before: str | None = None  # ... and before this
+    languages: tuple[str, ...] = ()  # keep only these languages (en, cy); () keeps all
+    validation_from: str | None = None  # a temporal split: train before this date, validation from it ...
+    test_from: str | None = None  # ... and test from this date on
+    dedup: bool = False  # remove paragraphs the corpus already had (exact and near copies), across splits
+
+    def __post_init__(self):
+        def tuple_of(value):
+            return tuple(v.strip().lower() for v in (value.split(",") if isinstance(value, str) else value or ()) if v.strip())
+        object.__setattr__(self, "bodies", bodies_named(self.bodies))
+        object.__setattr__(self, "languages", tuple_of(self.languages))
+        for field in ("since", "before", "validation_from", "test_from"):
+            object.__setattr__(self, field, date_bound(getattr(self, field), field))
+        if self.since and self.before and self.since >= self.before:
+            raise ValueError(f"since={self.since} is not before before={self.before}: the date range is empty.")
+        if (self.validation_from is None) != (self.test_from is None):
+            raise ValueError("a temporal split needs both validation_from and test_from (e.g. validation_from=2020 "
+                             "test_from=2021: train before 2020, validation 2020, test from 2021).")
+        if self.validation_from and self.validation_from >= self.test_from:
+            raise ValueError(f"validation_from={self.validation_from} must come before test_from={self.test_from}.")
+        if self.validation_from and self.split_field:
+            raise ValueError("split_field and a temporal split (validation_from, test_from) both choose the split: "
+                             "use one.")
+
+    def identity(self) -> dict:
+        """What makes this corpus this one (fingerprints, prepared data's key): every field, the selection's only
+        where it is set, so folders prepared before selection existed keep their names."""
+        return {k: v for k, v in asdict(self).items() if k in _READING_FIELDS or v not in ((), None, False)}
+
+    @property
+    def selects(self) -> bool:
+        return bool(self.bodies or self.since or self.before or self.languages)
+
+    def describe(self) -> str:
+        """The selection and split, in words (for messages and the corpus summary)."""
+        parts = [f"bodies {', '.join(self.bodies)}"] if self.bodies else []
+        if self.since or self.before:
+            parts.append("dates " + " ".join(filter(None, (self.since and f"from {self.since}",
+                                                          self.before and f"before {self.before}"))))
+        if self.languages:
+            parts.append(f"languages {', '.join(self.languages)}")
+        split = (f"train before {self.validation_from}, validation before {self.test_from}, test from then on"
+                 if self.validation_from else f"split by {self.split_field}" if self.split_field
+                 else f"split by a hash of {self.id_field}")
+        return "; ".join(parts + [split] + (["duplicate paragraphs removed"] if self.dedup else []))
 
     def files(self) -> list[str] | None:
-        """The local files of `source` (a file, glob or folder); None when it names a Hub dataset."""
+        """The local files of `source` (a file, glob or folder); None when it names a Hub dataset. A folder with
+        ParlParse day files (*.xml, *.xml.gz) is read as XML (other files in it, such as changedates.txt, aside);
+        of each day only the latest re-scrape."""
         path = Path(self.source)
         if path.is_dir():
-            found = sorted(str(p) for p in path.rglob("*") if p.suffix in LOCAL_FORMATS and p.is_file())
+            found = sorted(str(p) for p in path.rglob("*") if _format(p) and p.is_file())
+            if any(is_xml_file(f) for f in found):
+                found = [f for f in found if is_xml_file(f)]
         elif any(char in self.source for char in "*?["):
-            found = sorted(f for f in glob.glob(self.source, recursive=True) if Path(f).suffix in LOCAL_FORMATS)
+            found = sorted(f for f in glob.glob(self.source, recursive=True) if _format(f))
         elif path.exists():
             found = [str(path)]
         elif is_hub_dataset(self.source):
@@ -72,13 +134,38 @@ class Corpus:
             raise FileNotFoundError(f"{self.source}: no such file, folder or glob{did_you_mean(path)}, nor a Hub "
                                     "dataset id (owner/name).")
         if not found:
-            raise FileNotFoundError(f"{self.source}: no {'/'.join(LOCAL_FORMATS)} files found.")
+            raise FileNotFoundError(f"{self.source}: no {'/'.join([*LOCAL_FORMATS, *XML_SUFFIXES])} files found.")
         if all(os.path.getsize(f) == 0 for f in found):
             raise ValueError(f"{self.source}: the corpus is empty.")
-        formats = {LOCAL_FORMATS.get(Path(f).suffix) for f in found}
+        formats = {_format(f) for f in found}
         if len(formats) != 1 or None in formats:
-            raise ValueError(f"{self.source}: mixes or lacks formats ({sorted(map(str, formats))}); use one of {list(LOCAL_FORMATS)}.")
-        return found
+            raise ValueError(f"{self.source}: mixes or lacks formats ({sorted(map(str, formats))}); use one of "
+                             f"{[*LOCAL_FORMATS, *XML_SUFFIXES]}.")
+        return latest_versions(found) if formats == {"xml"} else found
+
+    def _xml_files(self) -> list[str]:
+        """The day files of an XML corpus that the selection keeps, judged by their names alone (no parsing)."""
+        kept = []
+        for file in self.files():
+            body, date, language = day_of(file)
+            if self._keeps(body, date, language):
+                kept.append(file)
+        return kept
+
+    def check(self, parse: bool = False) -> None:
+        """What can be checked before reading the documents: the files are there, and for ParlParse XML that every
+        day file names a body and a date, starts as a ParlParse file, and the selection keeps some of them. With
+        `parse` (before tokenizer training or preparation), every selected day file is also parsed whole."""
+        files = self.files()
+        if files is None or not is_xml_file(files[0]):
+            return
+        for file in files:
+            check_day_file(file)
+        kept = self._xml_files()
+        if not kept:
+            raise ValueError(self._nothing_selected(len(files), [day_of(f) for f in files], "day files"))
+        if parse:
+            check_parses(kept)
 
     def dataset(self):
         """The corpus as a streaming `datasets.IterableDataset` (memory stays bounded)."""
@@ -91,30 +178,107 @@ class Corpus:
         extra = {"sample_by": "document"} if builder == "text" else {}
         return load_dataset(builder, data_files=files, split="train", streaming=True, **extra)
 
-    def documents(self, batch_size: int = 1000) -> Iterator[tuple[str, str]]:
-        """(split, text) for every document, read in Arrow batches of only the needed columns."""
+    def selected(self, counts: dict | None = None, batch_size: int = 1000) -> Iterator[Document]:
+        """Every document the selection keeps, with its split, duplicate paragraphs removed if `dedup`. `counts`
+        (a dict) gets documents read and kept, and duplicate paragraphs and emptied documents removed per split.
+        Nothing kept is an error naming the selection and what the corpus has."""
+        counts = counts if counts is not None else {}
+        counts.update(read=0, kept=0, removed={s: {"exact": 0, "near": 0, "documents": 0} for s in SPLITS})
+        dedup = ParagraphFilter() if self.dedup else None
+        seen = []  # (body, date, language) of the first rows, for the message when nothing is kept
+        for split, text, doc_id, body, date, language in self._rows(batch_size):
+            counts["read"] += 1
+            if len(seen) < 100_000:
+                seen.append((body, date, language))
+            if not self._keeps(body, date, language):
+                continue
+            if self.validation_from:
+                split = temporal_split(date, self.validation_from, self.test_from)
+            elif split is None:
+                split = split_of(str(doc_id) if doc_id is not None else hashlib.sha1(text.encode()).hexdigest())
+            if dedup is not None:
+                exact, near = dedup.exact, dedup.near
+                text = dedup(text)
+                removed = counts["removed"][split]
+                removed["exact"] += dedup.exact - exact
+                removed["near"] += dedup.near - near
+                if not text:
+                    removed["documents"] += 1
+                    continue
+            counts["kept"] += 1
+            yield Document(split, text, body, date, language)
+        if not counts["kept"] and self.selects:
+            files = self.files()
+            if files is not None and is_xml_file(files[0]):
+                raise ValueError(self._nothing_selected(len(files), [day_of(f) for f in files], "day files"))
+            raise ValueError(self._nothing_selected(counts["read"], seen))
+
+    def _keeps(self, body, date, language) -> bool:
+        if self.bodies and body not in self.bodies:
+            return False
+        if (self.since and (date or "") < self.since) or (self.before and (date or "9999") >= self.before):
+            return False
+        return not self.languages or language in self.languages
+
+    def _nothing_selected(self, read: int, seen, what: str = "documents") -> str:
+        bodies = sorted({b for b, _, _ in seen if b}) or ["(no body field)"]
+        dates = sorted(d for _, d, _ in seen if d)
+        span = f"{dates[0]} to {dates[-1]}" if dates else "(no date field)"
+        languages = sorted({lang for _, _, lang in seen if lang}) or ["(no language field)"]
+        return (f"{self.source}: the selection ({self.describe()}) keeps none of its {read:,} {what}; it has "
+                f"bodies {', '.join(bodies)}, dates {span}, languages {', '.join(languages)}: widen the selection.")
+
+    def _rows(self, batch_size: int):
+        """(split or None, text, id, body, date, language) of every document read, before selection."""
+        files = self.files()
+        if files is not None and is_xml_file(files[0]):
+            rows = (s for f in self._xml_files() for s in sections(f))
+            if self.max_documents is not None:
+                rows = itertools.islice(rows, self.max_documents)
+            for s in rows:
+                yield None, s["text"], s["id"], s["body"], s["date"], s["language"]
+            return
+        yield from self._table_rows(batch_size)
+
+    def _table_rows(self, batch_size: int):
         dataset = self.dataset()
         columns = list(self._guarded(lambda: dataset.column_names or next(iter(dataset)).keys()))
         for field, flag in ((self.text_field, "--text-field"), (self.split_field, "--split-field")):
             if field is not None and field not in columns:
                 raise ValueError(f"{self.source}: no field {field!r}; the rows have {sorted(columns)}. Pass the right one with {flag}.")
-        wanted = [c for c in dict.fromkeys((self.text_field, self.id_field, self.split_field)) if c in columns]
+        meta = {what: next((c for c in names if c in columns), None) for what, names in _METADATA_FIELDS.items()}
+        needs = {"body": bool(self.bodies), "date": bool(self.since or self.before or self.validation_from),
+                 "language": bool(self.languages)}
+        for what, needed in needs.items():
+            if needed and meta[what] is None:
+                raise ValueError(f"{self.source}: selecting by {what} needs a {what} field ({' or '.join(_METADATA_FIELDS[what])}); "
+                                 f"the rows have {sorted(columns)}.")
+        wanted = [c for c in dict.fromkeys((self.text_field, self.id_field, self.split_field, *meta.values())) if c in columns]
         number = 0
         if self.max_documents is not None:
             dataset = dataset.take(self.max_documents)
         for batch in self._guarded(lambda: dataset.select_columns(wanted).iter(batch_size=batch_size)):
             ids, splits = batch.get(self.id_field), batch.get(self.split_field) if self.split_field else None
+            bodies, dates, languages = (batch.get(meta[w]) if meta[w] else None for w in ("body", "date", "language"))
             for k, text in enumerate(batch[self.text_field]):
                 if not isinstance(text, str):
                     raise ValueError(f"{self.source}: row {number + k} has a {type(text).__name__} in {self.text_field!r}, not text.")
-                if splits is not None:
-                    if splits[k] not in SPLITS:
-                        raise ValueError(f"{self.source}: row {number + k} has {self.split_field}={splits[k]!r}; expected one of {SPLITS}.")
-                    yield splits[k], text
-                else:
-                    key = str(ids[k]) if ids is not None and ids[k] is not None else hashlib.sha1(text.encode()).hexdigest()
-                    yield split_of(key), text
+                if splits is not None and splits[k] not in SPLITS:
+                    raise ValueError(f"{self.source}: row {number + k} has {self.split_field}={splits[k]!r}; expected one of {SPLITS}.")
+                date = str(dates[k])[:10] if dates is not None and dates[k] is not None else None
+                if date is None and needs["date"]:
+                    raise ValueError(f"{self.source}: row {number + k} has no {meta['date']}: a date selection or "
+                                     "temporal split needs every document's date.")
+                language = languages[k] if languages is not None else None
+                if isinstance(language, dict):  # the Common Pile: metadata.language
+                    language = language.get("language")
+                yield (splits[k] if splits is not None else None, text, ids[k] if ids is not None else None,
+                       body_of(bodies[k]) if bodies is not None else None, date, language)
             number += len(batch[self.text_field])
+
+    def documents(self, batch_size: int = 1000) -> Iterator[tuple[str, str]]:
+        """(split, text) of every selected document."""
+        return ((d.split, d.text) for d in self.selected(batch_size=batch_size))
 
     def _guarded(self, make):
         """Iterate `make()`, turning decoding errors into one message that names the source and the fix."""
@@ -178,12 +342,25 @@ class _ShardWriter:
             self.file = None
 
 
+def selection_text(index: dict) -> str:
+    """What selection and deduplication took out of a prepared corpus, in a line or two ("" when nothing)."""
+    counts = index.get("selection") or {}
+    lines = []
+    if counts.get("read", 0) != counts.get("kept", 0):
+        lines.append(f"selected {counts['kept']:,} of {counts['read']:,} documents read")
+    removed = counts.get("removed") or {}
+    if any(sum(r.values()) for r in removed.values()):
+        lines.append("duplicate paragraphs removed (exact + near; documents left with nothing new): " + ", ".join(
+            f"{split} {r['exact']:,} + {r['near']:,} ({r['documents']:,} documents)" for split, r in removed.items()))
+    return "\n".join(lines)
+
+
 def token_dtype(vocab_size: int):
     """uint16 while every id fits (vocab <= 65,536), else uint32."""
     return np.uint16 if vocab_size <= 2**16 else np.uint32
 
 
-def _batched(items, size: int):
+def batched(items, size: int):
     iterator = iter(items)
     while batch := list(itertools.islice(iterator, size)):
         yield batch
@@ -230,10 +407,11 @@ def prepare(corpus: Corpus, tokenizer_dir, data_dir, batch_documents: int = 2048
     """Tokenize every split of `corpus` into `data_dir` and return its index. A folder prepared from the same corpus
     with the same tokenizer is reused (rebuilt if `rebuild` or made by an older format). Any other non-empty folder
     is left alone with an error, unless `replace` says to delete it and prepare there."""
-    key = {"format": FORMAT_VERSION, "tokenizer": tokenizer_hash(tokenizer_dir), "corpus": asdict(corpus)}
+    key = {"format": FORMAT_VERSION, "tokenizer": tokenizer_hash(tokenizer_dir), "corpus": corpus.identity()}
     reusable = _reusable_index(Path(data_dir), key, rebuild, replace)
     if reusable is not None:
         return reusable
+    corpus.check(parse=True)
     tokenizer = load_tokenizer(tokenizer_dir)
     encode, bos = bulk_encoder(tokenizer), tokenizer.bos_token_id
     dtype = token_dtype(len(tokenizer))
@@ -255,9 +433,11 @@ def prepare(corpus: Corpus, tokenizer_dir, data_dir, batch_documents: int = 2048
             progress.update(len(batch))
 
         # encode batch k in a worker thread (the encoder releases the GIL) while batch k+1 is read
+        selection = {}
         with ThreadPoolExecutor(max_workers=1) as pool:
             pending = None
-            for batch in _batched(corpus.documents(), batch_documents):
+            documents = ((d.split, d.text) for d in corpus.selected(selection))
+            for batch in batched(documents, batch_documents):
                 future = pool.submit(encode, [text for _, text in batch])
                 if pending is not None:
                     write(pending[0], pending[1].result())
@@ -275,7 +455,7 @@ def prepare(corpus: Corpus, tokenizer_dir, data_dir, batch_documents: int = 2048
             for split in SPLITS
         }
         index = {"key": key, "dtype": np.dtype(dtype).name, "vocab_size": len(tokenizer), "bos_token_id": bos,
-                 "tokenizer_dir": str(tokenizer_dir), "splits": splits}
+                 "tokenizer_dir": str(tokenizer_dir), "splits": splits, "selection": selection}
         (tmp / INDEX_FILE).write_text(json.dumps(index, indent=2))
     return index
 

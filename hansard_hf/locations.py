@@ -4,6 +4,7 @@ all ask this module where a tokenizer, prepared data, an eval copy or a run goes
     $HANSARD_HF_HOME (default ~/.cache/hansard_hf)
       tokenizers/hansard-<vocab>-<fingerprint of corpus + every training setting>/
       data/<fingerprint of corpus + tokenizer file>/
+      corpus/<fingerprint of corpus>/corpus_tokens_per_year.png   hansard-hf corpus' plot
       eval_tokenizers/<fingerprint of the checkpoint id>/      tokenizers of Hub checkpoints, for eval
     runs/<run name>/                                           relative to the working directory, like output_dir
 """
@@ -11,7 +12,6 @@ all ask this module where a tokenizer, prepared data, an eval copy or a run goes
 import hashlib
 import json
 import os
-from dataclasses import asdict
 from pathlib import Path
 
 DEFAULT_DATASET = "common-pile/uk_hansard"  # the corpus, when none is named
@@ -36,14 +36,19 @@ def tokenizer_dir(corpus, **settings) -> Path:
     if unknown:
         raise TypeError(f"unknown tokenizer setting(s) {sorted(unknown)}")
     settings = {**TOKENIZER_SETTINGS, **settings}
-    return home() / "tokenizers" / f"hansard-{settings['vocab_size']}-{fingerprint(asdict(corpus), settings)}"
+    return home() / "tokenizers" / f"hansard-{settings['vocab_size']}-{fingerprint(corpus.identity(), settings)}"
 
 
 def data_dir(corpus, tokenizer_folder) -> Path:
     """The folder of `corpus` tokenized by the tokenizer in `tokenizer_folder` (which must exist)."""
     from .tokenization import tokenizer_hash
 
-    return home() / "data" / fingerprint(asdict(corpus), tokenizer_hash(tokenizer_folder))
+    return home() / "data" / fingerprint(corpus.identity(), tokenizer_hash(tokenizer_folder))
+
+
+def corpus_report_dir(corpus) -> Path:
+    """Where `hansard-hf corpus` writes its plot of `corpus` unless told."""
+    return home() / "corpus" / fingerprint(corpus.identity())
 
 
 def eval_tokenizer_dir(checkpoint) -> Path:

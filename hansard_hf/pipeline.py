@@ -8,7 +8,7 @@ from accelerate import PartialState
 from transformers import set_seed
 
 from .checkpoints import OutputDirLock
-from .data import TokenRows, prepare
+from .data import TokenRows, prepare, selection_text
 from .distributed import on_main_process
 from .evaluation import build_hansard_tasks, load_bundle
 from .fitting import fit_to_memory
@@ -47,13 +47,15 @@ def run_recipe(path, overrides=None) -> HansardTrainer | None:
         say(notice)
     args = recipe.training_arguments()  # the training values are checked before the tokenizer and data, not after
     say(f"run        {recipe.path} -> {recipe.output_dir}")
+    say(f"corpus     {recipe.corpus.source}: {recipe.corpus.describe()}")
     with state.main_process_first():  # the main process trains the tokenizer and prepares data first
         found = (recipe.tokenizer_dir / "tokenizer.json").exists()
         say(f"tokenizer  {recipe.tokenizer_dir}{'' if found else ' (training it now)'}")
         tokenizer_dir = recipe_tokenizer(recipe)
         data_dir = recipe.data_dir
         say(f"data       {data_dir}")
-        prepare(recipe.corpus, tokenizer_dir, data_dir)
+        if removed := selection_text(prepare(recipe.corpus, tokenizer_dir, data_dir)):
+            say(removed)
     tokenizer = load_tokenizer(tokenizer_dir)
     ids = dict(bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
                pad_token_id=tokenizer.pad_token_id)

@@ -10,7 +10,7 @@ from urllib.parse import urlparse
 
 import torch
 
-from .data import Corpus, is_hub_dataset
+from .data import INDEX_FILE, Corpus, is_hub_dataset
 from .distributed import on_main_process
 from .parallelism import check_launch
 from .budget import STEP_SETTINGS, step_plan
@@ -48,13 +48,15 @@ def check_batch(recipe: Recipe) -> None:
         raise ValueError(f"{recipe.path}: {error}") from None
 
 
-def check_corpus(corpus: Corpus) -> None:
-    """The corpus is there: local files exist and are readable, a Hub dataset answers."""
+def check_corpus(corpus: Corpus, parse: bool = False) -> None:
+    """The corpus is there: local files exist and are readable (ParlParse day files look like day files and the
+    selection keeps some; with `parse`, when the tokenizer or data is still to be made, each parses whole), a Hub
+    dataset answers."""
     if not is_hub_dataset(corpus.source):
-        corpus.files()  # names the missing file, folder or glob
+        corpus.check(parse)  # names the missing file, folder or glob, the bad day file, the empty selection
         return
-    fix = ("point --dataset=PATH (train_hansard.sh: DATASET=PATH) at local Hansard files (JSONL, JSON, Parquet or "
-           "text: a file, folder or glob), e.g. --dataset=../shared/data/hansard/hansard_debates.jsonl")
+    fix = ("point --dataset=PATH (train_hansard.sh: DATASET=PATH) at local Hansard files (JSONL, JSON, Parquet, "
+           "text, or ParlParse scrapedxml day files: a file, folder or glob), e.g. --dataset=../shared/data/hansard/hansard_debates.jsonl")
     if os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes"):
         raise ValueError(f"dataset {corpus.source}: HF_HUB_OFFLINE is set, so the Hub is not asked: {fix}.")
     from huggingface_hub import HfApi
@@ -132,6 +134,11 @@ def cpu_notice(recipe: Recipe) -> str | None:
     return text
 
 
+def data_ready(recipe: Recipe) -> bool:
+    """Whether the recipe's tokenizer and prepared data exist (then the corpus is not read again)."""
+    return (recipe.tokenizer_dir / "tokenizer.json").exists() and (recipe.data_dir / INDEX_FILE).exists()
+
+
 def preflight(recipe: Recipe) -> list[str]:
     """Check everything a run needs before expensive work; returns the notices to print (main process only), sets the
     environment the checks chose (every process), raises one error naming the fix."""
@@ -140,7 +147,7 @@ def preflight(recipe: Recipe) -> list[str]:
         check_device(recipe)
         check_launch()
         check_batch(recipe)
-        check_corpus(recipe.corpus)
+        check_corpus(recipe.corpus, parse=not data_ready(recipe))
         environment, notice = tracker_environment(recipe)
         return environment, [n for n in (notice, cpu_notice(recipe)) if n]
 

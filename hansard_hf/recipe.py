@@ -31,7 +31,9 @@ MODEL_KEYS = {"depth", "aspect_ratio", "head_dim", "vocab_size", "num_key_value_
 # `architecture`: a named set of model keys that the recipe's own model keys override
 ARCHITECTURES = {"nanochat-2025": {}, "nanochat-2026": NANOCHAT_2026}
 CORPUS_KEYS = {"dataset": "source", "text_field": "text_field", "id_field": "id_field", "split_field": "split_field",
-               "max_documents": "max_documents"}  # recipe key -> Corpus field (the defaults are Corpus')
+               "max_documents": "max_documents", "bodies": "bodies", "since": "since", "before": "before",
+               "languages": "languages", "validation_from": "validation_from", "test_from": "test_from",
+               "dedup": "dedup"}  # recipe key -> Corpus field (the defaults are Corpus')
 DATA_KEYS = {*CORPUS_KEYS, "tokenizer", "tokenizer_vocab_size", "tokenizer_max_chars", "tokenizer_dir", "data_dir"}
 RUN_KEYS = {"run", "allow_slow_cpu"}  # allow_slow_cpu: start a run the plan says takes over a day on this CPU
 TRAINING_DEFAULTS = {f.name: f.default if f.default is not dataclasses.MISSING else f.default_factory()
@@ -162,7 +164,10 @@ class Recipe:
 
     @cached_property
     def corpus(self) -> Corpus:
-        return Corpus(**{field: self.values[key] for key, field in CORPUS_KEYS.items() if key in self.values})
+        try:
+            return Corpus(**{field: self.values[key] for key, field in CORPUS_KEYS.items() if key in self.values})
+        except ValueError as error:
+            raise ValueError(f"{self.path}: {error}") from None
 
     @cached_property
     def tokenizer_settings(self) -> Mapping[str, Any]:

@@ -1,5 +1,5 @@
 """The Hansard tokenizer: nanochat's byte-level BPE (GPT-4 split pattern, numbers in groups of 1-2 digits), trained
-with `tokenizers` and saved as a `PreTrainedTokenizerFast` that `AutoTokenizer` loads, plus a token-bytes table.
+with rustbpe (nanochat's trainer) and saved as a `PreTrainedTokenizerFast` that `AutoTokenizer` loads, plus a token-bytes table.
 
 The special tokens take the last ids, as in nanochat (`<|bos|>` = vocab_size - 9). `token_bytes.pt` holds each
 token's length in raw bytes (special tokens 0), the denominator of bits per byte.
@@ -7,11 +7,12 @@ token's length in raw bytes (special tokens 0), the denominator of bits per byte
 
 import hashlib
 import os
+import unicodedata
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import torch
-from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
+from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers
 from transformers import PreTrainedTokenizerFast
 
 from .files import atomic_directory
@@ -50,11 +51,41 @@ def capped_texts(texts: Iterable[str], doc_cap: int = TOKENIZER_SETTINGS["doc_ca
 def train_tokenizer(texts: Iterable[str], vocab_size: int = TOKENIZER_SETTINGS["vocab_size"],
                     doc_cap: int = TOKENIZER_SETTINGS["doc_cap"], max_chars: int = TOKENIZER_SETTINGS["max_chars"],
                     nfkc: bool = TOKENIZER_SETTINGS["nfkc"]) -> PreTrainedTokenizerFast:
-    """Train the BPE on a stream of texts (only pre-token counts are held in memory) and wrap it for transformers."""
+    """Train the BPE on a stream of texts with rustbpe, nanochat's own trainer (only pre-token counts are held in
+    memory; about 3x faster than `tokenizers`' trainer at equal compression, bench/tokenizer.py), and save its merges
+    as a `tokenizers` BPE that gives the same ids as the tiktoken encoding of rustbpe's ranks (tested)."""
+    import rustbpe
+
     merges_budget = vocab_size - len(SPECIAL_TOKENS)
     if merges_budget < 256:
         raise ValueError(f"vocab_size={vocab_size} leaves no room for the 256 byte tokens and {len(SPECIAL_TOKENS)} specials.")
-    tokenizer = Tokenizer(models.BPE(byte_fallback=False))
+    characters = 0
+
+    def counted(stream):
+        nonlocal characters
+        for text in stream:
+            characters += len(text)
+            yield unicodedata.normalize("NFKC", text) if nfkc else text
+
+    trainer = rustbpe.Tokenizer()
+    trainer.train_from_iterator(counted(capped_texts(texts, doc_cap, max_chars)), merges_budget, pattern=SPLIT_PATTERN)
+    if characters == 0:
+        raise ValueError("train_tokenizer: the corpus is empty.")
+    tokenizer = bpe_tokenizer(dict(trainer.get_mergeable_ranks()), nfkc)
+    tokenizer.add_special_tokens(SPECIAL_TOKENS)  # appended: they take the last ids
+    return wrap(tokenizer)
+
+
+def bpe_tokenizer(ranks: dict[bytes, int], nfkc: bool = False) -> Tokenizer:
+    """A byte-level `tokenizers` BPE with tiktoken's semantics for mergeable `ranks` (bytes -> id, the 256 single
+    bytes first): each token's merge is the pair BPE reaches it from with lower ranks alone, and a pre-token that is
+    a whole token is taken as it is (ignore_merges), as tiktoken does."""
+    char = _bytes_to_unicode()
+    spelled = {token: "".join(char[b] for b in token) for token in ranks}
+    merges = [tuple(spelled[part] for part in _last_merge(ranks, token, rank))
+              for token, rank in sorted(ranks.items(), key=lambda item: item[1]) if rank >= 256]
+    tokenizer = Tokenizer(models.BPE(vocab={spelled[t]: r for t, r in ranks.items()}, merges=merges,
+                                     ignore_merges=True, byte_fallback=False))
     if nfkc:
         tokenizer.normalizer = normalizers.NFKC()
     tokenizer.pre_tokenizer = pre_tokenizers.Sequence([
@@ -62,13 +93,21 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int = TOKENIZER_SETTINGS["
         pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
     ])
     tokenizer.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=merges_budget, show_progress=False,
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), special_tokens=[])
-    tokenizer.train_from_iterator(capped_texts(texts, doc_cap, max_chars), trainer=trainer)
-    if tokenizer.get_vocab_size() == 0:
-        raise ValueError("train_tokenizer: the corpus is empty.")
-    tokenizer.add_special_tokens(SPECIAL_TOKENS)  # appended: they take the last ids
-    return wrap(tokenizer)
+    return tokenizer
+
+
+def _last_merge(ranks: dict[bytes, int], token: bytes, rank: int) -> tuple[bytes, bytes]:
+    """The two tokens BPE joins last to make `token`, merging only pairs of rank below `rank`."""
+    parts = [bytes([b]) for b in token]
+    while len(parts) > 2:
+        pairs = [(ranks.get(parts[i] + parts[i + 1], rank), i) for i in range(len(parts) - 1)]
+        best, i = min(pairs)
+        if best >= rank:
+            break
+        parts[i : i + 2] = [parts[i] + parts[i + 1]]
+    if len(parts) != 2:
+        raise ValueError(f"token {token!r} (rank {rank}) is not the merge of two lower-ranked tokens.")
+    return parts[0], parts[1]
 
 
 def wrap(tokenizer: Tokenizer) -> PreTrainedTokenizerFast:
@@ -141,6 +180,7 @@ def ensure_tokenizer(corpus, folder, **settings) -> Path:
     `settings` (TOKENIZER_SETTINGS' keys) is saved there first (never over a folder that exists: not a tokenizer's)."""
     folder = Path(folder)
     if not (folder / "tokenizer.json").exists():
+        corpus.check(parse=True)  # a malformed file is found before training, not after
         save_tokenizer(train_tokenizer(corpus.texts("train"), **settings), folder)
     return folder
 

@@ -1,4 +1,5 @@
-"""The Hansard tokenizer: nanochat's BPE in `tokenizers`, special tokens last, exact round trips, token bytes."""
+"""The Hansard tokenizer: nanochat's BPE trained with rustbpe and saved for `tokenizers` with identical ids, special
+tokens last, exact round trips, token bytes."""
 
 import json
 from pathlib import Path
@@ -64,6 +65,31 @@ def test_token_bytes_sum_to_the_utf8_length(tokenizer, tmp_path):
 def test_bulk_encoder_gives_the_tokenizers_ids(tokenizer):
     texts = AWKWARD + [d["text"] for d in documents(30, seed=5)]
     assert bulk_encoder(tokenizer)(texts) == [tokenizer(t, add_special_tokens=False).input_ids for t in texts]
+
+
+def test_the_saved_tokenizer_is_rustbpes_merges_with_identical_ids():
+    """The vocabulary is rustbpe's ranks, and `tokenizers`, tiktoken over those ranks and rustbpe itself give the same
+    ids on awkward text, generated debates and (where present) the whole held-out Hansard split."""
+    import rustbpe
+    import tiktoken
+
+    from hansard_hf.tokenization import SPLIT_PATTERN, _bytes_to_unicode
+
+    train = [d["text"] for d in documents(200)] + AWKWARD
+    ours = train_tokenizer(iter(train), vocab_size=2048)
+    reference = rustbpe.Tokenizer()
+    reference.train_from_iterator(iter(train), 2048 - len(SPECIAL_TOKENS), pattern=SPLIT_PATTERN)
+    ranks = dict(reference.get_mergeable_ranks())
+    char = _bytes_to_unicode()
+    assert {"".join(char[b] for b in token): rank for token, rank in ranks.items()} == \
+        {t: i for t, i in ours.get_vocab().items() if t not in SPECIAL_TOKENS}
+    encoding = tiktoken.Encoding("rustbpe", pat_str=SPLIT_PATTERN, mergeable_ranks=ranks, special_tokens={})
+    texts = AWKWARD + [d["text"] for d in documents(50, seed=9)] + ["Supercalifragilistic antidisestablishment 1234567"]
+    if HANSARD.exists():
+        texts += [r["text"] for r in map(json.loads, HANSARD.open()) if r["split"] == "test"]
+    expected = encoding.encode_ordinary_batch(texts)
+    assert [ours(t, add_special_tokens=False).input_ids for t in texts] == expected
+    assert [reference.encode(t) for t in texts[:60]] == expected[:60]
 
 
 def test_special_token_strings_in_documents_stay_plain_text(tokenizer):

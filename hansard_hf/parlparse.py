@@ -1,0 +1,223 @@
+"""ParlParse / TheyWorkForYou `scrapedxml` day files -> debate sections, in the Common Pile's text layout.
+
+One document per debate section (the speeches under one major and minor heading), not per day file as the Common
+Pile has it: a day mixes unrelated debates (a BOS between them is what the model should see), a section is the unit
+the Hansard splits and benchmarks use (`hansard_debates.jsonl`), and a few thousand words fit a context window. The
+text is the heading lines, then `Speaker Name: speech` turns (the name on a turn's first paragraph), one paragraph
+per block, blocks separated by blank lines; divisions, tables and member lists are skipped. Only the latest re-scrape
+of a day is read (`debates2009-10-26b.xml` over `...a.xml`): the others repeat it.
+"""
+
+import gzip
+import html.entities
+import os
+import re
+import xml.etree.ElementTree as ET
+from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+XML_SUFFIXES = (".xml", ".xml.gz")
+ROOT_TAG = "publicwhip"
+HEADINGS = {"major-heading", "oral-heading", "minor-heading"}
+TURNS = {"speech", "ques", "reply"}
+SKIPPED = {"division", "divisioncount", "table", "mplist", "msplist", "mpname", "committee", "bill"}
+
+# body of a day file, by the start of its name, else by its folder (ParlParse's names; the Common Pile's folders)
+BODY_BY_PREFIX = {"debates": "commons", "westminster": "westminster-hall", "answers": "commons-written-answers",
+                  "ministerial": "commons-written-statements", "standing": "committees", "daylord": "lords",
+                  "lordswrans": "lords-written-answers", "lordswms": "lords-written-statements", "ni": "ni-assembly",
+                  "sp": "scottish-parliament", "spwa": "scottish-parliament-written-answers"}
+BODY_BY_FOLDER = {"debates": "commons", "westminhall": "westminster-hall", "wrans": "commons-written-answers",
+                  "wms": "commons-written-statements", "standing": "committees", "lordspages": "lords",
+                  "lordswrans": "lords-written-answers", "lordswms": "lords-written-statements", "ni": "ni-assembly",
+                  "sp": "scottish-parliament", "sp-written": "scottish-parliament-written-answers", "senedd": "senedd",
+                  "london-mayors-questions": "london-mayors-questions"}
+DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
+DAY_STEM = re.compile(r"^(?P<day>.*\d{4}-\d{2}-\d{2})(?P<letter>[a-z]?)$")
+_DOCTYPE = re.compile(r"<!DOCTYPE[^\[>]*(\[.*?\])?\s*>", re.DOTALL)
+_DECLARATION = re.compile(rb"^\s*<\?xml[^>]*?encoding=[\"']([\w.-]+)[\"'][^>]*\?>")
+_ENTITY = re.compile(r"&([A-Za-z][A-Za-z0-9]*);")
+_NO_SPACE_BEFORE, _NO_SPACE_AFTER = set(",.;:!?)]'’”—-"), set("([‘“—-")
+_PARSED: set[tuple] = set()  # (path, size, mtime) of the day files that parsed in this process
+_XML_ENTITIES = {"amp", "lt", "gt", "quot", "apos"}
+
+
+def is_xml_file(path) -> bool:
+    return str(path).endswith(XML_SUFFIXES)
+
+
+def _stem(path: Path) -> str:
+    return path.name[: -len(".xml.gz")] if path.name.endswith(".gz") else path.name[: -len(".xml")]
+
+
+def latest_versions(files) -> list[Path]:
+    """The last re-scrape of every day (`...c.xml` over `...b.xml` and `...a.xml`), in name order."""
+    latest: dict[tuple, tuple[str, Path]] = {}
+    for file in map(Path, files):
+        match = DAY_STEM.match(_stem(file))
+        if match is None:
+            raise ValueError(f"{file}: no date (YYYY-MM-DD) in its name; ParlParse names day files like "
+                             "debates2021-03-12a.xml: rename it, or move it out of the corpus folder.")
+        key = (file.parent, match["day"])
+        if key not in latest or match["letter"] >= latest[key][0]:
+            latest[key] = (match["letter"], file)
+    return sorted((file for _, file in latest.values()), key=str)
+
+
+def day_of(file) -> tuple[str, str, str]:
+    """(body, date, language) of a day file, from its name and folders alone (no parsing)."""
+    file = Path(file)
+    stem = _stem(file)
+    prefix = re.match(r"[a-z-]*", stem)[0]
+    folders = [part for part in file.parent.parts[::-1]]
+    body = BODY_BY_PREFIX.get(prefix) or next((BODY_BY_FOLDER[f] for f in folders if f in BODY_BY_FOLDER), None)
+    if body is None:
+        raise ValueError(f"{file}: which body's record is this? Its name ({prefix}...) and folders are none of "
+                         f"ParlParse's ({', '.join(sorted(BODY_BY_FOLDER))}): keep day files in their scrapedxml "
+                         "folders.")
+    language = "cy" if body == "senedd" and "cy" in folders[:2] else "en"
+    return body, DATE.findall(stem)[-1], language
+
+
+def check_day_file(file) -> None:
+    """The cheap checks of a day file, before any document is read: a body and date in its name, not empty, and a
+    ParlParse root element in its first 64 kB (a full parse happens when the documents are read)."""
+    file = Path(file)
+    day_of(file)
+    try:
+        with (gzip.open(file) if file.name.endswith(".gz") else open(file, "rb")) as handle:
+            head = handle.read(65536)
+    except (OSError, EOFError) as error:
+        raise ValueError(f"{file}: could not be read ({error}): fetch it again.") from None
+    if not head.strip():
+        raise ValueError(f"{file}: empty (no XML in it): a failed download? Fetch it again or delete it.")
+    root = re.search(rb"<([A-Za-z][\w.-]*)", head)
+    if root is None or root[1].decode() != ROOT_TAG:
+        found = f"<{root[1].decode()}>" if root else "no XML element"
+        raise ValueError(f"{file}: not a ParlParse day file ({found} where <{ROOT_TAG}> should start it): move it "
+                         "out of the corpus folder.")
+
+
+def check_parses(files) -> None:
+    """Parse every day file once (in parallel processes for many), so a malformed one is found before any expensive
+    work: the first error in file order is raised. Files that parsed in this process before are not parsed again."""
+    todo = [Path(f) for f in files if _identity(f) not in _PARSED]
+    if len(todo) > 64 and (os.cpu_count() or 1) > 1:
+        with ProcessPoolExecutor(min(os.cpu_count(), 32)) as pool:
+            list(pool.map(_parses, todo, chunksize=16))
+    else:
+        for file in todo:
+            _parses(file)
+    _PARSED.update(map(_identity, todo))
+
+
+def _identity(file) -> tuple:
+    stat = os.stat(file)
+    return str(file), stat.st_size, stat.st_mtime_ns
+
+
+def _parses(file) -> None:
+    read_xml(file)
+
+
+def read_xml(file) -> ET.Element:
+    """The parsed root of a day file (gzipped or not), with HTML entities resolved; one clear error otherwise."""
+    file = Path(file)
+    try:
+        data = gzip.decompress(file.read_bytes()) if file.name.endswith(".gz") else file.read_bytes()
+    except (OSError, EOFError) as error:
+        raise ValueError(f"{file}: could not be read ({error}): fetch it again.") from None
+    if not data.strip():
+        raise ValueError(f"{file}: empty (no XML in it): a failed download? Fetch it again or delete it.")
+    declared = _DECLARATION.match(data)
+    try:
+        text = data.decode(declared[1].decode() if declared else "utf-8")
+    except (UnicodeDecodeError, LookupError) as error:
+        raise ValueError(f"{file}: not valid {declared[1].decode() if declared else 'UTF-8'} ({error}): fetch it "
+                         "again.") from None
+    text = _ENTITY.sub(_resolve_entity, _DOCTYPE.sub("", text[declared.end():] if declared else text, count=1))
+    try:
+        root = ET.fromstring(text)
+    except ET.ParseError as error:
+        line, column = error.position
+        raise ValueError(f"{file}: malformed XML at line {line}, column {column} ({str(error).split(':')[0]}): "
+                         "fetch it again, or delete it.") from None
+    if root.tag != ROOT_TAG:
+        raise ValueError(f"{file}: not a ParlParse day file (its root is <{root.tag}>, not <{ROOT_TAG}>): move it out "
+                         "of the corpus folder.")
+    return root
+
+
+def _resolve_entity(match) -> str:
+    name = match[1]
+    if name in _XML_ENTITIES:
+        return match[0]
+    char = html.entities.html5.get(name + ";")
+    return char.replace("&", "&amp;").replace("<", "&lt;") if char else f"&amp;{name};"
+
+
+def _text(element) -> str:
+    """The element's words, skipped elements left out, whitespace collapsed."""
+    parts = [element.text or ""]
+    for child in element:
+        if child.tag not in SKIPPED:
+            parts.append(_text(child))
+        parts.append(child.tail or "")
+    return " ".join(_joined(parts).split())
+
+
+def _joined(parts) -> str:
+    """Text pieces split by inline markup, a space between two words (`[Interruption.]</i>I` -> `... I`), none
+    before punctuation (`Report</i>, column`)."""
+    text = ""
+    for part in filter(None, parts):
+        if text and not text[-1].isspace() and text[-1] not in _NO_SPACE_AFTER and not part[0].isspace() \
+                and part[0] not in _NO_SPACE_BEFORE:
+            text += " "
+        text += part
+    return text
+
+
+def _paragraphs(turn) -> list[str]:
+    paragraphs = [_text(p) for p in turn if p.tag == "p"] or [_text(turn)]
+    return [p for p in paragraphs if p]
+
+
+def sections(file) -> Iterator[dict]:
+    """The debate sections of one day file: id (`<file stem>#s<heading number>`), text, title, date, body, language,
+    speakers, n_speeches, n_words (of the turns) and the file, in the order of the day."""
+    file = Path(file)
+    body, date, language = day_of(file)
+    stem, root = _stem(file), read_xml(file)
+    number, major, minor, turns, speakers = 0, "", "", [], set()
+
+    def section():
+        headings = [h for h in (major, minor) if h]
+        text = "\n\n".join(headings + turns)
+        return {"id": f"{stem}#s{number}", "text": text, "title": " — ".join(headings), "date": date, "body": body,
+                "language": language, "speakers": sorted(speakers), "n_speeches": n_speeches,
+                "n_words": len(text.split()), "file": str(file)}
+
+    n_speeches = 0
+    for element in root:
+        if element.tag in HEADINGS:
+            if turns:
+                yield section()
+            number, turns, speakers, n_speeches = number + 1, [], set(), 0
+            if element.tag == "minor-heading":
+                minor = _text(element)
+            else:
+                major, minor = _text(element), ""
+        elif element.tag in TURNS:
+            paragraphs = _paragraphs(element)
+            if not paragraphs:
+                continue
+            name = element.get("speakername", "").strip().rstrip(":")
+            if name:
+                paragraphs[0] = f"{name}: {paragraphs[0]}"
+                speakers.add(name)
+            turns += paragraphs
+            n_speeches += 1
+    if turns:
+        yield section()
