@@ -86,11 +86,11 @@ def _prepared(args, replace=False) -> tuple:
     from .data import prepare
 
     corpus = _corpus(args, check=True)
+    corpus.check(parse=True)  # every XML day file parses, before the tokenizer is trained or the data prepared
     tokenizer = args.tokenizer or locations.tokenizer_dir(corpus)
     if args.tokenizer is None and not (tokenizer / "tokenizer.json").exists():
         from .tokenization import ensure_tokenizer
 
-        corpus.check(parse=True)
         print(f"training the Hansard tokenizer of {corpus.source} into {tokenizer}", file=sys.stderr)
         ensure_tokenizer(corpus, tokenizer)
     out = getattr(args, "out", None) or locations.data_dir(corpus, tokenizer)

@@ -1,4 +1,5 @@
-"""See a corpus before training on it: documents, words and tokens by body, by decade and by split, the duplicate
+"""See a corpus before training on it: documents, words and tokens by body (and distinct speakers, where documents
+name them), by decade and by split, the duplicate
 paragraphs deduplication removes (or would), and a PNG of tokens per year by body (`hansard-hf corpus`)."""
 
 import os
@@ -10,7 +11,7 @@ from .selection import ParagraphFilter
 from .tokenization import bulk_encoder, load_tokenizer
 
 PLOT_FILE = "corpus_tokens_per_year.png"
-_ZERO = {"documents": 0, "words": 0, "tokens": 0}
+_ZERO = {"documents": 0, "words": 0, "tokens": 0, "speakers": 0}
 
 
 def summarize(corpus: Corpus, tokenizer_dir, batch_documents: int = 2048) -> dict:
@@ -21,10 +22,12 @@ def summarize(corpus: Corpus, tokenizer_dir, batch_documents: int = 2048) -> dic
     tables = {name: defaultdict(lambda: dict(_ZERO)) for name in ("body", "decade", "year_body", "split")}
     counts: dict = {}
     duplicates = None if corpus.dedup else ParagraphFilter()
+    speakers = defaultdict(set)  # distinct speakers per body, where documents name them (XML; the shared JSONL)
     for batch in batched(corpus.selected(counts), batch_documents):
         for document, ids in zip(batch, encode([d.text for d in batch])):
             if duplicates is not None:
                 duplicates(document.text)
+            speakers[document.body or "(unknown)"].update(document.speakers or ())
             year = (document.date or "")[:4]
             keys = {"body": document.body or "(unknown)", "decade": f"{year[:3]}0s" if year else "(undated)",
                     "year_body": (year or "(undated)", document.body or "(unknown)"), "split": document.split}
@@ -35,10 +38,12 @@ def summarize(corpus: Corpus, tokenizer_dir, batch_documents: int = 2048) -> dic
                 row["tokens"] += len(ids) + 1
     if not counts.get("kept"):
         raise ValueError(f"{corpus.source}: the corpus is empty.")
+    for body, names in speakers.items():
+        tables["body"][body]["speakers"] = len(names)
     removed = {split: r for split, r in counts["removed"].items()}
     return {
         "source": corpus.source, "selection": corpus.describe(), "tokenizer": str(tokenizer_dir),
-        "read": counts["read"], "kept": counts["kept"], "dedup": corpus.dedup,
+        "read": counts["read"], "selected": counts["selected"], "kept": counts["kept"], "dedup": corpus.dedup,
         "duplicates": ({"removed": removed} if corpus.dedup else
                        {"present": {"exact": duplicates.exact, "near": duplicates.near}}),
         "by_body": dict(sorted(tables["body"].items(), key=lambda item: -item[1]["tokens"])),
@@ -55,7 +60,7 @@ def summary_text(summary: dict) -> str:
     total = sum(row["tokens"] for row in summary["by_body"].values())
     lines = [f"corpus     {summary['source']}", f"selection  {summary['selection']}",
              f"tokens     with {summary['tokenizer']} (a BOS per document, as prepared)",
-             f"documents  {summary['kept']:,} kept of {summary['read']:,} read"]
+             f"documents  {summary['read']:,} read, {summary['selected']:,} selected, {summary['kept']:,} kept"]
     duplicates = summary["duplicates"]
     if "removed" in duplicates:
         exact = sum(r["exact"] for r in duplicates["removed"].values())
@@ -68,10 +73,13 @@ def summary_text(summary: dict) -> str:
         lines.append(f"duplicates {present['exact']:,} exact + {present['near']:,} near-duplicate paragraphs repeat "
                      "earlier ones (kept: --dedup removes them)")
     for title, table in (("body", summary["by_body"]), ("decade", summary["by_decade"]), ("split", summary["by_split"])):
-        lines += ["", f"{'by ' + title:<38}{'documents':>11}{'words':>15}{'tokens':>15}{'share':>8}"]
+        named = title == "body" and any(row["speakers"] for row in table.values())
+        lines += ["", f"{'by ' + title:<38}{'documents':>11}{'words':>15}{'tokens':>15}{'share':>8}"
+                  + (f"{'speakers':>10}" if named else "")]
         for key, row in table.items():
             share = row["tokens"] / total if total else 0.0
-            lines.append(f"{key:<38}{row['documents']:>11,}{row['words']:>15,}{row['tokens']:>15,}{share:>8.1%}")
+            lines.append(f"{key:<38}{row['documents']:>11,}{row['words']:>15,}{row['tokens']:>15,}{share:>8.1%}"
+                         + (f"{row['speakers']:>10,}" if named else ""))
     return "\n".join(lines + ["", advice(summary["by_split"]["train"]["tokens"])])
 
 

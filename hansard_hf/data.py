@@ -22,9 +22,11 @@ import torch
 import xxhash
 from tqdm.auto import tqdm
 
-from .parlparse import XML_SUFFIXES, check_day_file, check_parses, day_of, is_xml_file, latest_versions, sections
+from .parlparse import (PARSED_MANIFEST, XML_SUFFIXES, check_day_file, day_of, is_xml_file, latest_versions, parsed,
+                        parsed_folder, read_parsed)
 from .selection import SPLITS, ParagraphFilter, bodies_named, body_of, date_bound, split_of, temporal_split
 from .files import CHECKSUM, atomic_directory, checksum, did_you_mean, is_hub_id
+from . import locations
 from .locations import DEFAULT_DATASET
 from .tokenization import bulk_encoder, load_tokenizer, tokenizer_hash
 
@@ -34,7 +36,8 @@ LOCAL_FORMATS = {".jsonl": "json", ".json": "json", ".parquet": "parquet", ".txt
 INDEX_FILE = "index.json"
 _READING_FIELDS = ("source", "text_field", "id_field", "split_field", "max_documents")  # a corpus' fields before selection
 # where a table's rows keep what selection reads, first match wins (the shared JSONL; the Common Pile)
-_METADATA_FIELDS = {"body": ("body", "type", "source"), "date": ("date", "created"), "language": ("language", "metadata")}
+_METADATA_FIELDS = {"body": ("body", "type", "source"), "date": ("date", "created"), "language": ("language", "metadata"),
+                    "speakers": ("speakers",)}
 FORMAT_VERSION = 3  # bump when what is written for the same corpus and tokenizer changes (3: shard checksums)
 
 
@@ -56,6 +59,7 @@ class Document:
     body: str | None = None
     date: str | None = None
     language: str | None = None
+    speakers: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -116,14 +120,13 @@ class Corpus:
         return "; ".join(parts + [split] + (["duplicate paragraphs removed"] if self.dedup else []))
 
     def files(self) -> list[str] | None:
-        """The local files of `source` (a file, glob or folder); None when it names a Hub dataset. A folder with
-        ParlParse day files (*.xml, *.xml.gz) is read as XML (other files in it, such as changedates.txt, aside);
-        of each day only the latest re-scrape."""
+        """The local files of `source` (a file, glob or folder); None when it names a Hub dataset. ParlParse day files
+        (*.xml, *.xml.gz; changedates.txt beside them aside) are read as XML, of each day only the latest re-scrape."""
         path = Path(self.source)
         if path.is_dir():
             found = sorted(str(p) for p in path.rglob("*") if _format(p) and p.is_file())
-            if any(is_xml_file(f) for f in found):
-                found = [f for f in found if is_xml_file(f)]
+            if any(is_xml_file(f) for f in found):  # ParlParse's folders: its changedates.txt files are not text
+                found = [f for f in found if Path(f).name != "changedates.txt"]
         elif any(char in self.source for char in "*?["):
             found = sorted(f for f in glob.glob(self.source, recursive=True) if _format(f))
         elif path.exists():
@@ -154,18 +157,20 @@ class Corpus:
 
     def check(self, parse: bool = False) -> None:
         """What can be checked before reading the documents: the files are there, and for ParlParse XML that every
-        day file names a body and a date, starts as a ParlParse file, and the selection keeps some of them. With
-        `parse` (before tokenizer training or preparation), every selected day file is also parsed whole."""
+        day file names a body and a date, the selection keeps some, and those start as ParlParse files. With
+        `parse` (before tokenizer training or preparation), every selected day file is also parsed whole, into the
+        cache the documents are then read from (`parlparse.parsed`); once they are, only their names are checked."""
         files = self.files()
         if files is None or not is_xml_file(files[0]):
             return
-        for file in files:
-            check_day_file(file)
-        kept = self._xml_files()
+        kept = self._xml_files()  # every file's name names a body and a date
         if not kept:
             raise ValueError(self._nothing_selected(len(files), [day_of(f) for f in files], "day files"))
         if parse:
-            check_parses(kept)
+            parsed(kept, locations.parsed_dir())
+        elif not (parsed_folder(kept, locations.parsed_dir()) / PARSED_MANIFEST).exists():  # parsed: they are fine
+            for file in kept:
+                check_day_file(file)
 
     def dataset(self):
         """The corpus as a streaming `datasets.IterableDataset` (memory stays bounded)."""
@@ -180,18 +185,20 @@ class Corpus:
 
     def selected(self, counts: dict | None = None, batch_size: int = 1000) -> Iterator[Document]:
         """Every document the selection keeps, with its split, duplicate paragraphs removed if `dedup`. `counts`
-        (a dict) gets documents read and kept, and duplicate paragraphs and emptied documents removed per split.
+        (a dict) gets the documents read, selected and kept (after deduplication), and the duplicate paragraphs and
+        emptied documents removed per split. For XML, documents are read only from the day files the selection keeps.
         Nothing kept is an error naming the selection and what the corpus has."""
         counts = counts if counts is not None else {}
-        counts.update(read=0, kept=0, removed={s: {"exact": 0, "near": 0, "documents": 0} for s in SPLITS})
+        counts.update(read=0, selected=0, kept=0, removed={s: {"exact": 0, "near": 0, "documents": 0} for s in SPLITS})
         dedup = ParagraphFilter() if self.dedup else None
         seen = []  # (body, date, language) of the first rows, for the message when nothing is kept
-        for split, text, doc_id, body, date, language in self._rows(batch_size):
+        for split, text, doc_id, body, date, language, speakers in self._rows(batch_size):
             counts["read"] += 1
             if len(seen) < 100_000:
                 seen.append((body, date, language))
             if not self._keeps(body, date, language):
                 continue
+            counts["selected"] += 1
             if self.validation_from:
                 split = temporal_split(date, self.validation_from, self.test_from)
             elif split is None:
@@ -206,7 +213,7 @@ class Corpus:
                     removed["documents"] += 1
                     continue
             counts["kept"] += 1
-            yield Document(split, text, body, date, language)
+            yield Document(split, text, body, date, language, tuple(speakers) if speakers is not None else None)
         if not counts["kept"] and self.selects:
             files = self.files()
             if files is not None and is_xml_file(files[0]):
@@ -229,14 +236,12 @@ class Corpus:
                 f"bodies {', '.join(bodies)}, dates {span}, languages {', '.join(languages)}: widen the selection.")
 
     def _rows(self, batch_size: int):
-        """(split or None, text, id, body, date, language) of every document read, before selection."""
+        """(split or None, text, id, body, date, language, speakers) of every document read, before selection."""
         files = self.files()
         if files is not None and is_xml_file(files[0]):
-            rows = (s for f in self._xml_files() for s in sections(f))
-            if self.max_documents is not None:
-                rows = itertools.islice(rows, self.max_documents)
-            for s in rows:
-                yield None, s["text"], s["id"], s["body"], s["date"], s["language"]
+            rows = read_parsed(parsed(self._xml_files(), locations.parsed_dir()), batch_size)
+            for doc_id, text, body, date, language, speakers in itertools.islice(rows, self.max_documents):
+                yield None, text, doc_id, body, date, language, speakers
             return
         yield from self._table_rows(batch_size)
 
@@ -259,7 +264,8 @@ class Corpus:
             dataset = dataset.take(self.max_documents)
         for batch in self._guarded(lambda: dataset.select_columns(wanted).iter(batch_size=batch_size)):
             ids, splits = batch.get(self.id_field), batch.get(self.split_field) if self.split_field else None
-            bodies, dates, languages = (batch.get(meta[w]) if meta[w] else None for w in ("body", "date", "language"))
+            bodies, dates, languages, speakers = (batch.get(meta[w]) if meta[w] else None
+                                                  for w in ("body", "date", "language", "speakers"))
             for k, text in enumerate(batch[self.text_field]):
                 if not isinstance(text, str):
                     raise ValueError(f"{self.source}: row {number + k} has a {type(text).__name__} in {self.text_field!r}, not text.")
@@ -273,7 +279,8 @@ class Corpus:
                 if isinstance(language, dict):  # the Common Pile: metadata.language
                     language = language.get("language")
                 yield (splits[k] if splits is not None else None, text, ids[k] if ids is not None else None,
-                       body_of(bodies[k]) if bodies is not None else None, date, language)
+                       body_of(bodies[k]) if bodies is not None else None, date, language,
+                       speakers[k] if speakers is not None and isinstance(speakers[k], list) else None)
             number += len(batch[self.text_field])
 
     def documents(self, batch_size: int = 1000) -> Iterator[tuple[str, str]]:
@@ -346,8 +353,8 @@ def selection_text(index: dict) -> str:
     """What selection and deduplication took out of a prepared corpus, in a line or two ("" when nothing)."""
     counts = index.get("selection") or {}
     lines = []
-    if counts.get("read", 0) != counts.get("kept", 0):
-        lines.append(f"selected {counts['kept']:,} of {counts['read']:,} documents read")
+    if counts.get("read", 0) != counts.get("selected", 0):
+        lines.append(f"selection kept {counts['selected']:,} of {counts['read']:,} documents read")
     removed = counts.get("removed") or {}
     if any(sum(r.values()) for r in removed.values()):
         lines.append("duplicate paragraphs removed (exact + near; documents left with nothing new): " + ", ".join(
@@ -411,7 +418,6 @@ def prepare(corpus: Corpus, tokenizer_dir, data_dir, batch_documents: int = 2048
     reusable = _reusable_index(Path(data_dir), key, rebuild, replace)
     if reusable is not None:
         return reusable
-    corpus.check(parse=True)
     tokenizer = load_tokenizer(tokenizer_dir)
     encode, bos = bulk_encoder(tokenizer), tokenizer.bos_token_id
     dtype = token_dtype(len(tokenizer))

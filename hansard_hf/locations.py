@@ -5,6 +5,7 @@ all ask this module where a tokenizer, prepared data, an eval copy or a run goes
       tokenizers/hansard-<vocab>-<fingerprint of corpus + every training setting>/
       data/<fingerprint of corpus + tokenizer file>/
       corpus/<fingerprint of corpus>/corpus_tokens_per_year.png   hansard-hf corpus' plot
+      parsed/<fingerprint of the day files>/                 ParlParse XML parsed once into Parquet
       eval_tokenizers/<fingerprint of the checkpoint id>/      tokenizers of Hub checkpoints, for eval
     runs/<run name>/                                           relative to the working directory, like output_dir
 """
@@ -44,6 +45,11 @@ def data_dir(corpus, tokenizer_folder) -> Path:
     from .tokenization import tokenizer_hash
 
     return home() / "data" / fingerprint(corpus.identity(), tokenizer_hash(tokenizer_folder))
+
+
+def parsed_dir() -> Path:
+    """Where ParlParse XML corpora are kept parsed (Parquet), one folder per set of day files."""
+    return home() / "parsed"
 
 
 def corpus_report_dir(corpus) -> Path:

@@ -9,13 +9,18 @@ of a day is read (`debates2009-10-26b.xml` over `...a.xml`): the others repeat i
 """
 
 import gzip
+import hashlib
 import html.entities
+import json
 import os
 import re
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
+from multiprocessing import get_context
 from pathlib import Path
+
+from .files import CHECKSUM, atomic_directory, checksum
 
 XML_SUFFIXES = (".xml", ".xml.gz")
 ROOT_TAG = "publicwhip"
@@ -39,7 +44,10 @@ _DOCTYPE = re.compile(r"<!DOCTYPE[^\[>]*(\[.*?\])?\s*>", re.DOTALL)
 _DECLARATION = re.compile(rb"^\s*<\?xml[^>]*?encoding=[\"']([\w.-]+)[\"'][^>]*\?>")
 _ENTITY = re.compile(r"&([A-Za-z][A-Za-z0-9]*);")
 _NO_SPACE_BEFORE, _NO_SPACE_AFTER = set(",.;:!?)]'’”—-"), set("([‘“—-")
-_PARSED: set[tuple] = set()  # (path, size, mtime) of the day files that parsed in this process
+PARSED_COLUMNS = ("id", "text", "body", "date", "language", "speakers")
+PARSED_MANIFEST = "parsed.json"
+PARSED_FORMAT = 2  # bump when what `sections` yields for the same file changes
+FILES_PER_SHARD = 64
 _XML_ENTITIES = {"amp", "lt", "gt", "quot", "apos"}
 
 
@@ -99,26 +107,55 @@ def check_day_file(file) -> None:
                          "out of the corpus folder.")
 
 
-def check_parses(files) -> None:
-    """Parse every day file once (in parallel processes for many), so a malformed one is found before any expensive
-    work: the first error in file order is raised. Files that parsed in this process before are not parsed again."""
-    todo = [Path(f) for f in files if _identity(f) not in _PARSED]
-    if len(todo) > 64 and (os.cpu_count() or 1) > 1:
-        with ProcessPoolExecutor(min(os.cpu_count(), 32)) as pool:
-            list(pool.map(_parses, todo, chunksize=16))
-    else:
-        for file in todo:
-            _parses(file)
-    _PARSED.update(map(_identity, todo))
+def parsed_folder(files, root) -> Path:
+    """Where `parsed` keeps the sections of these day files (complete when it holds PARSED_MANIFEST)."""
+    stats = [(str(f), *(lambda s: (s.st_size, s.st_mtime_ns))(os.stat(f))) for f in files]
+    return Path(root) / hashlib.sha1(json.dumps([PARSED_FORMAT, stats]).encode()).hexdigest()[:16]
 
 
-def _identity(file) -> tuple:
-    stat = os.stat(file)
-    return str(file), stat.st_size, stat.st_mtime_ns
+def parsed(files, root) -> Path:
+    """The sections of the day files `files`, parsed once (in parallel processes) into Parquet shards with checksums in
+    root/<fingerprint of the files' paths, sizes and times>; later reads of the same files read the shards, far
+    faster than XML. A malformed file is an error naming it (the first in file order), and nothing is kept."""
+    folder = parsed_folder(files, root)
+    if (folder / PARSED_MANIFEST).exists():
+        return folder
+    chunks = [[Path(f) for f in files[k : k + FILES_PER_SHARD]] for k in range(0, len(files), FILES_PER_SHARD)]
+    with atomic_directory(folder, overwrite=True) as tmp:
+        jobs = [(chunk, tmp / f"sections_{k:05d}.parquet") for k, chunk in enumerate(chunks)]
+        if len(jobs) > 1 and (os.cpu_count() or 1) > 1:
+            # spawned, not forked: the caller may hold threads (torch, pyarrow) that a fork would copy mid-flight
+            with ProcessPoolExecutor(min(os.cpu_count(), len(jobs), 32), mp_context=get_context("spawn")) as pool:
+                shards = list(pool.map(_write_shard, jobs))
+        else:
+            shards = [_write_shard(job) for job in jobs]
+        (tmp / PARSED_MANIFEST).write_text(json.dumps({"files": len(files), "shards": shards}))
+    return folder
 
 
-def _parses(file) -> None:
-    read_xml(file)
+def _write_shard(job) -> dict:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    files, path = job
+    rows = [s for file in files for s in sections(file)]
+    pq.write_table(pa.table({column: [r[column] for r in rows] for column in PARSED_COLUMNS}), path)
+    return {"file": path.name, "sections": len(rows), CHECKSUM: checksum(path)}
+
+
+def read_parsed(folder, batch_size: int = 1000) -> Iterator[tuple]:
+    """(id, text, body, date, language, speakers) of every section in a `parsed` folder, in file order; a changed shard is an
+    error that says to delete the folder."""
+    import pyarrow.parquet as pq
+
+    folder = Path(folder)
+    for shard in json.loads((folder / PARSED_MANIFEST).read_text())["shards"]:
+        path = folder / shard["file"]
+        if not path.exists() or checksum(path) != shard[CHECKSUM]:
+            raise ValueError(f"{path} changed after it was written (its checksum is not {PARSED_MANIFEST}'s): delete "
+                             f"{folder} and read the corpus again.")
+        for batch in pq.ParquetFile(path).iter_batches(batch_size=batch_size, columns=list(PARSED_COLUMNS)):
+            yield from zip(*batch.to_pydict().values())
 
 
 def read_xml(file) -> ET.Element:
@@ -144,8 +181,8 @@ def read_xml(file) -> ET.Element:
         raise ValueError(f"{file}: malformed XML at line {line}, column {column} ({str(error).split(':')[0]}): "
                          "fetch it again, or delete it.") from None
     if root.tag != ROOT_TAG:
-        raise ValueError(f"{file}: not a ParlParse day file (its root is <{root.tag}>, not <{ROOT_TAG}>): move it out "
-                         "of the corpus folder.")
+        raise ValueError(f"{file}: not a ParlParse day file (<{root.tag}> where <{ROOT_TAG}> should start it): move "
+                         "it out of the corpus folder.")
     return root
 
 

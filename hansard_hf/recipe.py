@@ -49,7 +49,7 @@ def parse_overrides(arguments: list[str]) -> dict:
     overrides = {}
     for argument in arguments:
         if not argument.startswith("--") or "=" not in argument:
-            raise ValueError(f"override {argument!r}: write it as --key=value")
+            raise ValueError(f"override {argument!r}: write it as --key=value (a switch: {argument}=true)")
         key, value = argument[2:].split("=", 1)
         try:
             overrides[key.replace("-", "_")] = json.loads(value)

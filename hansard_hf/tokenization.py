@@ -97,7 +97,11 @@ def bpe_tokenizer(ranks: dict[bytes, int], nfkc: bool = False) -> Tokenizer:
 
 
 def _last_merge(ranks: dict[bytes, int], token: bytes, rank: int) -> tuple[bytes, bytes]:
-    """The two tokens BPE joins last to make `token`, merging only pairs of rank below `rank`."""
+    """The two tokens BPE joins last to make `token`, merging only pairs of rank below `rank`: the only split into two
+    lower-ranked tokens when there is one (most tokens), else found by running BPE."""
+    splits = [i for i in range(1, len(token)) if ranks.get(token[:i], rank) < rank and ranks.get(token[i:], rank) < rank]
+    if len(splits) == 1:
+        return token[: splits[0]], token[splits[0] :]
     parts = [bytes([b]) for b in token]
     while len(parts) > 2:
         pairs = [(ranks.get(parts[i] + parts[i + 1], rank), i) for i in range(len(parts) - 1)]
@@ -180,7 +184,6 @@ def ensure_tokenizer(corpus, folder, **settings) -> Path:
     `settings` (TOKENIZER_SETTINGS' keys) is saved there first (never over a folder that exists: not a tokenizer's)."""
     folder = Path(folder)
     if not (folder / "tokenizer.json").exists():
-        corpus.check(parse=True)  # a malformed file is found before training, not after
         save_tokenizer(train_tokenizer(corpus.texts("train"), **settings), folder)
     return folder
 

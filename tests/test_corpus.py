@@ -49,6 +49,13 @@ def day_file(folder: Path, name: str, letter: str = "a", money: int = 5, reply: 
     return path
 
 
+@pytest.fixture(autouse=True)
+def home(tmp_path, monkeypatch):
+    """Parsed XML (and anything else kept in $HANSARD_HF_HOME) goes to this test's own folder."""
+    monkeypatch.setenv("HANSARD_HF_HOME", str(tmp_path / "home"))
+    return tmp_path / "home"
+
+
 def test_a_day_file_reads_into_sections_in_the_common_pile_layout(tmp_path):
     path = day_file(tmp_path / "debates", "debates2020-03-02b", letter="b", zipped=True)
     first, second = sections(path)
@@ -77,6 +84,9 @@ def test_only_the_latest_rescrape_of_a_day_is_read(tmp_path):
     assert sum("£3 million" in t for t in texts) == 1 and not any("£1 million" in t or "£2 million" in t for t in texts)
     assert latest_versions([folder / "debates2020-03-02a.xml", folder / "debates2020-03-02b.xml"]) == \
         [folder / "debates2020-03-02b.xml"]
+    write_jsonl(tmp_path / "scrapedxml" / "notes.jsonl", documents(2))  # anything else beside them is not ignored
+    with pytest.raises(ValueError, match=r"mixes or lacks formats \(\['json', 'xml'\]\)"):
+        corpus.files()
 
 
 @needs_shared
@@ -245,7 +255,7 @@ def test_bad_xml_input_is_one_line_before_any_work_and_leaves_nothing(tmp_path, 
     errors = [line for line in done.stderr.splitlines() if line.startswith("hansard-hf prepare: error: ")]
     assert done.returncode == 1 and len(errors) == 1 and re.search(expected, errors[0]), done.stderr
     assert "Traceback" not in done.stderr and "training the Hansard tokenizer" not in done.stderr  # before any work
-    assert not (tmp_path / "data").exists() and not (tmp_path / "home").exists()
+    assert not (tmp_path / "data").exists() and not [p for p in (tmp_path / "home").rglob("*") if p.is_file()]
 
 
 def test_a_date_filter_selecting_nothing_in_a_table_fails_before_a_tokenizer_is_saved(tmp_path):
@@ -291,3 +301,42 @@ def test_many_day_files_are_parsed_in_parallel_and_the_first_bad_one_is_named(tm
     corpus.check()  # the cheap checks pass: each file starts as a day file
     with pytest.raises(ValueError, match=f"{bad.name}: malformed XML at line"):
         corpus.check(parse=True)
+
+
+def test_xml_is_parsed_once_into_checked_parquet_and_again_when_a_file_changes(tmp_path, home):
+    folder = tmp_path / "xml" / "debates"
+    first = day_file(folder, "debates2020-06-01a", money=1)
+    day_file(folder, "debates2020-06-02a", money=2)
+    corpus = Corpus(str(tmp_path / "xml"))
+    texts = [text for _, text in corpus.documents()]
+    assert texts == [s["text"] for f in sorted(folder.iterdir()) for s in sections(f)]
+    (shard,) = (home / "parsed").rglob("*.parquet")
+    assert [text for _, text in corpus.documents()] == texts  # read from the shard
+    first.write_bytes(first.read_bytes().replace(b"&pound;1 million", b"&pound;7 million"))  # a re-fetched day
+    texts = [text for _, text in corpus.documents()]
+    assert any("£7 million" in t for t in texts) and not any("£1 million" in t for t in texts)
+    (shard,) = [s for s in (home / "parsed").rglob("*.parquet") if s.stat().st_mtime_ns > shard.stat().st_mtime_ns]
+    data = bytearray(shard.read_bytes())
+    data[len(data) // 2] ^= 0xFF  # same size, one byte changed
+    shard.write_bytes(bytes(data))
+    with pytest.raises(ValueError, match="changed after it was written .* delete"):
+        list(corpus.documents())
+
+
+def test_count_tokens_advises_on_the_selected_corpus(tmp_path):
+    rows = [{**row, "text": row["text"] + " " + " ".join(documents(1, seed=k)[0]["text"] for k in range(3))}
+            for row in common_pile_rows()]
+    path = write_jsonl(tmp_path / "cp.jsonl", rows)
+    counted = {}
+    for selection in ([], ["--bodies=commons"]):
+        done = hansard_hf("count-tokens", f"--dataset={path}", *selection, "--json", cwd=tmp_path, home=tmp_path / "home")
+        assert done.returncode == 0, done.stderr
+        counted[bool(selection)] = json.loads(done.stdout)["splits"]
+    assert sum(s["documents"] for s in counted[False].values()) == 6
+    assert sum(s["documents"] for s in counted[True].values()) == 2  # the two Commons debates
+
+
+def test_xml_documents_keep_their_speakers(tmp_path):
+    day_file(tmp_path / "xml" / "debates", "debates2020-06-01a")
+    speakers = [d.speakers for d in Corpus(str(tmp_path / "xml")).selected()]
+    assert speakers == [(), ("Hon. Members", "Jane Smith", "John Brown")]
