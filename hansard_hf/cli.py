@@ -56,9 +56,10 @@ def _add_corpus_arguments(parser, default=DEFAULT_DATASET):
     parser.add_argument("--id-field", default="id", help="field whose hash picks the split (default id)")
     parser.add_argument("--split-field", default=None, help="field holding train/validation/test, instead of the hash")
     parser.add_argument("--bodies", default=(), help="keep only these bodies, comma-separated: commons, lords, "
-                        "westminster-hall, committees, commons-written-answers, ... or the groups westminster, written, "
-                        "devolved (default: all)")
-    parser.add_argument("--since", default=None, help="keep documents dated on or after this (YYYY, YYYY-MM, YYYY-MM-DD)")
+                        "westminster-hall, committees, commons-written-answers, ... or the groups westminster, "
+                        "written, devolved (default: all)")
+    parser.add_argument("--since", default=None, help="keep documents dated on or after this (YYYY, YYYY-MM or "
+                        "YYYY-MM-DD)")
     parser.add_argument("--before", default=None, help="keep documents dated before this")
     parser.add_argument("--languages", default=(), help="keep only these languages, comma-separated (en, cy)")
     parser.add_argument("--validation-from", default=None, help="temporal split: train before this date, validation "

@@ -72,7 +72,8 @@ def summary_text(summary: dict) -> str:
         present = duplicates["present"]
         lines.append(f"duplicates {present['exact']:,} exact + {present['near']:,} near-duplicate paragraphs repeat "
                      "earlier ones (kept: --dedup removes them)")
-    for title, table in (("body", summary["by_body"]), ("decade", summary["by_decade"]), ("split", summary["by_split"])):
+    for title in ("body", "decade", "split"):
+        table = summary[f"by_{title}"]
         named = title == "body" and any(row["speakers"] for row in table.values())
         lines += ["", f"{'by ' + title:<38}{'documents':>11}{'words':>15}{'tokens':>15}{'share':>8}"
                   + (f"{'speakers':>10}" if named else "")]

@@ -22,8 +22,8 @@ import torch
 import xxhash
 from tqdm.auto import tqdm
 
-from .parlparse import (PARSED_MANIFEST, XML_SUFFIXES, check_day_file, day_of, is_xml_file, latest_versions, parsed,
-                        parsed_folder, read_parsed)
+from .parlparse import (BODY_BY_FOLDER, PARSED_MANIFEST, XML_SUFFIXES, check_day_file, day_of, hansard_files,
+                        is_xml_file, latest_versions, parsed, parsed_folder, read_parsed)
 from .selection import SPLITS, ParagraphFilter, bodies_named, body_of, date_bound, split_of, temporal_split
 from .files import CHECKSUM, atomic_directory, checksum, did_you_mean, is_hub_id
 from . import locations
@@ -34,10 +34,10 @@ logger = logging.getLogger(__name__)
 
 LOCAL_FORMATS = {".jsonl": "json", ".json": "json", ".parquet": "parquet", ".txt": "text"}
 INDEX_FILE = "index.json"
-_READING_FIELDS = ("source", "text_field", "id_field", "split_field", "max_documents")  # a corpus' fields before selection
+_READING_FIELDS = ("source", "text_field", "id_field", "split_field", "max_documents")  # the fields before selection
 # where a table's rows keep what selection reads, first match wins (the shared JSONL; the Common Pile)
-_METADATA_FIELDS = {"body": ("body", "type", "source"), "date": ("date", "created"), "language": ("language", "metadata"),
-                    "speakers": ("speakers",)}
+_METADATA_FIELDS = {"body": ("body", "type", "source"), "date": ("date", "created"),
+                    "language": ("language", "metadata"), "speakers": ("speakers",)}
 FORMAT_VERSION = 3  # bump when what is written for the same corpus and tokenizer changes (3: shard checksums)
 
 
@@ -81,7 +81,9 @@ class Corpus:
 
     def __post_init__(self):
         def tuple_of(value):
-            return tuple(v.strip().lower() for v in (value.split(",") if isinstance(value, str) else value or ()) if v.strip())
+            values = value.split(",") if isinstance(value, str) else value or ()
+            return tuple(v.strip().lower() for v in values if v.strip())
+
         object.__setattr__(self, "bodies", bodies_named(self.bodies))
         object.__setattr__(self, "languages", tuple_of(self.languages))
         for field in ("since", "before", "validation_from", "test_from"):
@@ -121,7 +123,8 @@ class Corpus:
 
     def files(self) -> list[str] | None:
         """The local files of `source` (a file, glob or folder); None when it names a Hub dataset. ParlParse day files
-        (*.xml, *.xml.gz; changedates.txt beside them aside) are read as XML, of each day only the latest re-scrape."""
+        (*.xml, *.xml.gz; changedates.txt beside them aside) are read as XML: those of Hansard bodies (not the other
+        records ParlParse keeps, such as the register of interests), of each day only the latest re-scrape."""
         path = Path(self.source)
         if path.is_dir():
             found = sorted(str(p) for p in path.rglob("*") if _format(p) and p.is_file())
@@ -144,7 +147,14 @@ class Corpus:
         if len(formats) != 1 or None in formats:
             raise ValueError(f"{self.source}: mixes or lacks formats ({sorted(map(str, formats))}); use one of "
                              f"{[*LOCAL_FORMATS, *XML_SUFFIXES]}.")
-        return latest_versions(found) if formats == {"xml"} else found
+        if formats != {"xml"}:
+            return found
+        hansard, others = hansard_files(found)
+        if not hansard:
+            raise ValueError(f"{self.source}: none of its {len(found):,} XML files is a Hansard body's record (by name "
+                             f"or folder: {', '.join(sorted(BODY_BY_FOLDER))}); point --dataset at ParlParse's "
+                             "scrapedxml folders of debates and answers.")
+        return latest_versions(hansard)
 
     def _xml_files(self) -> list[str]:
         """The day files of an XML corpus that the selection keeps, judged by their names alone (no parsing)."""
@@ -163,6 +173,12 @@ class Corpus:
         files = self.files()
         if files is None or not is_xml_file(files[0]):
             return
+        passed_over = hansard_files(sorted(str(p) for p in Path(self.source).rglob("*") if is_xml_file(p)))[1] \
+            if Path(self.source).is_dir() else []
+        if passed_over:
+            folders = sorted({Path(f).parent.name for f in passed_over})
+            logger.warning("%s: passed over %d XML files that are not Hansard debates or answers (folders %s).",
+                           self.source, len(passed_over), ", ".join(folders))
         kept = self._xml_files()  # every file's name names a body and a date
         if not kept:
             raise ValueError(self._nothing_selected(len(files), [day_of(f) for f in files], "day files"))
@@ -256,9 +272,10 @@ class Corpus:
                  "language": bool(self.languages)}
         for what, needed in needs.items():
             if needed and meta[what] is None:
-                raise ValueError(f"{self.source}: selecting by {what} needs a {what} field ({' or '.join(_METADATA_FIELDS[what])}); "
-                                 f"the rows have {sorted(columns)}.")
-        wanted = [c for c in dict.fromkeys((self.text_field, self.id_field, self.split_field, *meta.values())) if c in columns]
+                raise ValueError(f"{self.source}: selecting by {what} needs a {what} field "
+                                 f"({' or '.join(_METADATA_FIELDS[what])}); the rows have {sorted(columns)}.")
+        wanted = [c for c in dict.fromkeys((self.text_field, self.id_field, self.split_field, *meta.values()))
+                  if c in columns]
         number = 0
         if self.max_documents is not None:
             dataset = dataset.take(self.max_documents)

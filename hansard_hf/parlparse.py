@@ -73,19 +73,27 @@ def latest_versions(files) -> list[Path]:
     return sorted((file for _, file in latest.values()), key=str)
 
 
-def day_of(file) -> tuple[str, str, str]:
-    """(body, date, language) of a day file, from its name and folders alone (no parsing)."""
+def body_of_file(file) -> str | None:
+    """The body whose record a ParlParse file is, by the start of its name or else its folders; None for the other
+    records ParlParse keeps beside Hansard (the register of interests, SP motions and questions, ...)."""
     file = Path(file)
-    stem = _stem(file)
-    prefix = re.match(r"[a-z-]*", stem)[0]
-    folders = [part for part in file.parent.parts[::-1]]
-    body = BODY_BY_PREFIX.get(prefix) or next((BODY_BY_FOLDER[f] for f in folders if f in BODY_BY_FOLDER), None)
-    if body is None:
-        raise ValueError(f"{file}: which body's record is this? Its name ({prefix}...) and folders are none of "
-                         f"ParlParse's ({', '.join(sorted(BODY_BY_FOLDER))}): keep day files in their scrapedxml "
-                         "folders.")
-    language = "cy" if body == "senedd" and "cy" in folders[:2] else "en"
-    return body, DATE.findall(stem)[-1], language
+    prefix = re.match(r"[a-z-]*", _stem(file))[0]
+    return BODY_BY_PREFIX.get(prefix) or next((BODY_BY_FOLDER[f] for f in file.parent.parts[::-1]
+                                               if f in BODY_BY_FOLDER), None)
+
+
+def hansard_files(files) -> tuple[list, list]:
+    """(the files of Hansard bodies, the others) among ParlParse files."""
+    known = [f for f in files if body_of_file(f) is not None]
+    return known, [f for f in files if body_of_file(f) is None]
+
+
+def day_of(file) -> tuple[str, str, str]:
+    """(body, date, language) of a day file of a Hansard body, from its name and folders alone (no parsing)."""
+    file = Path(file)
+    body = body_of_file(file)
+    language = "cy" if body == "senedd" and "cy" in file.parent.parts[-2:] else "en"
+    return body, DATE.findall(_stem(file))[-1], language
 
 
 def check_day_file(file) -> None:
@@ -144,8 +152,8 @@ def _write_shard(job) -> dict:
 
 
 def read_parsed(folder, batch_size: int = 1000) -> Iterator[tuple]:
-    """(id, text, body, date, language, speakers) of every section in a `parsed` folder, in file order; a changed shard is an
-    error that says to delete the folder."""
+    """(id, text, body, date, language, speakers) of every section in a `parsed` folder, in file order; a changed
+    shard is an error that says to delete the folder."""
     import pyarrow.parquet as pq
 
     folder = Path(folder)

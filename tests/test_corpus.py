@@ -340,3 +340,18 @@ def test_xml_documents_keep_their_speakers(tmp_path):
     day_file(tmp_path / "xml" / "debates", "debates2020-06-01a")
     speakers = [d.speakers for d in Corpus(str(tmp_path / "xml")).selected()]
     assert speakers == [(), ("Hon. Members", "Jane Smith", "John Brown")]
+
+
+def test_parlparse_records_that_are_not_debates_are_passed_over_and_said(tmp_path, caplog):
+    root = tmp_path / "scrapedxml"
+    day_file(root / "debates", "debates2020-01-06a")
+    (root / "regmem").mkdir()
+    (root / "regmem" / "regmem2020-01-06.xml").write_text("<publicwhip><regmem/></publicwhip>")
+    (root / "regmem" / "index.xml").write_text("<publicwhip/>")  # no date in its name: not a day file, not ours
+    corpus = Corpus(str(root))
+    assert [Path(f).name for f in corpus.files()] == ["debates2020-01-06a.xml"]
+    with caplog.at_level("WARNING"):
+        corpus.check()
+    assert "passed over 2 XML files that are not Hansard debates or answers (folders regmem)" in caplog.text
+    with pytest.raises(ValueError, match="none of its 2 XML files is a Hansard body's record"):
+        Corpus(str(root / "regmem")).files()
