@@ -51,7 +51,8 @@ def _corpus(args, check: bool = False):
 
 def _add_corpus_arguments(parser, default=DEFAULT_DATASET):
     parser.add_argument("--dataset", default=default, help="Hub dataset id, or local JSONL/JSON/Parquet/text file, "
-                        "glob or folder" + (f" (default {default})" if default else ""))
+                        "glob or folder, or ParlParse scrapedxml day files (*.xml, *.xml.gz)"
+                        + (f" (default {default})" if default else ""))
     parser.add_argument("--text-field", default="text", help="field holding the document text")
     parser.add_argument("--id-field", default="id", help="field whose hash picks the split (default id)")
     parser.add_argument("--split-field", default=None, help="field holding train/validation/test, instead of the hash")
