@@ -18,7 +18,8 @@ import rustbpe
 import tiktoken
 
 from hansard_hf.data import Corpus, prepare
-from hansard_hf.tokenization import SPECIAL_TOKENS, SPLIT_PATTERN, _bytes_to_unicode, bulk_encoder, save_tokenizer, train_tokenizer
+from hansard_hf.tokenization import (SPECIAL_TOKENS, SPLIT_PATTERN, bulk_encoder, mergeable_ranks, save_tokenizer,
+                                    train_tokenizer)
 
 DEFAULT = Path(__file__).resolve().parents[2] / "shared" / "data" / "hansard" / "hansard_debates.jsonl"
 
@@ -34,7 +35,6 @@ def main():
     parser.add_argument("--repeat", type=int, default=16, help="copies of the corpus that prepare reads")
     args = parser.parse_args()
     rows = [json.loads(line) for line in open(args.data)]
-    byte_of = {char: byte for byte, char in enumerate(_bytes_to_unicode())}
     train = [r["text"] for r in rows if r["split"] == "train"]
     test = [r["text"] for r in rows if r["split"] == "test"]
     print(f"train {sum(map(len, train)) / 1e6:.1f}M chars, test {len(test)} documents")
@@ -67,8 +67,7 @@ def main():
         index = prepare(Corpus(str(big)), tmp / "tok", tmp / "data")
         prepare_seconds = time.perf_counter() - start
         tokens = sum(s["tokens"] for s in index["splits"].values())
-        encoding = tiktoken.Encoding("bare", pat_str=SPLIT_PATTERN, special_tokens={}, mergeable_ranks={
-            bytes(byte_of[c] for c in token): index for token, index in ours.get_vocab().items() if token not in SPECIAL_TOKENS})
+        encoding = tiktoken.Encoding("bare", pat_str=SPLIT_PATTERN, special_tokens={}, mergeable_ranks=mergeable_ranks(ours))
         start = time.perf_counter()
         encoding.encode_ordinary_batch(texts)
         tiktoken_seconds = time.perf_counter() - start

@@ -37,7 +37,8 @@ def _import_nanochat(args):
 
 
 def _corpus(args, check: bool = False):
-    """The corpus the options name; with `check`, checked as a run checks it (local files there, the Hub answers)."""
+    """The corpus the options name; with `check`, checked as a run about to read it checks it (local files there
+    and, for ParlParse XML, every selected day file parsed; the Hub answers)."""
     from .data import Corpus
 
     corpus = Corpus(args.dataset, args.text_field, args.id_field, args.split_field,
@@ -45,8 +46,15 @@ def _corpus(args, check: bool = False):
     if check:
         from .preflight import check_corpus
 
-        check_corpus(corpus)
+        check_corpus(corpus, parse=True)
     return corpus
+
+
+def _recipe_corpus_options(args) -> dict:
+    """The corpus options given beside a recipe or run, as its recipe keys (as `train` takes them)."""
+    options = {"dataset": args.dataset, "text_field": args.text_field, "id_field": args.id_field,
+               "split_field": args.split_field} if args.dataset else {}
+    return {**options, **{field: getattr(args, field) for field in SELECTION_OPTIONS if getattr(args, field)}}
 
 
 def _add_corpus_arguments(parser, default=DEFAULT_DATASET):
@@ -74,7 +82,6 @@ def _train_tokenizer(args):
     from .tokenization import save_tokenizer, train_tokenizer
 
     corpus = _corpus(args, check=True)
-    corpus.check(parse=True)
     out = args.out or locations.tokenizer_dir(corpus, vocab_size=args.vocab_size, doc_cap=args.doc_cap,
                                               max_chars=args.max_chars, nfkc=args.nfkc)
     tokenizer = train_tokenizer(corpus.texts("train"), args.vocab_size, args.doc_cap, args.max_chars, args.nfkc)
@@ -87,8 +94,7 @@ def _prepared(args, replace=False) -> tuple:
     corpus, trained first if missing) in --out (default: the folder locations.data_dir names)."""
     from .data import prepare
 
-    corpus = _corpus(args, check=True)
-    corpus.check(parse=True)  # every XML day file parses, before the tokenizer is trained or the data prepared
+    corpus = _corpus(args, check=True)  # every XML day file parses, before the tokenizer is trained or data prepared
     tokenizer = args.tokenizer or locations.tokenizer_dir(corpus)
     if args.tokenizer is None and not (tokenizer / "tokenizer.json").exists():
         from .tokenization import ensure_tokenizer
@@ -133,10 +139,7 @@ def _counted_data(args):
     if args.run_or_recipe:
         from .recipe import Recipe
 
-        corpus = {"dataset": args.dataset, "text_field": args.text_field, "id_field": args.id_field,
-                  "split_field": args.split_field} if args.dataset else {}  # the corpus options, as for `train`
-        corpus.update({field: getattr(args, field) for field in SELECTION_OPTIONS if getattr(args, field)})
-        recipe = Recipe.load(args.run_or_recipe, corpus)
+        recipe = Recipe.load(args.run_or_recipe, _recipe_corpus_options(args))
         if not (recipe.tokenizer_dir / "tokenizer.json").exists():
             raise FileNotFoundError(f"{recipe.path}: its tokenizer ({recipe.tokenizer_dir}) is not trained yet, so "
                                     f"neither is its data: `hansard-hf train {args.run_or_recipe}` (with the same "
@@ -149,19 +152,30 @@ def _counted_data(args):
 
 
 def _corpus_report(args):
-    from .corpus_report import PLOT_FILE, plot_tokens_per_year, summarize, summary_text
+    from .corpus_report import summary_text
+
+    if args.json:
+        with contextlib.redirect_stdout(sys.stderr):  # stdout holds the JSON alone, whatever a library prints
+            summary, png = _corpus_summary(args)
+        print(json.dumps({**summary, "png": str(png) if png else None}))
+        return
+    summary, png = _corpus_summary(args)
+    print(summary_text(summary))
+    print(f"\nwrote {png} (tokens per year by body)" if png else "\nno document has a date: no plot of tokens per year")
+
+
+def _corpus_summary(args) -> tuple[dict, Path | None]:
+    """The summary of the corpus the arguments name (its tokenizer trained first if missing) and its plot's path."""
+    from .corpus_report import PLOT_FILE, plot_tokens_per_year, summarize
     from .tokenization import ensure_tokenizer
 
     if args.run_or_recipe:
         from .preflight import check_corpus
         from .recipe import Recipe
 
-        options = {"dataset": args.dataset, "text_field": args.text_field, "id_field": args.id_field,
-                   "split_field": args.split_field} if args.dataset else {}
-        options.update({field: getattr(args, field) for field in SELECTION_OPTIONS if getattr(args, field)})
-        recipe = Recipe.load(args.run_or_recipe, options)
+        recipe = Recipe.load(args.run_or_recipe, _recipe_corpus_options(args))
         corpus, tokenizer, settings = recipe.corpus, recipe.tokenizer_dir, dict(recipe.tokenizer_settings)
-        check_corpus(corpus)
+        check_corpus(corpus, parse=True)
         trains = recipe.trains_tokenizer
     elif args.dataset:
         corpus = _corpus(args, check=True)
@@ -169,19 +183,13 @@ def _corpus_report(args):
     else:
         raise ValueError("which corpus? Name a run folder or recipe (hansard-hf corpus d24 --bodies=commons) or a "
                          "corpus (--dataset=PATH_OR_HUB_ID, with --bodies, --since, ... to select).")
-    corpus.check(parse=True)
     if trains and not (Path(tokenizer) / "tokenizer.json").exists():
         print(f"training the Hansard tokenizer of {corpus.source} into {tokenizer}", file=sys.stderr)
         ensure_tokenizer(corpus, tokenizer, **settings)
     summary = summarize(corpus, tokenizer)
     run_folder = args.run_or_recipe and Path(args.run_or_recipe).is_dir()
-    png = plot_tokens_per_year(summary, args.png or (Path(args.run_or_recipe) if run_folder else
-                                                     locations.corpus_report_dir(corpus)) / PLOT_FILE)
-    if args.json:
-        print(json.dumps({**summary, "png": str(png) if png else None}))
-        return
-    print(summary_text(summary))
-    print(f"\nwrote {png} (tokens per year by body)" if png else "\nno document has a date: no plot of tokens per year")
+    return summary, plot_tokens_per_year(summary, args.png or (Path(args.run_or_recipe) if run_folder else
+                                                               locations.corpus_report_dir(corpus)) / PLOT_FILE)
 
 
 def _train(args):

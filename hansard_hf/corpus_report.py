@@ -27,24 +27,23 @@ def summarize(corpus: Corpus, tokenizer_dir, batch_documents: int = 2048) -> dic
         for document, ids in zip(batch, encode([d.text for d in batch])):
             if duplicates is not None:
                 duplicates(document.text)
-            speakers[document.body or "(unknown)"].update(document.speakers or ())
-            year = (document.date or "")[:4]
-            keys = {"body": document.body or "(unknown)", "decade": f"{year[:3]}0s" if year else "(undated)",
-                    "year_body": (year or "(undated)", document.body or "(unknown)"), "split": document.split}
+            body, year, words = document.body or "(unknown)", (document.date or "")[:4], len(document.text.split())
+            speakers[body].update(document.speakers or ())
+            keys = {"body": body, "decade": f"{year[:3]}0s" if year else "(undated)",
+                    "year_body": (year or "(undated)", body), "split": document.split}
             for table, key in keys.items():
                 row = tables[table][key]
                 row["documents"] += 1
-                row["words"] += len(document.text.split())
+                row["words"] += words
                 row["tokens"] += len(ids) + 1
     if not counts.get("kept"):
         raise ValueError(f"{corpus.source}: the corpus is empty.")
     for body, names in speakers.items():
         tables["body"][body]["speakers"] = len(names)
-    removed = {split: r for split, r in counts["removed"].items()}
     return {
         "source": corpus.source, "selection": corpus.describe(), "tokenizer": str(tokenizer_dir),
         "read": counts["read"], "selected": counts["selected"], "kept": counts["kept"], "dedup": corpus.dedup,
-        "duplicates": ({"removed": removed} if corpus.dedup else
+        "duplicates": ({"removed": counts["removed"]} if corpus.dedup else
                        {"present": {"exact": duplicates.exact, "near": duplicates.near}}),
         "by_body": dict(sorted(tables["body"].items(), key=lambda item: -item[1]["tokens"])),
         "by_decade": dict(sorted(tables["decade"].items())),

@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 
 from .parlparse import (BODY_BY_FOLDER, PARSED_MANIFEST, XML_SUFFIXES, check_day_file, day_of, hansard_files,
                         is_xml_file, latest_versions, parsed, parsed_folder, read_parsed)
-from .selection import SPLITS, ParagraphFilter, bodies_named, body_of, date_bound, split_of, temporal_split
+from .selection import SPLITS, ParagraphFilter, bodies_named, body_of, date_bound, names, split_of, temporal_split
 from .files import CHECKSUM, atomic_directory, checksum, did_you_mean, is_hub_id
 from . import locations
 from .locations import DEFAULT_DATASET
@@ -80,12 +80,8 @@ class Corpus:
     dedup: bool = False  # remove paragraphs the corpus already had (exact and near copies), across splits
 
     def __post_init__(self):
-        def tuple_of(value):
-            values = value.split(",") if isinstance(value, str) else value or ()
-            return tuple(v.strip().lower() for v in values if v.strip())
-
         object.__setattr__(self, "bodies", bodies_named(self.bodies))
-        object.__setattr__(self, "languages", tuple_of(self.languages))
+        object.__setattr__(self, "languages", names(self.languages))
         for field in ("since", "before", "validation_from", "test_from"):
             object.__setattr__(self, field, date_bound(getattr(self, field), field))
         if self.since and self.before and self.since >= self.before:
@@ -125,6 +121,10 @@ class Corpus:
         """The local files of `source` (a file, glob or folder); None when it names a Hub dataset. ParlParse day files
         (*.xml, *.xml.gz; changedates.txt beside them aside) are read as XML: those of Hansard bodies (not the other
         records ParlParse keeps, such as the register of interests), of each day only the latest re-scrape."""
+        return self._found()[0]
+
+    def _found(self) -> tuple[list[str] | None, list[str]]:
+        """(`files()`, the ParlParse files passed over as not Hansard), from one look at the source."""
         path = Path(self.source)
         if path.is_dir():
             found = sorted(str(p) for p in path.rglob("*") if _format(p) and p.is_file())
@@ -135,7 +135,7 @@ class Corpus:
         elif path.exists():
             found = [str(path)]
         elif is_hub_dataset(self.source):
-            return None
+            return None, []
         else:
             raise FileNotFoundError(f"{self.source}: no such file, folder or glob{did_you_mean(path)}, nor a Hub "
                                     "dataset id (owner/name).")
@@ -148,40 +148,33 @@ class Corpus:
             raise ValueError(f"{self.source}: mixes or lacks formats ({sorted(map(str, formats))}); use one of "
                              f"{[*LOCAL_FORMATS, *XML_SUFFIXES]}.")
         if formats != {"xml"}:
-            return found
+            return found, []
         hansard, others = hansard_files(found)
         if not hansard:
             raise ValueError(f"{self.source}: none of its {len(found):,} XML files is a Hansard body's record (by name "
                              f"or folder: {', '.join(sorted(BODY_BY_FOLDER))}); point --dataset at ParlParse's "
                              "scrapedxml folders of debates and answers.")
-        return latest_versions(hansard)
+        return latest_versions(hansard), others
 
-    def _xml_files(self) -> list[str]:
-        """The day files of an XML corpus that the selection keeps, judged by their names alone (no parsing)."""
-        kept = []
-        for file in self.files():
-            body, date, language = day_of(file)
-            if self._keeps(body, date, language):
-                kept.append(file)
-        return kept
+    def _xml_files(self, files: list[str]) -> list[str]:
+        """The day files (of `files()`) that the selection keeps, judged by their names alone (no parsing)."""
+        return [file for file in files if self._keeps(*day_of(file))]
 
     def check(self, parse: bool = False) -> None:
         """What can be checked before reading the documents: the files are there, and for ParlParse XML that every
         day file names a body and a date, the selection keeps some, and those start as ParlParse files. With
         `parse` (before tokenizer training or preparation), every selected day file is also parsed whole, into the
         cache the documents are then read from (`parlparse.parsed`); once they are, only their names are checked."""
-        files = self.files()
+        files, passed_over = self._found()
         if files is None or not is_xml_file(files[0]):
             return
-        passed_over = hansard_files(sorted(str(p) for p in Path(self.source).rglob("*") if is_xml_file(p)))[1] \
-            if Path(self.source).is_dir() else []
         if passed_over:
             folders = sorted({Path(f).parent.name for f in passed_over})
             logger.warning("%s: passed over %d XML files that are not Hansard debates or answers (folders %s).",
                            self.source, len(passed_over), ", ".join(folders))
-        kept = self._xml_files()  # every file's name names a body and a date
+        kept = self._xml_files(files)  # every file's name names a body and a date
         if not kept:
-            raise ValueError(self._nothing_selected(len(files), [day_of(f) for f in files], "day files"))
+            raise ValueError(self._no_day_selected(files))
         if parse:
             parsed(kept, locations.parsed_dir())
         elif not (parsed_folder(kept, locations.parsed_dir()) / PARSED_MANIFEST).exists():  # parsed: they are fine
@@ -233,7 +226,7 @@ class Corpus:
         if not counts["kept"] and self.selects:
             files = self.files()
             if files is not None and is_xml_file(files[0]):
-                raise ValueError(self._nothing_selected(len(files), [day_of(f) for f in files], "day files"))
+                raise ValueError(self._no_day_selected(files))
             raise ValueError(self._nothing_selected(counts["read"], seen))
 
     def _keeps(self, body, date, language) -> bool:
@@ -242,6 +235,9 @@ class Corpus:
         if (self.since and (date or "") < self.since) or (self.before and (date or "9999") >= self.before):
             return False
         return not self.languages or language in self.languages
+
+    def _no_day_selected(self, files: list[str]) -> str:
+        return self._nothing_selected(len(files), [day_of(f) for f in files], "day files")
 
     def _nothing_selected(self, read: int, seen, what: str = "documents") -> str:
         bodies = sorted({b for b, _, _ in seen if b}) or ["(no body field)"]
@@ -255,7 +251,10 @@ class Corpus:
         """(split or None, text, id, body, date, language, speakers) of every document read, before selection."""
         files = self.files()
         if files is not None and is_xml_file(files[0]):
-            rows = read_parsed(parsed(self._xml_files(), locations.parsed_dir()), batch_size)
+            kept = self._xml_files(files)
+            if not kept:  # nothing selected: said by `selected`, with what the corpus has; no empty cache is made
+                return
+            rows = read_parsed(parsed(kept, locations.parsed_dir()), batch_size)
             for doc_id, text, body, date, language, speakers in itertools.islice(rows, self.max_documents):
                 yield None, text, doc_id, body, date, language, speakers
             return

@@ -84,8 +84,8 @@ def body_of_file(file) -> str | None:
 
 def hansard_files(files) -> tuple[list, list]:
     """(the files of Hansard bodies, the others) among ParlParse files."""
-    known = [f for f in files if body_of_file(f) is not None]
-    return known, [f for f in files if body_of_file(f) is None]
+    bodies = [body_of_file(f) for f in files]
+    return [f for f, b in zip(files, bodies) if b], [f for f, b in zip(files, bodies) if not b]
 
 
 def day_of(file) -> tuple[str, str, str]:
@@ -101,23 +101,32 @@ def check_day_file(file) -> None:
     ParlParse root element in its first 64 kB (a full parse happens when the documents are read)."""
     file = Path(file)
     day_of(file)
+    root = re.search(rb"<([A-Za-z][\w.-]*)", _day_bytes(file, 65536))
+    _check_root(file, root[1].decode() if root else None)
+
+
+def _day_bytes(file: Path, size: int = -1) -> bytes:
+    """The first `size` bytes of a day file (all with -1), gunzipped; unreadable or empty is an error naming it."""
     try:
         with (gzip.open(file) if file.name.endswith(".gz") else open(file, "rb")) as handle:
-            head = handle.read(65536)
+            data = handle.read(size)
     except (OSError, EOFError) as error:
         raise ValueError(f"{file}: could not be read ({error}): fetch it again.") from None
-    if not head.strip():
+    if not data.strip():
         raise ValueError(f"{file}: empty (no XML in it): a failed download? Fetch it again or delete it.")
-    root = re.search(rb"<([A-Za-z][\w.-]*)", head)
-    if root is None or root[1].decode() != ROOT_TAG:
-        found = f"<{root[1].decode()}>" if root else "no XML element"
+    return data
+
+
+def _check_root(file: Path, tag: str | None) -> None:
+    if tag != ROOT_TAG:
+        found = f"<{tag}>" if tag else "no XML element"
         raise ValueError(f"{file}: not a ParlParse day file ({found} where <{ROOT_TAG}> should start it): move it "
                          "out of the corpus folder.")
 
 
 def parsed_folder(files, root) -> Path:
     """Where `parsed` keeps the sections of these day files (complete when it holds PARSED_MANIFEST)."""
-    stats = [(str(f), *(lambda s: (s.st_size, s.st_mtime_ns))(os.stat(f))) for f in files]
+    stats = [(str(f), stat.st_size, stat.st_mtime_ns) for f, stat in ((f, os.stat(f)) for f in files)]
     return Path(root) / hashlib.sha1(json.dumps([PARSED_FORMAT, stats]).encode()).hexdigest()[:16]
 
 
@@ -169,12 +178,7 @@ def read_parsed(folder, batch_size: int = 1000) -> Iterator[tuple]:
 def read_xml(file) -> ET.Element:
     """The parsed root of a day file (gzipped or not), with HTML entities resolved; one clear error otherwise."""
     file = Path(file)
-    try:
-        data = gzip.decompress(file.read_bytes()) if file.name.endswith(".gz") else file.read_bytes()
-    except (OSError, EOFError) as error:
-        raise ValueError(f"{file}: could not be read ({error}): fetch it again.") from None
-    if not data.strip():
-        raise ValueError(f"{file}: empty (no XML in it): a failed download? Fetch it again or delete it.")
+    data = _day_bytes(file)
     declared = _DECLARATION.match(data)
     try:
         text = data.decode(declared[1].decode() if declared else "utf-8")
@@ -188,9 +192,7 @@ def read_xml(file) -> ET.Element:
         line, column = error.position
         raise ValueError(f"{file}: malformed XML at line {line}, column {column} ({str(error).split(':')[0]}): "
                          "fetch it again, or delete it.") from None
-    if root.tag != ROOT_TAG:
-        raise ValueError(f"{file}: not a ParlParse day file (<{root.tag}> where <{ROOT_TAG}> should start it): move "
-                         "it out of the corpus folder.")
+    _check_root(file, root.tag)
     return root
 
 

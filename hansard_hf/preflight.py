@@ -56,7 +56,8 @@ def check_corpus(corpus: Corpus, parse: bool = False) -> None:
         corpus.check(parse)  # names the missing file, folder or glob, the bad day file, the empty selection
         return
     fix = ("point --dataset=PATH (train_hansard.sh: DATASET=PATH) at local Hansard files (JSONL, JSON, Parquet, "
-           "text, or ParlParse scrapedxml day files: a file, folder or glob), e.g. --dataset=../shared/data/hansard/hansard_debates.jsonl")
+           "text, or ParlParse scrapedxml day files: a file, folder or glob), e.g. "
+           "--dataset=../shared/data/hansard/hansard_debates.jsonl")
     if os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes"):
         raise ValueError(f"dataset {corpus.source}: HF_HUB_OFFLINE is set, so the Hub is not asked: {fix}.")
     from huggingface_hub import HfApi

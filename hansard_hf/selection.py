@@ -55,13 +55,16 @@ def body_of(value) -> str | None:
     return ALIASES.get(name, name)
 
 
-def bodies_named(names) -> tuple[str, ...]:
-    """The bodies that `names` (bodies, aliases or groups; a comma-separated string or a list) select, checked."""
-    if isinstance(names, str):
-        names = [n for n in names.split(",") if n.strip()]
+def names(value) -> tuple[str, ...]:
+    """Lower-case names from a comma-separated string or a list (recipes and the CLI give either)."""
+    values = value.split(",") if isinstance(value, str) else value or ()
+    return tuple(key for key in (str(v).strip().lower() for v in values) if key)
+
+
+def bodies_named(value) -> tuple[str, ...]:
+    """The bodies that `value` (bodies, aliases or groups; a comma-separated string or a list) selects, checked."""
     chosen = []
-    for name in names or ():
-        key = str(name).strip().lower()
+    for key in names(value):
         if key in GROUPS:
             chosen += GROUPS[key]
             continue
@@ -69,7 +72,7 @@ def bodies_named(names) -> tuple[str, ...]:
         if body not in BODIES:
             known = [*BODIES, *GROUPS, *ALIASES]
             guess = difflib.get_close_matches(key, known, n=1, cutoff=0.5)
-            raise ValueError(f"bodies: no body {name!r}{f' (did you mean {guess[0]!r}?)' if guess else ''}; the "
+            raise ValueError(f"bodies: no body {key!r}{f' (did you mean {guess[0]!r}?)' if guess else ''}; the "
                              f"bodies are {', '.join(BODIES)}, and the groups {', '.join(GROUPS)}.")
         chosen.append(body)
     return tuple(dict.fromkeys(chosen))

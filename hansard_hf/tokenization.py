@@ -145,6 +145,14 @@ def _bytes_to_unicode() -> list[str]:
     return [table[b] for b in range(256)]
 
 
+def mergeable_ranks(tokenizer: PreTrainedTokenizerFast) -> dict[bytes, int]:
+    """The tokenizer's vocabulary without its special tokens as tiktoken (and rustbpe) write it: raw bytes -> id."""
+    byte_of = {char: byte for byte, char in enumerate(_bytes_to_unicode())}
+    special = set(tokenizer.all_special_tokens)
+    return {bytes(byte_of[c] for c in token): index for token, index in tokenizer.get_vocab().items()
+            if token not in special}
+
+
 def bulk_encoder(tokenizer: PreTrainedTokenizerFast, threads: int | None = None):
     """A function texts -> token id lists, for preparing data: tiktoken built from the same merges (about 3x faster
     than `tokenizers` on 2 cores; tests prove the ids identical) or, where it cannot express the tokenizer (a
@@ -153,10 +161,8 @@ def bulk_encoder(tokenizer: PreTrainedTokenizerFast, threads: int | None = None)
     threads = threads or os.cpu_count() or 1
     backend = Tokenizer.from_str(tokenizer.backend_tokenizer.to_str())
     backend.encode_special_tokens = True
-    byte_of = {char: byte for byte, char in enumerate(_bytes_to_unicode())}
     special = {token: tokenizer.convert_tokens_to_ids(token) for token in tokenizer.all_special_tokens}
-    ranks = {bytes(byte_of[c] for c in token): index for token, index in tokenizer.get_vocab().items()
-             if token not in special}
+    ranks = mergeable_ranks(tokenizer)
     if backend.normalizer is not None or len(ranks) + len(special) != len(tokenizer):
         return lambda texts: [e.ids for e in backend.encode_batch_fast(texts, add_special_tokens=False)]
     import tiktoken

@@ -1,6 +1,8 @@
 """Shared fixtures. Tests never reach the network: the Hub is offline and caches live in a temporary folder."""
 
 import os
+import subprocess
+import sys
 import tempfile
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -14,6 +16,13 @@ import torch  # noqa: E402
 from hansard_hf import HansardGPTConfig, HansardGPTForCausalLM  # noqa: E402
 
 no_gpu = pytest.mark.skipif(torch.cuda.is_available(), reason="checks what happens on a machine without a GPU")
+
+
+def cli(*arguments, cwd=None, **environment) -> subprocess.CompletedProcess:
+    """`hansard-hf ARGUMENTS` in a fresh process, offline, standard input closed, `environment` added."""
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", **environment}
+    return subprocess.run([sys.executable, "-m", "hansard_hf.cli", *arguments], capture_output=True, text=True,
+                          cwd=cwd, env=env, stdin=subprocess.DEVNULL, timeout=600)
 TINY = dict(depth=2, aspect_ratio=32, head_dim=16, vocab_size=97, max_position_embeddings=64)
 
 

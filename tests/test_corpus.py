@@ -6,7 +6,6 @@ import gzip
 import json
 import re
 import subprocess
-import sys
 from collections import Counter
 from pathlib import Path
 
@@ -16,6 +15,7 @@ from hansard_hf.data import Corpus, prepare, read_index
 from hansard_hf.parlparse import latest_versions, sections
 from hansard_hf.selection import MIN_WORDS, ParagraphFilter, body_of, bodies_named
 from hansard_hf.tokenization import save_tokenizer, train_tokenizer
+from conftest import cli
 from corpus_helpers import documents, write_jsonl
 
 HANSARD = Path(__file__).resolve().parents[2] / "shared" / "data" / "hansard"
@@ -227,9 +227,7 @@ def test_prepare_counts_what_selection_and_dedup_removed(tmp_path):
 
 
 def hansard_hf(*arguments, cwd, home) -> subprocess.CompletedProcess:
-    env = {"HANSARD_HF_HOME": str(home), "HF_HUB_OFFLINE": "1", "PATH": str(Path(sys.executable).parent)}
-    return subprocess.run([sys.executable, "-m", "hansard_hf.cli", *arguments], cwd=cwd, env=env, text=True,
-                          capture_output=True, stdin=subprocess.DEVNULL, timeout=600)
+    return cli(*arguments, cwd=cwd, HANSARD_HF_HOME=str(home))
 
 
 @pytest.mark.parametrize("fault, expected", [

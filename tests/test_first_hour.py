@@ -19,7 +19,7 @@ from hansard_hf.configuration_hansard_gpt import HansardGPTConfig
 from hansard_hf.recipe import Recipe, find_recipe, shipped_recipes
 from hansard_hf.tokenization import train_tokenizer
 from corpus_helpers import documents, write_jsonl
-from conftest import no_gpu
+from conftest import cli, no_gpu
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -27,12 +27,6 @@ ROOT = Path(__file__).resolve().parents[1]
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory):
     return write_jsonl(tmp_path_factory.mktemp("first_hour") / "corpus.jsonl", documents(200))
-
-
-def cli(*arguments, cwd=None, **environment):
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", **environment}
-    return subprocess.run([sys.executable, "-m", "hansard_hf.cli", *arguments], capture_output=True, text=True,
-                          cwd=cwd, env=env, timeout=600)
 
 
 def test_shipped_recipes_are_found_by_name_from_any_folder(tmp_path, monkeypatch):
