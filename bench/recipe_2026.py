@@ -19,11 +19,18 @@ from pathlib import Path
 
 from hansard_hf.recipe import Recipe
 
-OPTIMIZER_2026 = ["--muon_orthogonalizer=polar_express", "--muon_plus=true", "--normuon_beta2=0.9"]
-SCHEDULES_2026 = ["--matrix_weight_decay=0.28", "--cautious_weight_decay=true", "--weight_decay_shape=cosine",
-                  "--adamw_groups=nanochat-2026", "--embedding_lr=0.3", "--unembedding_lr=0.008",
-                  "--momentum_warmup_steps=40", "--momentum_end=0.97", "--momentum_final=0.9", "--warmup_steps=8",
-                  "--warmdown_ratio=0.65", "--final_lr_frac=0.05"]
+TINY_2026 = Recipe.load("tiny-2026").settings  # the nanochat-2026 preset as the tiny recipe fits it to 150 steps
+
+
+def flags(*keys: str) -> list[str]:
+    """`--key=value` overrides giving the tiny-2026 recipe's value of each key."""
+    return [f"--{key}={json.dumps(TINY_2026[key])}" for key in keys]
+
+
+OPTIMIZER_2026 = flags("muon_orthogonalizer", "muon_plus", "normuon_beta2")
+SCHEDULES_2026 = flags("matrix_weight_decay", "cautious_weight_decay", "weight_decay_shape", "adamw_groups",
+                       "embedding_lr", "unembedding_lr", "momentum_warmup_steps", "momentum_end", "momentum_final",
+                       "warmup_steps", "warmdown_ratio", "final_lr_frac")
 # name -> (recipe, overrides)
 VARIANTS = {
     "baseline": ("tiny", []),

@@ -17,7 +17,7 @@ import torch
 from transformers import TrainerCallback
 
 from hansard_hf import HansardGPTConfig, HansardGPTForCausalLM
-from hansard_hf.trainer import HansardTrainer, HansardTrainingArguments
+from hansard_hf import HansardTrainer, HansardTrainingArguments
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from trainer_helpers import PackedRows, plain_loop  # noqa: E402

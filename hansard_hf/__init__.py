@@ -13,7 +13,7 @@ _MODULE_OF = {
     "HansardGPTModel": "modeling_hansard_gpt",
     "HansardGPTPreTrainedModel": "modeling_hansard_gpt",
     "HansardTrainer": "trainer",
-    "HansardTrainingArguments": "trainer",
+    "HansardTrainingArguments": "arguments",
     "MuonAdamW": "optimization",
     "export_to_nanochat": "hub",
     "load_from_nanochat": "hub",

@@ -58,6 +58,13 @@ def read_marker(folder) -> dict | None:
     return manifest if isinstance(manifest, dict) else {"unreadable": True}
 
 
+def other_tokenizer(folder, fingerprint: str | None) -> str | None:
+    """The tokenizer fingerprint a checkpoint's manifest records, when it differs from `fingerprint` (known on both
+    sides): a model trained on other token ids."""
+    saved = (read_marker(folder) or {}).get("tokenizer")
+    return saved if saved and fingerprint and saved != fingerprint else None
+
+
 def _stats(folder: Path) -> tuple:
     return tuple(sorted((str(p.relative_to(folder)), p.stat().st_size, p.stat().st_mtime_ns)
                         for p in folder.rglob("*") if p.is_file()))
@@ -164,16 +171,16 @@ def is_locked(output_dir) -> bool:
 
 class OutputDirLock:
     """An exclusive lock on an output folder while a run writes to it; the OS releases it when the process dies.
-    Re-entrant within a process (the recipe runner and the Trainer both take it). Use `with`, or acquire/release."""
-
-    held: dict[Path, int] = {}
+    One lock per run: whoever writes first takes it and hands it on (taking it again nests). Use `with`, or
+    acquire/release."""
 
     def __init__(self, output_dir):
         self.folder = Path(output_dir).resolve()
-        self.mine = False
+        self.fd, self.depth = None, 0
 
     def acquire(self) -> None:
-        if self.folder in self.held:
+        self.depth += 1
+        if self.depth > 1:
             return
         try:
             import fcntl
@@ -185,16 +192,18 @@ class OutputDirLock:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as error:
             os.close(fd)
+            self.depth = 0
             if error.errno in (errno.EAGAIN, errno.EACCES):
                 raise OSError(errno.EBUSY, f"{self.folder} is in use by another live run: wait for it to finish, or "
                               "give this run another output_dir") from None
             raise
-        self.held[self.folder], self.mine = fd, True
+        self.fd = fd
 
     def release(self) -> None:
-        if self.mine:
-            os.close(self.held.pop(self.folder))
-            self.mine = False
+        self.depth = max(self.depth - 1, 0)
+        if self.depth == 0 and self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
 
     def __enter__(self):
         self.acquire()

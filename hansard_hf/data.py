@@ -27,8 +27,8 @@ from .parlparse import (BODY_BY_FOLDER, PARSED_MANIFEST, XML_SUFFIXES, check_day
 from .selection import SPLITS, ParagraphFilter, bodies_named, body_of, date_bound, names, split_of, temporal_split
 from .files import CHECKSUM, atomic_directory, checksum, did_you_mean, is_hub_id
 from . import locations
-from .locations import DEFAULT_DATASET
-from .tokenization import bulk_encoder, load_tokenizer, tokenizer_hash
+from .locations import DEFAULT_DATASET, tokenizer_hash
+from .tokenization import bulk_encoder, load_tokenizer
 
 logger = logging.getLogger(__name__)
 

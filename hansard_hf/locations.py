@@ -40,10 +40,13 @@ def tokenizer_dir(corpus, **settings) -> Path:
     return home() / "tokenizers" / f"hansard-{settings['vocab_size']}-{fingerprint(corpus.identity(), settings)}"
 
 
+def tokenizer_hash(path) -> str:
+    """A fingerprint of the tokenizer in `path`: a different one means different token ids."""
+    return hashlib.sha256((Path(path) / "tokenizer.json").read_bytes()).hexdigest()[:16]
+
+
 def data_dir(corpus, tokenizer_folder) -> Path:
     """The folder of `corpus` tokenized by the tokenizer in `tokenizer_folder` (which must exist)."""
-    from .tokenization import tokenizer_hash
-
     return home() / "data" / fingerprint(corpus.identity(), tokenizer_hash(tokenizer_folder))
 
 

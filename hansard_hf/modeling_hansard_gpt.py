@@ -151,13 +151,6 @@ def repeat_kv(hidden_states: torch.Tensor, n_rep: int) -> torch.Tensor:
     return hidden_states.reshape(batch, kv_heads * n_rep, seq, dim)
 
 
-def init_as(module: nn.Module, kind: str) -> nn.Module:
-    """Mark how `_init_weights` initialises a module: "zero" (output projections), "head" (lm_head: zero in 2025,
-    N(0, 0.001) in 2026), "narrow" (fc1: 0.4x the 2026 bound), "gate" (U(0, 0.02)), "value" (U(+-sqrt(3/d)))."""
-    module.init_kind = kind
-    return module
-
-
 def eager_attention_forward(module, query, key, value, attention_mask, scaling, dropout=0.0, **kwargs):
     key, value = repeat_kv(key, module.num_key_value_groups), repeat_kv(value, module.num_key_value_groups)
     attn_weights = torch.matmul(query, key.transpose(2, 3)) * scaling
@@ -183,13 +176,13 @@ class HansardGPTAttention(nn.Module):
         self.q_proj = nn.Linear(config.hidden_size, q_dim, bias=bias)
         self.k_proj = nn.Linear(config.hidden_size, kv_dim, bias=bias)
         self.v_proj = nn.Linear(config.hidden_size, kv_dim, bias=bias)
-        self.o_proj = init_as(nn.Linear(q_dim, config.hidden_size, bias=bias), "zero")
+        self.o_proj = nn.Linear(q_dim, config.hidden_size, bias=bias)
         sliding = config.attention_types()[layer_idx] == "sliding_attention"
         self.sliding_window = config.sliding_window if sliding else None
         self.value_embed = self.value_gate = None
         if layer_idx in config.value_embedding_layers():
-            self.value_embed = init_as(nn.Embedding(config.vocab_size, kv_dim), "value")
-            self.value_gate = init_as(nn.Linear(VALUE_GATE_CHANNELS, config.num_key_value_heads, bias=False), "gate")
+            self.value_embed = nn.Embedding(config.vocab_size, kv_dim)
+            self.value_gate = nn.Linear(VALUE_GATE_CHANNELS, config.num_key_value_heads, bias=False)
 
     def forward(self, hidden_states, position_embeddings, attention_mask=None, cache=None, input_ids=None, **kwargs):
         input_shape = hidden_states.shape[:-1]
@@ -232,8 +225,8 @@ class HansardGPTAttention(nn.Module):
 class HansardGPTMLP(nn.Module):
     def __init__(self, config: HansardGPTConfig):
         super().__init__()
-        self.fc1 = init_as(nn.Linear(config.hidden_size, config.intermediate_size, bias=False), "narrow")
-        self.fc2 = init_as(nn.Linear(config.intermediate_size, config.hidden_size, bias=False), "zero")
+        self.fc1 = nn.Linear(config.hidden_size, config.intermediate_size, bias=False)
+        self.fc2 = nn.Linear(config.intermediate_size, config.hidden_size, bias=False)
         self.act_fn = ACT2FN[config.hidden_act]
         self.relu_squared = config.hidden_act == "relu2"
 
@@ -282,35 +275,35 @@ class HansardGPTPreTrainedModel(PreTrainedModel):
 
     @torch.no_grad()
     def _init_weights(self, module):
-        """nanochat's init (`config.initialization`). Oct 2025: Linear N(0, 1/sqrt(fan_in) * min(1,
-        sqrt(fan_out/fan_in))), o_proj, fc2 and lm_head zero, token embedding N(0, 1). 2026: q/k/v U(+-s) with
-        s = sqrt(3/hidden_size), fc1 U(+-0.4 s), o_proj and fc2 zero, lm_head N(0, 0.001), token embedding N(0, 0.8).
-        Either way the 2026 parts start as nanochat starts them: value embeddings U(+-s), gates U(0, 0.02), lambdas
-        below. Rotary frequencies are recomputed because from_pretrained leaves non-persistent buffers
-        uninitialised. Loaded weights are never overwritten."""
-        kind, new = getattr(module, "init_kind", None), self.config.initialization == "nanochat-2026"
-        bound = math.sqrt(3 / self.config.hidden_size)
-        if kind == "gate":
-            init.uniform_(module.weight, 0.0, 0.02)
-        elif kind == "value":
-            init.uniform_(module.weight, -bound, bound)
-        elif isinstance(module, nn.Linear):
-            fan_out, fan_in = module.weight.shape
-            if kind == "zero" or (kind == "head" and not new):
-                init.zeros_(module.weight)
-            elif kind == "head":
-                init.normal_(module.weight, mean=0.0, std=0.001)
-            elif new:
-                scale = 0.4 if kind == "narrow" else 1.0
-                init.uniform_(module.weight, -scale * bound, scale * bound)
+        """nanochat's init_weights (`config.initialization`), a line per kind of tensor. transformers calls this for
+        each module that holds tensors and skips tensors loaded from a checkpoint; the module's name says its kind.
+        Rotary frequencies are recomputed because from_pretrained leaves non-persistent buffers uninitialised."""
+        c, kind = self.config, self._kind(module)
+        new, s = c.initialization == "nanochat-2026", math.sqrt(3 / c.hidden_size)  # s: 2026's uniform bound
+
+        def matrix(weight, narrow: float = 1.0):  # 2026: U(+-narrow s); Oct 2025: N(0, min(1, sqrt(out/in))/sqrt(in))
+            fan_out, fan_in = weight.shape
+            if new:
+                init.uniform_(weight, -narrow * s, narrow * s)
             else:
-                init.normal_(module.weight, mean=0.0, std=min(1.0, math.sqrt(fan_out / fan_in)) / math.sqrt(fan_in))
-            if module.bias is not None:
-                init.zeros_(module.bias)
-        elif isinstance(module, nn.Embedding):
-            init.normal_(module.weight, mean=0.0, std=0.8 if new else 1.0)
+                init.normal_(weight, std=min(1.0, math.sqrt(fan_out / fan_in)) / math.sqrt(fan_in))
+
+        if kind in ("q_proj", "k_proj", "v_proj"):
+            matrix(module.weight)
+        elif kind == "fc1":
+            matrix(module.weight, narrow=0.4)
+        elif kind in ("o_proj", "fc2"):
+            init.zeros_(module.weight)
+        elif kind == "lm_head":
+            init.normal_(module.weight, std=0.001) if new else init.zeros_(module.weight)
+        elif kind == "embed_tokens" or (not kind and isinstance(module, nn.Embedding)):  # a resized embedding too
+            init.normal_(module.weight, std=0.8 if new else 1.0)
+        elif kind == "value_embed":
+            init.uniform_(module.weight, -s, s)
+        elif kind in ("value_gate", "smear_gate"):
+            init.uniform_(module.weight, 0.0, 0.02)
         elif isinstance(module, HansardGPTModel):
-            depth = torch.arange(self.config.num_hidden_layers) / max(self.config.num_hidden_layers - 1, 1)
+            depth = torch.arange(c.num_hidden_layers) / max(c.num_hidden_layers - 1, 1)
             if module.resid_lambdas is not None:
                 init.copy_(module.resid_lambdas, 1.15 - 0.10 * depth)
                 init.copy_(module.x0_lambdas, 0.20 - 0.15 * depth)
@@ -320,6 +313,17 @@ class HansardGPTPreTrainedModel(PreTrainedModel):
                 init.constant_(module.backout_lambda, 0.2)
         elif isinstance(module, HansardGPTRotaryEmbedding):
             init.copy_(module.inv_freq, module.compute_inv_freq(module.config, module.inv_freq.device))
+        elif isinstance(module, nn.Linear):  # a resized lm_head, before it takes its place
+            matrix(module.weight)
+        if isinstance(module, nn.Linear) and module.bias is not None:
+            init.zeros_(module.bias)
+
+    def _kind(self, module: nn.Module) -> str:
+        """The last part of a submodule's name (its state dict prefix; "" for one outside this model)."""
+        names = self.__dict__.get("_names_for_init") or {}
+        if module not in names:  # a plain attribute (not a submodule), rebuilt when the modules change
+            names = self.__dict__["_names_for_init"] = {m: name for name, m in self.named_modules()}
+        return names.get(module, "").rsplit(".", 1)[-1]
 
     def save_pretrained(self, save_directory, *args, **kwargs):
         """Save as usual, with an `auto_map` for AutoConfig, AutoModel and AutoModelForCausalLM so the folder
@@ -358,7 +362,7 @@ class HansardGPTModel(HansardGPTPreTrainedModel):
         layers = config.num_hidden_layers
         self.resid_lambdas = nn.Parameter(torch.ones(layers)) if config.residual_lambdas else None
         self.x0_lambdas = nn.Parameter(torch.zeros(layers)) if config.residual_lambdas else None
-        self.smear_gate = init_as(nn.Linear(SMEAR_CHANNELS, 1, bias=False), "gate") if config.smear else None
+        self.smear_gate = nn.Linear(SMEAR_CHANNELS, 1, bias=False) if config.smear else None
         self.smear_lambda = nn.Parameter(torch.zeros(1)) if config.smear else None
         self.backout_lambda = nn.Parameter(torch.full((1,), 0.2)) if config.backout else None
         self.post_init()
@@ -445,18 +449,20 @@ def softcap_logits(logits: torch.Tensor, cap: float | None) -> torch.Tensor:
 
 
 class _ChunkedSoftcapCrossEntropy(torch.autograd.Function):
-    """Summed cross-entropy of `softcap(hidden @ weight.T)` over rows, one chunk of rows at a time.
+    """Summed cross-entropy of `softcap(hidden @ weight.T)` over rows, one chunk of rows at a time (or, with
+    `per_token`, each row's, without gradients: what evaluation weighs by token bytes).
 
     The gradients are computed chunk by chunk during the forward pass (as Liger's fused linear cross-entropy does),
     so at most two `chunk_size x vocab` fp32 buffers exist at once and nothing is recomputed in backward.
     """
 
     @staticmethod
-    def forward(ctx, hidden, weight, labels, cap, chunk_size, ignore_index, grad_enabled):
+    def forward(ctx, hidden, weight, labels, cap, chunk_size, ignore_index, grad_enabled, per_token=False):
         weight_c = weight.to(hidden.dtype)
+        grad_enabled = grad_enabled and not per_token
         grad_hidden = torch.empty_like(hidden) if grad_enabled and ctx.needs_input_grad[0] else None
         grad_weight = torch.zeros_like(weight, dtype=torch.float32) if grad_enabled and ctx.needs_input_grad[1] else None
-        total = torch.zeros((), dtype=torch.float32, device=hidden.device)
+        total = torch.zeros(labels.shape if per_token else (), dtype=torch.float32, device=hidden.device)
         for start in range(0, hidden.shape[0], chunk_size):
             h, y = hidden[start : start + chunk_size], labels[start : start + chunk_size]
             logits = (h @ weight_c.T).float()
@@ -466,7 +472,11 @@ class _ChunkedSoftcapCrossEntropy(torch.autograd.Function):
             valid = y != ignore_index
             target = y.masked_fill(~valid, 0)
             lse = torch.logsumexp(logits, dim=-1)
-            total += ((lse - logits.gather(1, target[:, None]).squeeze(1)) * valid).sum()
+            nats = (lse - logits.gather(1, target[:, None]).squeeze(1)) * valid
+            if per_token:
+                total[start : start + chunk_size] = nats
+            else:
+                total += nats.sum()
             if grad_hidden is None and grad_weight is None:
                 continue
             dlogits = logits.sub_(lse[:, None]).exp_()  # softmax, in place
@@ -490,7 +500,7 @@ class _ChunkedSoftcapCrossEntropy(torch.autograd.Function):
             grad_hidden = grad_hidden * grad_output.to(grad_hidden.dtype)
         if grad_weight is not None:
             grad_weight = (grad_weight * grad_output).to(ctx.weight_dtype)
-        return grad_hidden, grad_weight, None, None, None, None, None
+        return grad_hidden, grad_weight, None, None, None, None, None, None
 
 
 def chunked_softcap_cross_entropy(
@@ -502,19 +512,24 @@ def chunked_softcap_cross_entropy(
     num_items_in_batch: torch.Tensor | int | None = None,
     ignore_index: int = -100,
     shift_labels: torch.Tensor | None = None,
+    per_token: bool = False,
     **kwargs,
 ) -> torch.Tensor:
     """The loss of transformers' `ForCausalLMLoss` on soft-capped logits, without materialising the logits.
 
     Labels are shifted inside (or `shift_labels` given); the sum over target tokens is divided by
-    `num_items_in_batch` when the Trainer passes it, else by the number of targets.
+    `num_items_in_batch` when the Trainer passes it, else by the number of targets. `per_token`: each target's nats
+    instead (0 where ignored; no gradients), in the shape of the targets.
     """
     if shift_labels is None:
         shift_labels = F.pad(labels, (0, 1), value=ignore_index)[..., 1:]
     hidden = hidden_states.reshape(-1, hidden_states.shape[-1])
     targets = shift_labels.reshape(-1).to(hidden.device)
     grad_enabled = torch.is_grad_enabled()  # inside the Function it is always off: decide here
-    total = _ChunkedSoftcapCrossEntropy.apply(hidden, weight, targets, softcap, chunk_size, ignore_index, grad_enabled)
+    total = _ChunkedSoftcapCrossEntropy.apply(hidden, weight, targets, softcap, chunk_size, ignore_index, grad_enabled,
+                                              per_token)
+    if per_token:
+        return total.view(shift_labels.shape)
     if num_items_in_batch is None:
         return total / (targets != ignore_index).sum()
     if torch.is_tensor(num_items_in_batch):
@@ -542,7 +557,7 @@ class HansardGPTForCausalLM(HansardGPTPreTrainedModel, GenerationMixin):
         super().__init__(config)
         self.model = HansardGPTModel(config)
         self.vocab_size = config.vocab_size
-        self.lm_head = init_as(HansardGPTLMHead(config.hidden_size, config.vocab_size, bias=False), "head")
+        self.lm_head = HansardGPTLMHead(config.hidden_size, config.vocab_size, bias=False)
         self.post_init()
 
     @accepts_past_key_values

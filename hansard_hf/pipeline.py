@@ -71,14 +71,14 @@ def run_recipe(path, overrides=None) -> HansardTrainer | None:
             "checkpoint.")
         return None
     lock = OutputDirLock(out)
-    on_main_process(lock.acquire)  # one live run per folder; a refusal stops every process
+    on_main_process(lock.acquire)  # one live run per folder, the Trainer's too; a refusal stops every process
     try:
-        return _train(recipe, args, config, tokenizer, tokenizer_dir, data_dir, state)
+        return _train(recipe, args, config, tokenizer, tokenizer_dir, data_dir, state, lock)
     finally:
         lock.release()
 
 
-def _train(recipe, args, config, tokenizer, tokenizer_dir, data_dir, state) -> HansardTrainer:
+def _train(recipe, args, config, tokenizer, tokenizer_dir, data_dir, state, lock) -> HansardTrainer:
     """The part of run_recipe that writes into the output folder."""
     out = Path(args.output_dir)
     if state.is_main_process:
@@ -93,7 +93,8 @@ def _train(recipe, args, config, tokenizer, tokenizer_dir, data_dir, state) -> H
     fit_to_memory(model, args, train)
     trainer = HansardTrainer(model=model, args=args, train_dataset=train, eval_dataset=validation,
                              token_bytes=load_token_bytes(tokenizer_dir), processing_class=tokenizer,
-                             recipe=recipe.to_dict(), benchmark_tasks=on_main_process(lambda: benchmark_tasks(recipe, args)))
+                             recipe=recipe.to_dict(), output_lock=lock,
+                             benchmark_tasks=on_main_process(lambda: benchmark_tasks(recipe, args)))
     trainer.train(resume_from_checkpoint=True)
     if validation is not None and trainer.state.global_step % args.eval_every:  # always end on an evaluation
         trainer.evaluate()

@@ -22,8 +22,9 @@ from .budget import PEAK_FLOPS, STEP_SETTINGS, step_plan
 from .configuration_hansard_gpt import NANOCHAT_2026, HansardGPTConfig
 from .data import Corpus
 from .locations import TOKENIZER_SETTINGS
+from .presets import preset
 from .memory import checkpoint_bytes, checkpointed_layers, checkpointing_to_fit, training_bytes
-from .trainer import HansardTrainingArguments
+from .arguments import HansardTrainingArguments
 
 MODEL_KEYS = {"depth", "aspect_ratio", "head_dim", "vocab_size", "num_key_value_heads", "loss_chunk_size", "architecture",
               "layer_types", "sliding_window", "value_embeddings", "residual_lambdas", "smear", "backout", "qk_gain",
@@ -35,7 +36,8 @@ CORPUS_KEYS = {"dataset": "source", "text_field": "text_field", "id_field": "id_
                "languages": "languages", "validation_from": "validation_from", "test_from": "test_from",
                "dedup": "dedup"}  # recipe key -> Corpus field (the defaults are Corpus')
 DATA_KEYS = {*CORPUS_KEYS, "tokenizer", "tokenizer_vocab_size", "tokenizer_max_chars", "tokenizer_dir", "data_dir"}
-RUN_KEYS = {"run", "allow_slow_cpu"}  # allow_slow_cpu: start a run the plan says takes over a day on this CPU
+RUN_KEYS = {"run", "allow_slow_cpu", "preset"}  # allow_slow_cpu: start a run the plan says takes over a day on this CPU
+# preset: nanochat's settings at the recipe's depth (`presets.py`), under the recipe's own keys
 TRAINING_DEFAULTS = {f.name: f.default if f.default is not dataclasses.MISSING else f.default_factory()
                      for f in dataclasses.fields(HansardTrainingArguments)
                      if f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING}
@@ -102,6 +104,13 @@ class Recipe:
         if path.name == "recipe.json" and Path(given).is_dir():  # a run folder is its own output_dir, wherever it is
             values["output_dir"] = str(Path(given))
         values.update(parse_overrides(overrides) if isinstance(overrides, list) else (overrides or {}))
+        if "preset" in values:
+            if "depth" not in values:
+                raise ValueError(f"{path}: preset={values['preset']!r} is a function of depth: give the recipe a depth.")
+            try:
+                values = {**preset(values["preset"], values["depth"], values.get("vocab_size")), **values}
+            except ValueError as error:
+                raise ValueError(f"{path}: {error}") from None
         known = MODEL_KEYS | DATA_KEYS | RUN_KEYS | TRAINING_KEYS
         unknown = sorted(set(values) - known)
         if unknown:

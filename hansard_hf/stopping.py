@@ -19,7 +19,8 @@ from pathlib import Path
 import torch
 from transformers import TrainerCallback
 
-from .distributed import is_distributed
+from .checkpoints import last_complete_checkpoint
+from .distributed import all_finite, is_distributed, on_main_process
 
 logger = logging.getLogger(__name__)
 
@@ -39,6 +40,24 @@ class TrainingStopped(Exception):
     def exit_status(self) -> int:
         """128 + the signal's number, as for a process the signal killed (SIGTERM: 143, SIGINT: 130, SIGUSR1: 138)."""
         return 128 + self.signum
+
+
+class TrainingDiverged(ValueError):
+    """The loss or the weights stopped being finite: the run stops, and nothing non-finite is kept as complete."""
+
+
+def diverged(what: str, output_dir) -> TrainingDiverged:
+    """The error that stops a diverged run: what went wrong, its last complete checkpoint, and what to change."""
+    last = on_main_process(lambda: last_complete_checkpoint(output_dir, warn=False))
+    return TrainingDiverged(f"{what}: the run diverged and stopped. Its last complete checkpoint is "
+                            f"{last or 'none (nothing was saved before)'}; lower the learning rates (or check the "
+                            "data) and run again.")
+
+
+def refuse_non_finite(model, step: int, what: str, output_dir) -> None:
+    """Stop with TrainingDiverged unless every weight of `model` is finite (one host sync, in every process)."""
+    if not all_finite(model):
+        raise diverged(f"step {step}: {what}", output_dir)
 
 
 def _cpu_group():

@@ -211,8 +211,3 @@ def tokenizer_fingerprint(tokenizer) -> str | None:
     """A fingerprint of a loaded fast tokenizer's vocabulary and rules (None for a slow one): checkpoints record it."""
     backend = getattr(tokenizer, "backend_tokenizer", None)
     return hashlib.sha256(backend.to_str().encode()).hexdigest()[:16] if backend is not None else None
-
-
-def tokenizer_hash(path) -> str:
-    """A fingerprint of the tokenizer in `path`: a different one means different token ids."""
-    return hashlib.sha256((Path(path) / "tokenizer.json").read_bytes()).hexdigest()[:16]

@@ -12,7 +12,7 @@ import torch
 
 from hansard_hf import HansardGPTForCausalLM
 from hansard_hf.configuration_hansard_gpt import NANOCHAT_2026
-from hansard_hf.trainer import HansardTrainer, HansardTrainingArguments
+from hansard_hf import HansardTrainer, HansardTrainingArguments
 from conftest import tiny_config
 from trainer_helpers import PackedRows
 

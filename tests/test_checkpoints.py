@@ -22,7 +22,8 @@ from hansard_hf.checkpoints import COMPLETE_MARKER, OutputDirLock, last_complete
 from hansard_hf.files import checksum
 from hansard_hf.tokenization import train_tokenizer
 from hansard_hf.recipe import Recipe
-from hansard_hf.trainer import HansardTrainer, HansardTrainingArguments, TrainingDiverged
+from hansard_hf import HansardTrainer, HansardTrainingArguments
+from hansard_hf.stopping import TrainingDiverged
 from conftest import tiny_config
 from trainer_helpers import PackedRows
 
@@ -37,10 +38,10 @@ def arguments(out, **overrides) -> HansardTrainingArguments:
     return HansardTrainingArguments(**{**values, **overrides})
 
 
-def trainer(out, seed=0, **overrides) -> HansardTrainer:
+def trainer(out, seed=0, output_lock=None, **overrides) -> HansardTrainer:
     torch.manual_seed(seed)
     return HansardTrainer(model=HansardGPTForCausalLM(tiny_config()), args=arguments(out, **overrides),
-                          train_dataset=DATA)
+                          train_dataset=DATA, output_lock=output_lock)
 
 
 def losses(t, after: int = 0) -> dict[int, float]:
@@ -312,12 +313,16 @@ def test_one_live_run_per_output_folder(tmp_path):
     finally:
         holder.send_signal(signal.SIGKILL)
         holder.wait()
-    with OutputDirLock(run):  # a dead process holds nothing
-        with OutputDirLock(run):  # and the same process may take it again (the recipe runner, then the Trainer)
-            pass
-    t = trainer(run, max_steps=2)
-    t.train()
-    assert t.state.global_step == 2
+    lock = OutputDirLock(run)
+    with lock:  # a dead process holds nothing; the run's lock, handed to its Trainer, nests
+        with pytest.raises(OSError, match="is in use by another live run"):
+            OutputDirLock(run).acquire()  # another lock on the folder is refused, in this process too
+        t = trainer(run, max_steps=2, output_lock=lock)
+        t.train()
+        assert t.state.global_step == 2 and lock.depth == 1
+    assert lock.depth == 0 and lock.fd is None
+    with OutputDirLock(run):  # released: the folder is free again
+        pass
 
 
 def test_resuming_with_another_tokenizer_is_refused(tmp_path):

@@ -15,7 +15,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from transformers import TrainerCallback
 
 from hansard_hf import HansardGPTConfig, HansardGPTForCausalLM
-from hansard_hf.trainer import HansardTrainer, HansardTrainingArguments
+from hansard_hf import HansardTrainer, HansardTrainingArguments
 from trainer_helpers import PackedRows
 
 aten = torch.ops.aten

@@ -59,3 +59,38 @@ def test_ci_runs_the_readme_commands_as_written():
     assert f"\n{install}\n{test}\n" in ci
     lock_command = readme.split("Reproducing a result", 1)[1].split("```bash\n", 1)[1].split("\n", 1)[0]
     assert lock_command.split("#")[0].strip() in ci
+
+
+def test_the_package_has_no_import_cycle():
+    """Every relative import among hansard_hf's modules, at module level or inside a function, points down a graph
+    without cycles (ARCHITECTURE.md draws it)."""
+    import ast
+
+    package = ROOT / "hansard_hf"
+    modules = {".".join(p.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__"): p
+               for p in package.rglob("*.py")}
+
+    def imported(path: Path, name: str) -> set[str]:
+        here = name if path.name == "__init__.py" else name.rsplit(".", 1)[0]
+        found = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.level:
+                base = ".".join(here.split(".")[: len(here.split(".")) - node.level + 1] + [node.module or ""]).strip(".")
+                names = [f"{base}.{alias.name}" for alias in node.names] + [base]
+                found |= {n for n in names if n in modules and n != name and n != "hansard_hf"}
+        return found
+
+    graph = {name: imported(path, name) for name, path in modules.items()}
+    done, path = set(), []
+
+    def visit(name: str) -> None:
+        assert name not in path, f"import cycle: {' -> '.join(path[path.index(name):] + [name])}"
+        if name not in done:
+            path.append(name)
+            for target in sorted(graph[name]):
+                visit(target)
+            path.pop()
+            done.add(name)
+
+    for name in sorted(graph):
+        visit(name)

@@ -13,7 +13,7 @@ from hansard_hf import HansardGPTConfig
 from hansard_hf.memory import state_bytes, training_bytes
 from hansard_hf.parallelism import describe_layout
 from hansard_hf.recipe import Recipe, describe_plan, plan
-from hansard_hf.trainer import HansardTrainingArguments
+from hansard_hf import HansardTrainingArguments
 from corpus_helpers import documents, write_jsonl
 from conftest import no_gpu
 

@@ -234,3 +234,20 @@ def test_the_chunked_loss_does_no_gradient_work_under_no_grad(tiny_model, input_
         with FlopCounterMode(display=False) as logits_only:
             model(input_ids)
     assert with_labels.get_total_flops() == logits_only.get_total_flops()
+
+
+def test_weights_missing_from_a_checkpoint_start_as_nanochat_starts_them(tiny_model, tmp_path):
+    """from_pretrained initialises only what the file lacks, each by its kind (fc2 zero, fc1 by the matrix rule)."""
+    from safetensors.torch import load_file, save_file
+
+    tiny_model.save_pretrained(tmp_path)
+    weights = load_file(tmp_path / "model.safetensors")
+    missing = ["model.layers.0.mlp.fc2.weight", "model.layers.1.mlp.fc1.weight"]
+    save_file({k: v for k, v in weights.items() if k not in missing}, tmp_path / "model.safetensors",
+              metadata={"format": "pt"})
+    loaded = HansardGPTForCausalLM.from_pretrained(tmp_path)
+    state = loaded.state_dict()
+    assert not state[missing[0]].any()
+    fc1, d = state[missing[1]], tiny_model.config.hidden_size
+    assert fc1.std().item() == pytest.approx(1 / math.sqrt(d), rel=0.1) and not torch.equal(fc1, weights[missing[1]])
+    assert all(torch.equal(state[k], v) for k, v in weights.items() if k not in missing)

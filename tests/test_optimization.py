@@ -11,7 +11,7 @@ from hansard_hf.muon import (POLAR_EXPRESS_COEFFICIENTS, cautious_update, equili
                              normuon_state_shape, polar_express, zeropower_via_newtonschulz5)
 from hansard_hf.optimization import MuonAdamW, NanochatSchedule, lr_multiplier, muon_adamw, muon_momentum, param_groups
 from hansard_hf.budget import batch_plan
-from hansard_hf.trainer import HansardTrainingArguments
+from hansard_hf import HansardTrainingArguments
 from conftest import tiny_config
 
 SHAPES = [(32, 32), (64, 16), (16, 48)]  # square, tall (fc1-like), wide

@@ -133,3 +133,21 @@ def test_the_plan_and_the_trainer_take_the_same_steps_and_batch(tmp_path, monkey
         p["device_batch_size"], p["accumulation"], p["steps"])
     assert args.per_device_train_batch_size * args.gradient_accumulation_steps * world_size * args.max_seq_len == \
         recipe.settings["total_batch_size"]
+
+
+def test_a_preset_is_a_function_of_depth_under_the_recipes_own_keys(tmp_path):
+    """`preset` expands to nanochat's settings at the recipe's depth (after overrides); the recipe's keys win."""
+    from hansard_hf.presets import NANOCHAT_2026_TRAINING, preset
+
+    d24 = Recipe.load("d24-2026")
+    assert d24.values["total_batch_size"] == 2**20 and d24.values["matrix_lr"] == pytest.approx(0.02 * 2**0.5)
+    at_12 = Recipe.load("d24-2026", ["--depth=12"])  # nanochat's reference depth: nothing is scaled
+    assert at_12.values["total_batch_size"] == 2**19 and at_12.values["matrix_lr"] == 0.02
+    assert at_12.values["matrix_weight_decay"] == pytest.approx(NANOCHAT_2026_TRAINING["matrix_weight_decay"])
+    assert Recipe.load("d24-2026", ["--matrix_lr=0.05"]).settings["matrix_lr"] == 0.05
+    assert preset("nanochat-2025", 20) == {"depth": 20}
+    for values, message in (({"preset": "nanochat-2026"}, "is a function of depth: give the recipe a depth"),
+                            ({"preset": "nanochat-2027", "depth": 4}, r"use one of \['nanochat-2025', 'nanochat-2026'\]")):
+        (tmp_path / "r.json").write_text(json.dumps(values))
+        with pytest.raises(ValueError, match=message):
+            Recipe.load(tmp_path / "r.json")

@@ -13,7 +13,8 @@ from transformers import TrainerCallback
 from hansard_hf.checkpoints import last_complete_checkpoint, problems
 from hansard_hf.progress import read_state, status_text
 from hansard_hf.stopping import TrainingStopped
-from hansard_hf.trainer import HansardTrainingArguments, TrainingDiverged
+from hansard_hf import HansardTrainingArguments
+from hansard_hf.stopping import TrainingDiverged
 from test_checkpoints import losses, trainer
 
 

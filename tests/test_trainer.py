@@ -9,7 +9,8 @@ import torch.nn.functional as F
 from hansard_hf import HansardGPTForCausalLM
 from hansard_hf.budget import peak_flops
 from hansard_hf.fitting import fit_to_memory
-from hansard_hf.trainer import HansardTrainer, HansardTrainingArguments
+from hansard_hf.presets import NANOCHAT_2026_TRAINING
+from hansard_hf import HansardTrainer, HansardTrainingArguments
 from conftest import tiny_config
 from trainer_helpers import PackedRows, plain_loop
 
@@ -32,9 +33,8 @@ def train_losses(trainer) -> list[float]:
     return [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
 
 
-NANOCHAT_2026 = dict(muon_orthogonalizer="polar_express", muon_plus=True, normuon_beta2=0.9, matrix_weight_decay=0.28,
-                     cautious_weight_decay=True, weight_decay_shape="cosine", momentum_end=0.97, momentum_final=0.90,
-                     momentum_warmup_steps=2, warmup_steps=1, warmdown_ratio=0.5, final_lr_frac=0.05)
+# nanochat 2026's optimizer (the preset's settings at depth 12), its warmups and warmdown fitted to 6 steps
+NANOCHAT_2026 = {**NANOCHAT_2026_TRAINING, "momentum_warmup_steps": 2, "warmup_steps": 1, "warmdown_ratio": 0.5}
 
 
 @pytest.mark.parametrize("options", [{}, NANOCHAT_2026], ids=["10231df", "2026"])
@@ -193,3 +193,42 @@ def test_an_evaluation_split_smaller_than_a_batch_fails_before_training(tmp_path
     with pytest.raises(ValueError, match="evaluation split has 1 rows, fewer than one evaluation batch"):
         HansardTrainer(model=fresh_model(), args=arguments(tmp_path, eval_every=2), train_dataset=PackedRows(48, SEQ, 97),
                        eval_dataset=PackedRows(1, SEQ, 97))
+
+
+# The Trainer's private methods HansardTrainer overrides or calls, with their parameters: no public hook wraps the
+# writing of a checkpoint or of a model's files (ARCHITECTURE.md, "Private Trainer methods").
+PRIVATE_TRAINER_METHODS = {"_save_checkpoint": ["self", "model", "trial"], "_save": ["self", "output_dir", "state_dict"],
+                           "_get_output_dir": ["self", "trial"]}
+
+
+@pytest.mark.parametrize("name", sorted(PRIVATE_TRAINER_METHODS))
+def test_the_private_trainer_methods_we_rely_on_are_as_we_know_them(name):
+    import inspect
+
+    import transformers
+    from transformers import Trainer
+
+    found = getattr(Trainer, name, None)
+    parameters = list(inspect.signature(found).parameters) if found else None
+    assert parameters == PRIVATE_TRAINER_METHODS[name], (
+        f"transformers {transformers.__version__} changed Trainer.{name} (parameters {parameters}, expected "
+        f"{PRIVATE_TRAINER_METHODS[name]}): hansard_hf/saving.py overrides or calls it; see ARCHITECTURE.md.")
+
+
+def test_the_trainer_reaches_our_saving_through_its_private_methods(tmp_path, monkeypatch):
+    """A checkpoint and the final model go through CrashSafeSaving's `_save_checkpoint` and `_save`, and DDP's
+    gradient buckets are views (through the public `create_accelerator_and_postprocess`)."""
+    from hansard_hf.saving import CrashSafeSaving
+
+    calls = []
+    for name in ("_save_checkpoint", "_save"):
+        method = getattr(CrashSafeSaving, name)
+        monkeypatch.setattr(CrashSafeSaving, name, lambda self, *a, _m=method, _n=name, **k: calls.append(_n)
+                            or _m(self, *a, **k))
+    trainer = HansardTrainer(model=fresh_model(), args=arguments(tmp_path, max_steps=2, save_every=2),
+                             train_dataset=PackedRows(48, SEQ, 97))
+    trainer.train()
+    trainer.save_model()
+    assert calls == ["_save_checkpoint", "_save", "_save"], f"the Trainer no longer calls {calls}: see ARCHITECTURE.md"
+    assert (tmp_path / "run" / "checkpoint-2" / "checkpoint_complete").exists()
+    assert trainer.accelerator.ddp_handler.gradient_as_bucket_view

@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from ..distributed import gathered, reduce_across_processes
-from ..modeling_hansard_gpt import softcap_logits
+from ..modeling_hansard_gpt import chunked_softcap_cross_entropy
 
 
 def next_token_targets(batch: dict) -> torch.Tensor:
@@ -19,22 +19,15 @@ def next_token_targets(batch: dict) -> torch.Tensor:
 @torch.no_grad()
 def token_nats(model, input_ids: torch.Tensor, targets: torch.Tensor, chunk_size: int = 4096) -> torch.Tensor:
     """Per-token cross-entropy in nats (0 where the target is -100), computed `chunk_size` tokens at a time from
-    the backbone's hidden states and the output embedding, with the config's final logit softcap if any. Under
-    FSDP2 the model's own and the output embedding's weights are gathered for it (it calls neither's forward)."""
+    the backbone's hidden states and the output embedding, with the config's final logit softcap if any (the
+    chunked loss HansardGPT trains with). Under FSDP2 the model's own and the output embedding's weights are
+    gathered for it (it calls neither's forward)."""
     output_embeddings = model.get_output_embeddings()
     with gathered(model, output_embeddings):
         hidden = model.base_model(input_ids=input_ids, use_cache=False).last_hidden_state
-        hidden = hidden.reshape(-1, hidden.shape[-1])
-        weight = output_embeddings.weight.to(hidden.dtype)
-        cap = getattr(model.config, "final_logit_softcapping", None)
-        flat = targets.reshape(-1).to(hidden.device)
-        nats = torch.empty(flat.shape, dtype=torch.float32, device=hidden.device)
-        for start in range(0, flat.numel(), chunk_size):
-            logits = softcap_logits(hidden[start : start + chunk_size] @ weight.T, cap)
-            nats[start : start + chunk_size] = F.cross_entropy(
-                logits, flat[start : start + chunk_size], ignore_index=-100, reduction="none"
-            )
-    return nats.view(targets.shape)
+        return chunked_softcap_cross_entropy(hidden, output_embeddings.weight, None,
+                                             getattr(model.config, "final_logit_softcapping", None), chunk_size,
+                                             shift_labels=targets.to(hidden.device), per_token=True)
 
 
 def bits_per_byte(nats: float, nbytes: float) -> float:

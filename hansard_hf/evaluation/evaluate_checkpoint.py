@@ -14,7 +14,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from .. import locations
 from ..auto import register
 from ..budget import EVAL_TOKENS
-from ..checkpoints import read_marker
+from ..checkpoints import other_tokenizer
 from ..data import Corpus, TokenRows, prepare
 from ..distributed import on_main_process
 from ..files import did_you_mean, is_hub_id
@@ -73,8 +73,8 @@ def load_checked(checkpoint, trust_remote_code: bool = False):
     if len(tokenizer) > vocab:
         raise ValueError(f"{checkpoint}: the tokenizer has {len(tokenizer):,} tokens and the model {vocab:,}: ids past "
                          "the model's vocabulary; use the tokenizer the model was trained with.")
-    saved, found = (read_marker(checkpoint) or {}).get("tokenizer"), tokenizer_fingerprint(tokenizer)
-    if saved and found and saved != found:
+    found = tokenizer_fingerprint(tokenizer)
+    if saved := other_tokenizer(checkpoint, found):
         raise ValueError(f"{checkpoint} was trained with tokenizer {saved} and holds tokenizer {found}: other token ids; "
                          "put back the tokenizer files the checkpoint was saved with.")
     return model, tokenizer
