@@ -28,7 +28,7 @@ from torch.distributed.algorithms.ddp_comm_hooks.default_hooks import allreduce_
 
 from hansard_hf import HansardGPTConfig, HansardGPTForCausalLM
 from hansard_hf.optimization import MuonAdamW, local, param_groups
-from hansard_hf.parallelism import shard_model
+from hansard_hf.layout import shard_model
 
 SENT = {"bytes": 0.0}
 PRICE = {"all_reduce": 2.0, "all_gather": 1.0, "all_gather_single": 1.0, "reduce_scatter_single": 1.0,

@@ -25,8 +25,8 @@ from transformers import TrainerCallback, set_seed
 from hansard_hf import HansardGPTForCausalLM, HansardTrainer
 from hansard_hf.recipe import Recipe
 from hansard_hf.budget import peak_flops
-from hansard_hf.fitting import fit_to_memory
-from hansard_hf.parallelism import check_launch, describe_layout
+from hansard_hf.memory import fit_to_memory
+from hansard_hf.layout import check_launch, describe_layout
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from trainer_helpers import plain_loop  # noqa: E402

@@ -6,12 +6,15 @@ with a range is checked once, here, when the arguments are built.
 
 import logging
 import math
-from dataclasses import dataclass, field
+import typing
+from dataclasses import dataclass, field, fields
+from typing import Literal
 
 import torch
 from transformers import TrainingArguments
 
-from .budget import EVAL_TOKENS, STEP_SETTINGS, TOKENS_PER_PARAMETER, step_plan
+from .budget import EVAL_TOKENS, TOKENS_PER_PARAMETER, Budget, step_plan
+from .choices import AdamWGroups, NsDtype, Orthogonalizer, ParameterCount, WarmdownShape, WeightDecayShape, check_choice
 
 logger = logging.getLogger(__name__)
 
@@ -31,29 +34,29 @@ class HansardTrainingArguments(TrainingArguments):
     unembedding_lr: float = field(default=0.004, metadata={"help": "AdamW LR of lm_head, times (hidden/768)^-0.5."})
     matrix_lr: float = field(default=0.02, metadata={"help": "Muon LR of the 2-D block weights (x max(1, rows/cols)^0.5)."})
     scalar_lr: float = field(default=0.5, metadata={"help": "AdamW LR of the x0 lambdas (residual lambdas: 1/100 of it), for models with nanochat 2026's residual_lambdas."})
-    adamw_groups: str = field(default="nanochat-2025", metadata={"help": "Betas and weight decay of the embedding and lm_head: 'nanochat-2025' (0.8/0.95, none) or 'nanochat-2026' (0.8/0.995 decay 0.001; 0.8/0.96 decay 0.01)."})
+    adamw_groups: AdamWGroups = field(default="nanochat-2025", metadata={"help": "Betas and weight decay of the embedding and lm_head: 'nanochat-2025' (0.8/0.95, none) or 'nanochat-2026' (0.8/0.995 decay 0.001; 0.8/0.96 decay 0.01)."})
     warmup_ratio: float = field(default=0.0, metadata={"help": "Fraction of the steps spent warming the LR up linearly."})
     warmdown_ratio: float = field(default=0.2, metadata={"help": "Fraction of the steps at the end spent decaying the LR."})
     final_lr_frac: float = field(default=0.0, metadata={"help": "LR multiplier reached at the last step."})
-    warmdown_shape: str = field(default="linear", metadata={"help": "Shape of the warmdown: 'linear' (nanochat) or 'cosine'."})
+    warmdown_shape: WarmdownShape = field(default="linear", metadata={"help": "Shape of the warmdown: 'linear' (nanochat) or 'cosine'."})
     momentum_warmup_steps: int = field(default=300, metadata={"help": "Muon momentum rises 0.85 -> momentum_end over these steps."})
     momentum_end: float = field(default=0.95, metadata={"help": "Muon momentum after its warmup (nanochat 2026: 0.97)."})
     momentum_final: float | None = field(default=None, metadata={"help": "If set, Muon momentum falls linearly to this across the LR warmdown (nanochat 2026: 0.90)."})
-    muon_orthogonalizer: str = field(default="newton_schulz", metadata={"help": "'newton_schulz' (nanochat 10231df) or 'polar_express' (nanochat 2026, with MuonEq row equilibration)."})
+    muon_orthogonalizer: Orthogonalizer = field(default="newton_schulz", metadata={"help": "'newton_schulz' (nanochat 10231df) or 'polar_express' (nanochat 2026, with MuonEq row equilibration)."})
     muon_plus: bool = field(default=False, metadata={"help": "Muon+ (nanochat 2026): snap each update's norm to sqrt(min(rows, cols))."})
     normuon_beta2: float | None = field(default=None, metadata={"help": "NorMuon variance reduction with this beta2 (nanochat 2026: 0.9); none: off."})
     matrix_weight_decay: float = field(default=0.0, metadata={"help": "Weight decay of the Muon matrices (nanochat 10231df: 0; 2026: 0.28, scaled by batch and tokens)."})
     cautious_weight_decay: bool = field(default=False, metadata={"help": "Decay the matrices at their LR only where update and weight agree in sign (nanochat 2026)."})
-    weight_decay_shape: str = field(default="constant", metadata={"help": "The matrices' weight decay over training: 'constant' or 'cosine' to 0 (nanochat 2026)."})
-    muon_compile: str = field(default="auto", metadata={"help": "torch.compile the Newton-Schulz step: 'auto' (on CUDA), 'true' or 'false'."})
-    muon_ns_dtype: str = field(default="auto", metadata={"help": "Newton-Schulz dtype: 'auto' (bf16 on CUDA, fp32 on CPU), 'bfloat16' or 'float32'."})
+    weight_decay_shape: WeightDecayShape = field(default="constant", metadata={"help": "The matrices' weight decay over training: 'constant' or 'cosine' to 0 (nanochat 2026)."})
+    muon_compile: bool | None = field(default=None, metadata={"help": "torch.compile the orthogonalizer: true, false, or none (on CUDA only)."})
+    muon_ns_dtype: NsDtype = field(default="auto", metadata={"help": "Newton-Schulz dtype: 'auto' (bf16 on CUDA, fp32 on CPU), 'bfloat16' or 'float32'."})
     target_param_data_ratio: float = field(default=TOKENS_PER_PARAMETER, metadata={"help": "Training tokens per parameter; sets max_steps unless max_steps > 0."})
-    parameter_count: str = field(default="all", metadata={"help": "The parameters target_param_data_ratio counts: 'all' (nanochat 10231df) or 'scaling' (block matrices + lm_head, nanochat 2026)."})
+    parameter_count: ParameterCount = field(default="all", metadata={"help": "The parameters target_param_data_ratio counts: 'all' (nanochat 10231df) or 'scaling' (block matrices + lm_head, nanochat 2026)."})
     total_batch_size: int = field(default=524288, metadata={"help": "Tokens per optimizer step, over all ranks and accumulation steps."})
     device_batch_size: int = field(default=32, metadata={"help": "Rows per device per micro-step (lowered to divide total_batch_size if needed)."})
     max_seq_len: int = field(default=2048, metadata={"help": "Tokens per row."})
-    auto_activation_checkpointing: bool = field(default=True, metadata={"help": "On a GPU with bf16 under DDP, unless activation_checkpointing is set: checkpoint every n-th layer, with the largest n whose estimated peak memory (hansard_hf.memory) fits the GPU; none when everything fits. Logged. Applied by hansard_hf.fitting.fit_to_memory (hansard-hf train runs it before the Trainer)."})
-    auto_micro_batch: bool = field(default=False, metadata={"help": "Before training, try one step at the micro-batch; on out-of-memory halve it and double the accumulation (logged), until it fits. Applied by hansard_hf.fitting.fit_to_memory (hansard-hf train runs it before the Trainer)."})
+    auto_activation_checkpointing: bool = field(default=True, metadata={"help": "On a GPU with bf16 under DDP, unless activation_checkpointing is set: checkpoint every n-th layer, with the largest n whose estimated peak memory (hansard_hf.memory) fits the GPU; none when everything fits. Logged. Applied by hansard_hf.memory.fit_to_memory (hansard-hf train runs it before the Trainer)."})
+    auto_micro_batch: bool = field(default=False, metadata={"help": "Before training, try one step at the micro-batch; on out-of-memory halve it and double the accumulation (logged), until it fits. Applied by hansard_hf.memory.fit_to_memory (hansard-hf train runs it before the Trainer)."})
     strict_batch_size: bool = field(default=False, metadata={"help": "Fail instead of lowering device_batch_size when it does not divide."})
     eval_tokens: int = field(default=EVAL_TOKENS, metadata={"help": "Validation tokens per evaluation (nanochat's eval_tokens); 0 = the whole split."})
     eval_every: int = field(default=250, metadata={"help": "Report validation bits per byte (eval_bpb) every this many steps; 0 disables."})
@@ -76,7 +79,7 @@ class HansardTrainingArguments(TrainingArguments):
     logging_nan_inf_filter: bool = field(default=False, metadata={"help": "Filter nan/inf losses (a host sync per step)."})
     average_tokens_across_devices: bool = field(default=False, metadata={"help": "Gather token counts across ranks every step."})
     ddp_find_unused_parameters: bool | None = field(default=False, metadata={"help": "DDP unused-parameter search."})
-    train_sampling_strategy: str = field(default="sequential", metadata={"help": "Packed rows are read in order."})
+    train_sampling_strategy: Literal["random", "sequential", "group_by_length", "batch_rebalance"] = field(default="sequential", metadata={"help": "Packed rows are read in order."})
     dataloader_drop_last: bool = field(default=True, metadata={"help": "Every micro-batch has device_batch_size rows."})
     remove_unused_columns: bool = field(default=False, metadata={"help": "Keep every batch key (shift_labels too)."})
     logging_steps: float = field(default=10, metadata={"help": "Log loss, lrm, tokens/s and MFU every this many steps."})
@@ -88,6 +91,12 @@ class HansardTrainingArguments(TrainingArguments):
                                           and 0 <= value <= at_most):
                 limit = "0 or more" if at_most == math.inf else f"from 0 to {at_most:g}"
                 raise ValueError(f"{name}={value}: must be a finite number, {limit}.")
+        hints = typing.get_type_hints(type(self))
+        for setting in fields(self):  # every setting typed as a choice (a Literal) holds one of its choices
+            if typing.get_origin(hints[setting.name]) is typing.Literal:
+                check_choice(setting.name, getattr(self, setting.name), hints[setting.name])
+        if self.muon_compile not in (True, False, None):
+            raise ValueError(f"muon_compile={self.muon_compile!r}: use true, false or null (on CUDA only).")
         on_gpu = torch.cuda.is_available() and not self.use_cpu
         if self.accelerator_config is None and on_gpu:
             self.accelerator_config = {"non_blocking": True}  # pinned rows reach the GPU without a host sync
@@ -110,8 +119,7 @@ class HansardTrainingArguments(TrainingArguments):
         """Set the micro-batch, the accumulation and (unless given) max_steps for this world size and the model
         `config` (`step_plan`, as `hansard-hf plan` does). Calling it again changes nothing."""
         asked = self.device_batch_size
-        plan = step_plan(**{name: getattr(self, name) for name in STEP_SETTINGS}, config=config,
-                         world_size=self.world_size)
+        plan = step_plan(Budget.of(self), config, self.world_size)
         if plan.device_batch_size != asked:
             logger.warning(
                 "device_batch_size=%d x max_seq_len=%d x world_size=%d does not divide total_batch_size=%d: using "

@@ -207,7 +207,8 @@ def _train(args):
 
 
 def _plan(args):
-    from .recipe import Recipe, describe_plan, plan, plan_table
+    from .plan import describe_plan, plan, plan_table
+    from .recipe import Recipe
 
     recipes = [Recipe.load(name, args.overrides) for name in args.recipes]
     if args.markdown:

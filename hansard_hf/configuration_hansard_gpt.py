@@ -14,7 +14,7 @@ import math
 
 from transformers import PreTrainedConfig
 
-INITIALIZATIONS = ("nanochat-2025", "nanochat-2026")
+INITIALIZATIONS = ("nanochat-2025", "nanochat-2026")  # as hansard_hf.choices.Initialization (this file ships alone)
 WINDOW_LETTERS = {"S": "sliding_attention", "L": "full_attention"}
 VALUE_GATE_CHANNELS = 12  # input channels of a value-embedding gate (nanochat 92d63d4)
 SMEAR_CHANNELS = 24  # input channels of the smear gate

@@ -37,13 +37,14 @@ def recipe_table(train_tokens: int, ratio: float = TOKENS_PER_PARAMETER, vocab_s
 def recipe_table_2026(train_tokens: int) -> list[dict]:
     """For each of nanochat 2026's recipes (`d16-2026` ...): parameters, those its budget counts, the tokens it trains
     on (its own plan: steps x batch, at 12 tokens per scaling parameter) and epochs of this corpus."""
-    from .recipe import Recipe, plan
+    from .plan import plan
+    from .recipe import Recipe
 
     rows = []
     for depth in RECIPE_DEPTHS:
         p = plan(Recipe.load(f"d{depth}-2026"))
-        rows.append(dict(recipe=f"d{depth}-2026", params=p["params"], counted=p["counted"], tokens_needed=p["tokens"],
-                         epochs=p["tokens"] / train_tokens if train_tokens else float("inf")))
+        rows.append(dict(recipe=f"d{depth}-2026", params=p.params, counted=p.counted, tokens_needed=p.tokens,
+                         epochs=p.tokens / train_tokens if train_tokens else float("inf")))
     return rows
 
 

@@ -12,6 +12,7 @@ batched by shape, one `all_to_all` there and one back), never running Newton-Sch
 import torch
 import torch.distributed as dist
 
+from .choices import Orthogonalizer, check_choice
 from .distributed import rank_and_world
 
 NS_COEFFICIENTS = (3.4445, -4.7750, 2.0315)
@@ -55,7 +56,6 @@ POLAR_EXPRESS_COEFFICIENTS = (
     (3.285753657755655, -2.3681294933425376, 0.46449024233003106),
     (2.3465413258596377, -1.7097828382687081, 0.42323551169305323),
 )
-ORTHOGONALIZERS = ("newton_schulz", "polar_express")
 
 
 def equilibrate_rows(x: torch.Tensor) -> torch.Tensor:
@@ -124,10 +124,9 @@ _compiled = {}
 
 
 def orthogonalizer(method: str = "newton_schulz", compile: bool = False):
-    """The orthogonalising function of `method` (ORTHOGONALIZERS), under torch.compile (one graph per matrix shape,
-    built on first use) when `compile`."""
-    if method not in ORTHOGONALIZERS:
-        raise ValueError(f"orthogonalizer {method!r}: use one of {ORTHOGONALIZERS}.")
+    """The orthogonalising function of `method` (`choices.Orthogonalizer`), under torch.compile (one graph per matrix
+    shape, built on first use) when `compile`."""
+    check_choice("orthogonalizer", method, Orthogonalizer)
     function = {"newton_schulz": zeropower_via_newtonschulz5, "polar_express": polar_express}[method]
     if not compile:
         return function

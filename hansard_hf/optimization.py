@@ -7,6 +7,7 @@ checkpointing and FSDP2 expect (DDP: whole tensors; FSDP2: DTensor shards).
 """
 
 import math
+from dataclasses import dataclass, fields
 
 import torch
 from torch.distributed.tensor import DTensor, Replicate
@@ -15,7 +16,8 @@ from torch.optim.adamw import adamw
 from torch.optim.lr_scheduler import LambdaLR
 from torch.optim.optimizer import _get_fused_kernels_supported_devices
 
-from .muon import (ORTHOGONALIZERS, cautious_update, lr_scale, muon_plus, nesterov_momentum, normuon,
+from .choices import AdamWGroups, Orthogonalizer, WarmdownShape, WeightDecayShape, check_choice
+from .muon import (cautious_update, lr_scale, muon_plus, nesterov_momentum, normuon,
                    normuon_state_shape, orthogonalize, orthogonalize_shards)
 
 
@@ -43,7 +45,6 @@ ADAMW_2026 = {
     "x0_lambdas": ((0.96, 0.95), 0.0),
     "smear": ((0.8, 0.95), 0.0),
 }
-ADAMW_GROUPS = ("nanochat-2025", "nanochat-2026")
 SMEAR_LR = 0.2  # nanochat's smear/backout LR: fixed, not scaled with width or batch
 
 
@@ -54,8 +55,7 @@ def param_groups(model, matrix_lr=0.02, embedding_lr=0.2, unembedding_lr=0.004, 
     scalar_lr / 100, x0 lambdas at scalar_lr, smear and backout at 0.2). Each group is named (`name`). The 2026
     parts always take nanochat 2026's betas and decay; `adamw_groups="nanochat-2026"` gives the embedding and lm_head
     theirs too (else the Oct-2025 betas 0.8/0.95 and no decay)."""
-    if adamw_groups not in ADAMW_GROUPS:
-        raise ValueError(f"adamw_groups={adamw_groups!r}: use one of {ADAMW_GROUPS}.")
+    check_choice("adamw_groups", adamw_groups, AdamWGroups)
     scale = (model.config.hidden_size / 768) ** -0.5
     embedding, unembedding = model.get_input_embeddings().weight, model.get_output_embeddings().weight
     lrs = {"value_embedding": embedding_lr * scale * 0.5, "resid_lambdas": scalar_lr * 0.01, "x0_lambdas": scalar_lr,
@@ -114,8 +114,7 @@ class MuonAdamW(torch.optim.Optimizer):
     def __init__(self, params, momentum=0.95, betas=(0.8, 0.95), eps=1e-10, weight_decay=0.0, ns_steps=5,
                  ns_dtype="auto", ns_compile="auto", adamw_fused="auto", orthogonalizer="newton_schulz",
                  muon_plus=False, normuon_beta2=None, cautious_weight_decay=False):
-        if orthogonalizer not in ORTHOGONALIZERS:
-            raise ValueError(f"orthogonalizer={orthogonalizer!r}: use one of {ORTHOGONALIZERS}.")
+        check_choice("orthogonalizer", orthogonalizer, Orthogonalizer)
         defaults = dict(use_muon=False, momentum=momentum, nesterov=True, ns_steps=ns_steps, betas=betas, eps=eps,
                         weight_decay=weight_decay, orthogonalizer=orthogonalizer, muon_plus=muon_plus,
                         normuon_beta2=normuon_beta2, cautious_weight_decay=cautious_weight_decay)
@@ -208,17 +207,13 @@ class MuonAdamW(torch.optim.Optimizer):
         return bool(self.adamw_fused)
 
 
-WARMDOWN_SHAPES = ("linear", "cosine")
-WEIGHT_DECAY_SHAPES = ("constant", "cosine")
-
-
 def muon_adamw(model, args) -> MuonAdamW:
     """MuonAdamW over nanochat's groups of `model`, configured by HansardTrainingArguments `args` (the Trainer's
     optimizer; the plain-loop references build theirs here too)."""
     groups = param_groups(model, args.matrix_lr, args.embedding_lr, args.unembedding_lr, args.scalar_lr,
                           args.adamw_groups)
     groups[0]["weight_decay"] = args.matrix_weight_decay  # the Muon group; AdamW's decay is per group (nanochat)
-    compile = {"auto": "auto", "true": True, "false": False}[str(args.muon_compile).lower()]
+    compile = "auto" if args.muon_compile is None else args.muon_compile
     return MuonAdamW(groups, ns_dtype=args.muon_ns_dtype, ns_compile=compile, orthogonalizer=args.muon_orthogonalizer,
                      muon_plus=args.muon_plus, normuon_beta2=args.normuon_beta2,
                      cautious_weight_decay=args.cautious_weight_decay)
@@ -255,32 +250,45 @@ def weight_decay_multiplier(step, total_steps, shape="constant") -> float:
     return 1.0 if shape == "constant" else 0.5 * (1 + math.cos(math.pi * step / total_steps))
 
 
-class NanochatSchedule(LambdaLR):
-    """Sets every group's lr to initial_lr x lr_multiplier(step), and the Muon groups' momentum and weight decay,
-    once per step."""
+@dataclass(frozen=True)
+class Schedule:
+    """nanochat's schedules over a run (HansardTrainingArguments fields of the same names; `Schedule.of(args)`)."""
 
-    def __init__(self, optimizer, total_steps, warmup_ratio=0.0, warmdown_ratio=0.2, final_lr_frac=0.0,
-                 warmdown_shape="linear", momentum_warmup_steps=300, momentum_end=0.95, momentum_final=None,
-                 weight_decay_shape="constant", warmup_steps=None):
-        if warmdown_shape not in WARMDOWN_SHAPES:
-            raise ValueError(f"warmdown_shape={warmdown_shape!r}: use one of {WARMDOWN_SHAPES}.")
-        if weight_decay_shape not in WEIGHT_DECAY_SHAPES:
-            raise ValueError(f"weight_decay_shape={weight_decay_shape!r}: use one of {WEIGHT_DECAY_SHAPES}.")
-        warmdown = round(warmdown_ratio * total_steps)
-        self.momentum = dict(end=momentum_end, warmup_steps=momentum_warmup_steps, final=momentum_final,
-                             warmdown_start=total_steps - warmdown, warmdown_steps=warmdown)
-        self.total_steps, self.weight_decay_shape = total_steps, weight_decay_shape
-        for group in optimizer.param_groups:
-            group.setdefault("initial_weight_decay", group["weight_decay"])
-        super().__init__(optimizer, lambda step: lr_multiplier(step, total_steps, warmup_ratio, warmdown_ratio,
-                                                               final_lr_frac, warmdown_shape, warmup_steps))
+    warmup_ratio: float = 0.0  # the fraction of the steps warming the LR up linearly (unless warmup_steps)
+    warmup_steps: int | None = None  # the LR warmup in steps
+    warmdown_ratio: float = 0.2  # the fraction of the steps at the end decaying the LR
+    final_lr_frac: float = 0.0  # the LR multiplier reached at the last step
+    warmdown_shape: WarmdownShape = "linear"
+    momentum_warmup_steps: int = 300  # Muon momentum rises 0.85 -> momentum_end over these steps
+    momentum_end: float = 0.95
+    momentum_final: float | None = None  # if set, Muon momentum falls linearly to this across the warmdown
+    weight_decay_shape: WeightDecayShape = "constant"  # the matrices' weight decay over training
+
+    def __post_init__(self):
+        check_choice("warmdown_shape", self.warmdown_shape, WarmdownShape)
+        check_choice("weight_decay_shape", self.weight_decay_shape, WeightDecayShape)
 
     @classmethod
-    def from_arguments(cls, optimizer, total_steps: int, args) -> "NanochatSchedule":
-        """The schedule HansardTrainingArguments `args` describe."""
-        return cls(optimizer, total_steps, args.warmup_ratio, args.warmdown_ratio, args.final_lr_frac,
-                   args.warmdown_shape, args.momentum_warmup_steps, args.momentum_end, args.momentum_final,
-                   args.weight_decay_shape, int(args.warmup_steps) if args.warmup_steps >= 1 else None)
+    def of(cls, args) -> "Schedule":
+        """The schedule HansardTrainingArguments `args` describe (their warmup_steps counts when >= 1)."""
+        values = {f.name: getattr(args, f.name) for f in fields(cls)}
+        return cls(**{**values, "warmup_steps": int(args.warmup_steps) if args.warmup_steps >= 1 else None})
+
+
+class NanochatSchedule(LambdaLR):
+    """Sets every group's lr to initial_lr x lr_multiplier(step), and the Muon groups' momentum and weight decay,
+    once per step, as `schedule` describes."""
+
+    def __init__(self, optimizer, total_steps: int, schedule: Schedule = Schedule()):
+        s = schedule
+        warmdown = round(s.warmdown_ratio * total_steps)
+        self.momentum = dict(end=s.momentum_end, warmup_steps=s.momentum_warmup_steps, final=s.momentum_final,
+                             warmdown_start=total_steps - warmdown, warmdown_steps=warmdown)
+        self.total_steps, self.weight_decay_shape = total_steps, s.weight_decay_shape
+        for group in optimizer.param_groups:
+            group.setdefault("initial_weight_decay", group["weight_decay"])
+        super().__init__(optimizer, lambda step: lr_multiplier(step, total_steps, s.warmup_ratio, s.warmdown_ratio,
+                                                               s.final_lr_frac, s.warmdown_shape, s.warmup_steps))
 
     def step(self, epoch=None):
         super().step(epoch)

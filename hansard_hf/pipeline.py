@@ -11,9 +11,9 @@ from .checkpoints import OutputDirLock
 from .data import TokenRows, prepare, selection_text
 from .distributed import on_main_process
 from .evaluation import build_hansard_tasks, load_bundle
-from .fitting import fit_to_memory
+from .memory import fit_to_memory
 from .modeling_hansard_gpt import HansardGPTForCausalLM
-from .parallelism import describe_layout
+from .layout import describe_layout
 from .preflight import preflight
 from .progress import RUN_COMPLETE, finished_steps
 from .recipe import Recipe

@@ -12,9 +12,10 @@ import torch
 
 from .data import INDEX_FILE, Corpus, is_hub_dataset
 from .distributed import on_main_process
-from .parallelism import check_launch
-from .budget import STEP_SETTINGS, step_plan
-from .recipe import Recipe, plan
+from .layout import check_launch
+from .budget import Budget, step_plan
+from .plan import plan
+from .recipe import Recipe
 
 CPU_EFFICIENCY = 0.5  # training FLOP/s over fp32 matmul FLOP/s on a CPU (tiny recipe, 2-core EPYC: 0.44)
 SLOW_HOURS = 1.0  # a CPU run the plan says takes longer than this gets a warning pointing to the tiny recipe
@@ -42,8 +43,7 @@ def check_batch(recipe: Recipe) -> None:
 
     s = recipe.settings
     try:
-        step_plan(**{k: s[k] for k in STEP_SETTINGS}, config=recipe.model_config(),
-                  world_size=PartialState().num_processes)
+        step_plan(Budget.of(s), recipe.model_config(), PartialState().num_processes)
     except ValueError as error:
         raise ValueError(f"{recipe.path}: {error}") from None
 
@@ -120,11 +120,11 @@ def cpu_notice(recipe: Recipe) -> str | None:
         return None
     p = plan(recipe, gpus=1)
     speed = cpu_flops_per_second() * CPU_EFFICIENCY
-    hours = p["total_flops"] / speed / 3600
+    hours = p.total_flops / speed / 3600
     minutes = round(hours * 60)
     when = (f"{hours / 24:,.1f} days" if hours >= 48 else f"{hours:,.1f} hours" if hours >= 1 else
             f"{minutes} minutes" if minutes > 1 else "a minute" if minutes == 1 else "under a minute")
-    text = (f"{recipe.path} on this CPU: ~{when} by the plan ({p['total_flops']:.3g} FLOPs for {p['steps']:,} steps at "
+    text = (f"{recipe.path} on this CPU: ~{when} by the plan ({p.total_flops:.3g} FLOPs for {p.steps:,} steps at "
             f"~{speed / 1e9:.0f} GFLOP/s, half this machine's fp32 matmul speed measured now).")
     if hours > STOP_HOURS and not recipe.values.get("allow_slow_cpu"):
         raise ValueError(f"{text} Stopped before it started: train the CPU-sized recipe (hansard-hf train tiny), run "

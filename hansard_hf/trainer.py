@@ -23,7 +23,7 @@ from .callbacks import (AtMaxSteps, BenchmarksAndSamples, CodeAndCardWithEachPus
 from .checkpoints import OutputDirLock, last_complete_checkpoint, other_tokenizer, problems, step_of
 from .distributed import on_main_process
 from .evaluation import evaluate_bpb
-from .optimization import NanochatSchedule, muon_adamw
+from .optimization import NanochatSchedule, Schedule, muon_adamw
 from .progress import eta_seconds, write_state
 from .saving import CrashSafeSaving
 from .stopping import StopOnSignalOrSave, TrainingDiverged, TrainingStopped, diverged
@@ -54,7 +54,7 @@ class HansardTrainer(CrashSafeSaving):
         args.resolve(model.config)
         automatic = args.auto_micro_batch or (args.auto_activation_checkpointing and args.device.type == "cuda")
         if automatic and not getattr(args, "fitted_to_memory", False):
-            logger.warning("auto_micro_batch and auto_activation_checkpointing are applied by hansard_hf.fitting."
+            logger.warning("auto_micro_batch and auto_activation_checkpointing are applied by hansard_hf.memory."
                            "fit_to_memory(model, args, train_dataset) before the Trainer is built (hansard-hf train "
                            "does): this Trainer trains at %d rows per micro-step as given, checkpointing as set.",
                            args.per_device_train_batch_size)
@@ -97,7 +97,7 @@ class HansardTrainer(CrashSafeSaving):
     def create_scheduler(self, num_training_steps: int, optimizer=None):
         """nanochat's schedule, built anew for each `train` (unless a scheduler was passed in)."""
         if self.lr_scheduler is None or self.lr_scheduler is self.schedule:
-            self.schedule = NanochatSchedule.from_arguments(optimizer or self.optimizer, num_training_steps, self.args)
+            self.schedule = NanochatSchedule(optimizer or self.optimizer, num_training_steps, Schedule.of(self.args))
             self.lr_scheduler = self.schedule
         return self.lr_scheduler
 

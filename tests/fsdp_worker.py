@@ -14,8 +14,8 @@ from torch.distributed.tensor import DTensor, Shard
 
 from hansard_hf import HansardGPTConfig, HansardGPTForCausalLM
 from hansard_hf.configuration_hansard_gpt import NANOCHAT_2026 as ARCHITECTURE_2026
-from hansard_hf.optimization import MuonAdamW, NanochatSchedule, local, param_groups
-from hansard_hf.parallelism import shard_model
+from hansard_hf.optimization import MuonAdamW, NanochatSchedule, Schedule, local, param_groups
+from hansard_hf.layout import shard_model
 
 ROWS, SEQ, ACCUMULATION, STEPS, SAVE_AT = 8, 16, 2, 4, 2  # 8 rows per micro-step over all ranks, 2 micro-steps
 
@@ -51,7 +51,7 @@ def build(sharded: bool, options: tuple[str, ...] = ()):
     if "2026" in options:
         groups[0].update(weight_decay=0.2, **NANOCHAT_2026)
     optimizer = MuonAdamW(groups, ns_dtype="float32")
-    schedule = NanochatSchedule(optimizer, STEPS, warmup_ratio=0.0, warmdown_ratio=0.5, momentum_warmup_steps=2)
+    schedule = NanochatSchedule(optimizer, STEPS, Schedule(warmdown_ratio=0.5, momentum_warmup_steps=2))
     return model, optimizer, schedule
 
 

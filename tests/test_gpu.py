@@ -12,8 +12,9 @@ import torch
 from hansard_hf import HansardGPTConfig, HansardGPTForCausalLM, HansardTrainer, HansardTrainingArguments
 from hansard_hf.memory import training_bytes
 from hansard_hf.optimization import MuonAdamW, param_groups
-from hansard_hf.recipe import Recipe, plan
-from hansard_hf.fitting import checkpoint_to_fit
+from hansard_hf.plan import plan
+from hansard_hf.recipe import Recipe
+from hansard_hf.memory import checkpoint_to_fit
 from trainer_helpers import PackedRows
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
@@ -60,7 +61,7 @@ def test_peak_memory_of_a_training_step_at_the_recipe_micro_batch_fits_80gb(dept
         model = HansardGPTForCausalLM(recipe.model_config())
     args.resolve(model.config)
     micro, seq = args.per_device_train_batch_size, args.max_seq_len
-    assert micro == plan(recipe, gpus=1)["device_batch_size"]
+    assert micro == plan(recipe, gpus=1).device_batch_size
     every = checkpoint_to_fit(model, args, torch.cuda.get_device_properties(0).total_memory)
     optimizer = MuonAdamW(param_groups(model))
     ids = torch.randint(0, model.config.vocab_size, (micro, seq), device="cuda")

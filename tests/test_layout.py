@@ -11,8 +11,9 @@ import pytest
 
 from hansard_hf import HansardGPTConfig
 from hansard_hf.memory import state_bytes, training_bytes
-from hansard_hf.parallelism import describe_layout
-from hansard_hf.recipe import Recipe, describe_plan, plan
+from hansard_hf.layout import Layout, describe_layout
+from hansard_hf.plan import describe_plan, plan
+from hansard_hf.recipe import Recipe
 from hansard_hf import HansardTrainingArguments
 from corpus_helpers import documents, write_jsonl
 from conftest import no_gpu
@@ -79,8 +80,8 @@ def test_fsdp2_divides_the_state_among_the_gpus():
 
 def test_the_plan_says_which_layout_a_recipe_needs():
     d48, d80 = plan(Recipe.load("d48")), plan(Recipe.load("d80"))
-    assert d48["layout"] == "DDP"
-    assert d80["params"] > 6e9 and d80["layout"] == "FSDP2"  # its state alone (~92 GB) is more than an 80 GB GPU
-    assert d80["memory"]["DDP"]["every_n_layers"] is None and d80["memory"]["FSDP2"]["memory_gb"] < 0.85 * 85
+    assert d48.layout == Layout.DDP
+    assert d80.params > 6e9 and d80.layout == Layout.FSDP2  # its state alone (~92 GB) is more than an 80 GB GPU
+    assert d80.memory[Layout.DDP].every_n_layers is None and d80.memory[Layout.FSDP2].memory_gb < 0.85 * 85
     assert "layout       FSDP2 (accelerate launch --config_file accelerate_fsdp2.yaml ...)" in describe_plan(d80)
     assert "more GPUs" in describe_plan(plan(Recipe.load("d80"), gpus=1))  # one GPU: neither fits

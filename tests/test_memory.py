@@ -9,8 +9,10 @@ from hansard_hf import HansardGPTConfig, HansardGPTForCausalLM, HansardTrainer, 
 from hansard_hf.memory import (MEMORY_FRACTION, activation_bytes, checkpointed_layers, checkpointing_to_fit,
                                kept_layer_bytes, training_bytes)
 from hansard_hf.modeling_hansard_gpt import _ReluSquaredLinear, _RMSNorm
-from hansard_hf.recipe import Recipe, plan
-from hansard_hf.fitting import checkpoint_to_fit
+from hansard_hf.layout import Layout
+from hansard_hf.plan import plan
+from hansard_hf.recipe import Recipe
+from hansard_hf.memory import checkpoint_to_fit
 from hansard_hf.configuration_hansard_gpt import NANOCHAT_2026
 from conftest import randomized, tiny_config
 from trainer_helpers import PackedRows
@@ -104,7 +106,7 @@ def test_only_the_deep_recipes_checkpoint_on_an_80gb_gpu():
     chosen = {}
     for depth in (16, 24, 36, 48):
         recipe = Recipe.load(RECIPES / f"d{depth}.json")
-        chosen[depth] = [plan(recipe, gpus=gpus, gpu_memory_gb=85)["memory"]["DDP"]["every_n_layers"] for gpus in (8, 1)]
+        chosen[depth] = [plan(recipe, gpus=gpus, gpu_memory_gb=85).memory[Layout.DDP].every_n_layers for gpus in (8, 1)]
     assert chosen == {16: [0, 0], 24: [0, 3], 36: [2, 2], 48: [2, 2]}
 
 

@@ -19,7 +19,8 @@ from hansard_hf.hub import export_to_nanochat
 from hansard_hf.modeling_hansard_gpt import CACHE_FIELD
 from hansard_hf.nanochat_checkpoint import load_nanochat_checkpoint
 from hansard_hf.optimization import param_groups
-from hansard_hf.recipe import Recipe, plan
+from hansard_hf.plan import plan
+from hansard_hf.recipe import Recipe
 from conftest import randomized, tiny_config
 
 FEATURES = dict(layer_types="SSSL", value_embeddings=True, residual_lambdas=True, smear=True, backout=True, qk_gain=1.2)
@@ -328,11 +329,11 @@ def test_scaling_rules_give_nanochats_table_and_the_recipes_follow_them():
         assert s["total_batch_size"] == batch and s["matrix_weight_decay"] == pytest.approx(rule["weight_decay"])
         for key, base in (("matrix_lr", 0.02), ("embedding_lr", 0.3), ("unembedding_lr", 0.008), ("scalar_lr", 0.5)):
             assert s[key] == pytest.approx(base * lr_scale), (depth, key)
-        assert plan(recipe)["steps"] == steps
+        assert plan(recipe).steps == steps
 
 
 def test_plan_says_what_the_budget_counts_and_which_2026_parts_a_recipe_has():
-    from hansard_hf.recipe import describe_plan
+    from hansard_hf.plan import describe_plan
 
     text = describe_plan(plan(Recipe.load("d24-2026")))
     assert "2,088,765,194 parameters (780,142,272 counted for the token budget: block matrices + lm_head)" in text

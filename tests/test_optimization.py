@@ -9,7 +9,8 @@ import torch
 from hansard_hf import HansardGPTConfig, HansardGPTForCausalLM
 from hansard_hf.muon import (POLAR_EXPRESS_COEFFICIENTS, cautious_update, equilibrate_rows, lr_scale, muon_plus, normuon,
                              normuon_state_shape, polar_express, zeropower_via_newtonschulz5)
-from hansard_hf.optimization import MuonAdamW, NanochatSchedule, lr_multiplier, muon_adamw, muon_momentum, param_groups
+from hansard_hf.optimization import (MuonAdamW, NanochatSchedule, Schedule, lr_multiplier, muon_adamw, muon_momentum,
+                                     param_groups)
 from hansard_hf.budget import batch_plan
 from hansard_hf import HansardTrainingArguments
 from conftest import tiny_config
@@ -158,8 +159,8 @@ def test_muon_momentum_warms_up_over_300_steps():
 def test_schedule_sets_lr_and_momentum_each_step():
     model = HansardGPTForCausalLM(tiny_config())
     optimizer = MuonAdamW(param_groups(model))
-    schedule = NanochatSchedule(optimizer, total_steps=10, warmup_ratio=0.2, warmdown_ratio=0.5, final_lr_frac=0.0,
-                                momentum_warmup_steps=4)
+    schedule = NanochatSchedule(optimizer, 10, Schedule(warmup_ratio=0.2, warmdown_ratio=0.5, final_lr_frac=0.0,
+                                                        momentum_warmup_steps=4))
     seen = []
     for _ in range(10):
         seen.append((optimizer.param_groups[0]["lr"], optimizer.param_groups[1]["lr"], optimizer.param_groups[0]["momentum"]))
@@ -171,7 +172,7 @@ def test_schedule_sets_lr_and_momentum_each_step():
         assert muon_lr == pytest.approx(0.02 * lrm[s]) and embedding_lr == pytest.approx(emb_lr * lrm[s])
         assert momentum == pytest.approx(muon_momentum(s, warmup_steps=4))
     with pytest.raises(ValueError, match="warmdown_shape"):
-        NanochatSchedule(optimizer, 10, warmdown_shape="exponential")
+        Schedule(warmdown_shape="exponential")
 
 
 @pytest.mark.parametrize(
@@ -328,8 +329,9 @@ def test_nanochat_2026_momentum_and_weight_decay_schedules():
 
     weight = torch.nn.Parameter(torch.zeros(4, 4))
     optimizer = MuonAdamW([dict(params=[weight], lr=0.02, use_muon=True, weight_decay=0.28)])
-    schedule = NanochatSchedule(optimizer, total, warmdown_ratio=0.65, final_lr_frac=0.05, momentum_warmup_steps=400,
-                                momentum_end=0.97, momentum_final=0.90, weight_decay_shape="cosine", warmup_steps=40)
+    schedule = NanochatSchedule(optimizer, total, Schedule(
+        warmdown_ratio=0.65, final_lr_frac=0.05, momentum_warmup_steps=400, momentum_end=0.97, momentum_final=0.90,
+        weight_decay_shape="cosine", warmup_steps=40))
     for step in range(1, total):
         optimizer.step()
         schedule.step()
@@ -338,8 +340,8 @@ def test_nanochat_2026_momentum_and_weight_decay_schedules():
         assert group["weight_decay"] == pytest.approx(0.28 * 0.5 * (1 + math.cos(math.pi * step / total))), step
     assert schedule.multiplier(0) == pytest.approx(1 / 40) and schedule.multiplier(39) == 1.0  # 40 warmup steps
     assert schedule.multiplier(total - 1) == pytest.approx(1 / 650 + (1 - 1 / 650) * 0.05)
-    longer = NanochatSchedule(MuonAdamW([dict(params=[weight], lr=0.02, use_muon=True)]), 2 * total,
-                              warmdown_ratio=0.65, momentum_end=0.97, momentum_final=0.90, weight_decay_shape="cosine")
+    longer = NanochatSchedule(MuonAdamW([dict(params=[weight], lr=0.02, use_muon=True)]), 2 * total, Schedule(
+        warmdown_ratio=0.65, momentum_end=0.97, momentum_final=0.90, weight_decay_shape="cosine"))
     longer.load_state_dict(schedule.state_dict())  # extending a run: its position, its own (longer) warmdown
     assert longer.last_epoch == total - 1 and longer.total_steps == 2 * total
     assert longer.momentum["warmdown_start"] == 2 * total - 1300

@@ -21,7 +21,8 @@ import torch
 from hansard_hf import HansardGPTForCausalLM, hub
 from hansard_hf.checkpoints import COMPLETE_MARKER, last_complete_checkpoint, problems, step_of
 from hansard_hf.progress import read_state, status_text
-from hansard_hf.recipe import Recipe, checkpoints_text, describe_plan, plan, stall_text
+from hansard_hf.plan import checkpoints_text, describe_plan, plan, stall_text
+from hansard_hf.recipe import Recipe
 from corpus_helpers import documents, write_jsonl
 from wandb_reader import logged
 
@@ -92,16 +93,16 @@ def test_train_writes_a_loadable_model_card_and_checkpoints(trained):
 
 def test_the_plan_states_the_disk_a_run_keeps(trained):
     p = plan(Recipe.load(trained), gpus=1)
-    assert (p["checkpoints_saved"], p["checkpoints_kept"], p["save_total_limit"]) == (2, 2, None)
+    assert (p.checkpoints_saved, p.checkpoints_kept, p.save_total_limit) == (2, 2, None)
     for step in (2, 4):  # weights and optimizer state: the checkpoint's bulk, as the plan counts it
         written = sum((trained / f"checkpoint-{step}" / name).stat().st_size for name in ("model.safetensors", "optimizer.pt"))
-        assert p["checkpoint_bytes"] == pytest.approx(written, rel=0.002)
-    assert p["model_bytes"] == pytest.approx((trained / "model.safetensors").stat().st_size, rel=0.001)
+        assert p.checkpoint_bytes == pytest.approx(written, rel=0.002)
+    assert p.model_bytes == pytest.approx((trained / "model.safetensors").stat().st_size, rel=0.001)
     assert "save_total_limit=none: all 2 kept" in checkpoints_text(p)
     assert "newest 1" in checkpoints_text(plan(Recipe.load(trained, ["--save_total_limit=1"]), gpus=1))
     d48 = plan(Recipe.load("d48"))  # ~26 h on 8 H100s: 2,000 steps take longer than the clock's 30 minutes
-    assert d48["save_interval_minutes"] == 30 and d48["checkpoints_saved"] == math.ceil(d48["hours"] * 2)
-    held = d48["checkpoint_bytes"] / 1e9 * d48["checkpoints_saved"] / d48["hours"]
+    assert d48.save_interval_minutes == 30 and d48.checkpoints_saved == math.ceil(d48.hours * 2)
+    held = d48.checkpoint_bytes / 1e9 * d48.checkpoints_saved / d48.hours
     assert stall_text(d48).startswith("a checkpoint every ~30 min") and stall_text(d48).endswith(f"~{held:.0f} s per hour")
     assert "\ndisk " in describe_plan(d48) and "\nsaving       a checkpoint every" in describe_plan(d48)
     assert "22 more by the clock, each replaced by the next" in checkpoints_text(d48)

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from hansard_hf import HansardGPTConfig, HansardTrainingArguments
-from hansard_hf.recipe import Recipe, parse_overrides, plan
+from hansard_hf.plan import plan
+from hansard_hf.recipe import Recipe, parse_overrides
 
 RECIPES = Path(__file__).resolve().parents[1] / "recipes"
 SEED = {16: 96, 24: 64, 36: 32, 48: 24}
@@ -27,17 +28,17 @@ def test_recipes_reproduce_the_seed_configurations(depth):
     assert (v["warmup_ratio"], v["warmdown_ratio"], v["final_lr_frac"]) == (0.05, 0.2, 0.0)
     assert (v["eval_every"], v["core_metric_every"], v["save_every"]) == (250, 1000, 2000)
     p = plan(recipe, gpus=8)
-    assert (p["params"], p["steps"]) == DESIGN[depth]
-    assert p["tokens"] == DESIGN[depth][1] * 524288
-    assert p["device_batch_size"] * p["accumulation"] * 8 * 2048 == 524288
+    assert (p.params, p.steps) == DESIGN[depth]
+    assert p.tokens == DESIGN[depth][1] * 524288
+    assert p.device_batch_size * p.accumulation * 8 * 2048 == 524288
 
 
 def test_plan_adjusts_indivisible_micro_batches():
     d16, d48 = Recipe.load(RECIPES / "d16.json"), Recipe.load(RECIPES / "d48.json")
-    assert (plan(d16, gpus=1)["device_batch_size"], plan(d16, gpus=1)["accumulation"]) == (64, 4)
-    assert (plan(d48, gpus=8)["device_batch_size"], plan(d48, gpus=8)["accumulation"]) == (16, 2)
+    assert (plan(d16, gpus=1).device_batch_size, plan(d16, gpus=1).accumulation) == (64, 4)
+    assert (plan(d48, gpus=8).device_batch_size, plan(d48, gpus=8).accumulation) == (16, 2)
     one = plan(d16, gpus=1, gpu="H100", mfu=0.5)
-    assert one["hours"] == pytest.approx(one["total_flops"] / (989e12 * 0.5) / 3600)
+    assert one.hours == pytest.approx(one.total_flops / (989e12 * 0.5) / 3600)
     with pytest.raises(ValueError, match="unknown"):
         plan(d16, gpu="TPU")
 
@@ -45,7 +46,7 @@ def test_plan_adjusts_indivisible_micro_batches():
 def test_tiny_recipe_is_cpu_sized():
     tiny = Recipe.load(RECIPES / "tiny.json")
     p = plan(tiny, gpus=1)
-    assert p["params"] < 10_000_000 and p["steps"] <= 200 and p["accumulation"] == 2
+    assert p.params < 10_000_000 and p.steps <= 200 and p.accumulation == 2
 
 
 def test_overrides_and_unknown_keys(tmp_path):
@@ -130,7 +131,7 @@ def test_the_plan_and_the_trainer_take_the_same_steps_and_batch(tmp_path, monkey
     monkeypatch.setattr(HansardTrainingArguments, "world_size", property(lambda self: world_size))  # as launched
     args.resolve(recipe.model_config())
     assert (args.per_device_train_batch_size, args.gradient_accumulation_steps, args.max_steps) == (
-        p["device_batch_size"], p["accumulation"], p["steps"])
+        p.device_batch_size, p.accumulation, p.steps)
     assert args.per_device_train_batch_size * args.gradient_accumulation_steps * world_size * args.max_seq_len == \
         recipe.settings["total_batch_size"]
 
@@ -151,3 +152,19 @@ def test_a_preset_is_a_function_of_depth_under_the_recipes_own_keys(tmp_path):
         (tmp_path / "r.json").write_text(json.dumps(values))
         with pytest.raises(ValueError, match=message):
             Recipe.load(tmp_path / "r.json")
+
+
+def test_every_setting_with_choices_refuses_another_value_by_name(tmp_path):
+    """The settings typed as choices (Literal) are checked in one place, when the arguments are built."""
+    import typing
+
+    hints = typing.get_type_hints(HansardTrainingArguments)
+    chosen = sorted(f.name for f in dataclasses.fields(HansardTrainingArguments)
+                    if typing.get_origin(hints[f.name]) is typing.Literal)
+    assert chosen == ["adamw_groups", "muon_ns_dtype", "muon_orthogonalizer", "parameter_count",
+                      "train_sampling_strategy", "warmdown_shape", "weight_decay_shape"]
+    for name in chosen:
+        with pytest.raises(ValueError, match=rf"^{name}='nope': use one of \['"):
+            HansardTrainingArguments(output_dir=str(tmp_path), report_to="none", use_cpu=True, **{name: "nope"})
+    with pytest.raises(ValueError, match="muon_compile='auto': use true, false or null"):
+        HansardTrainingArguments(output_dir=str(tmp_path), report_to="none", use_cpu=True, muon_compile="auto")

@@ -8,7 +8,7 @@ import torch.nn.functional as F
 
 from hansard_hf import HansardGPTForCausalLM
 from hansard_hf.budget import peak_flops
-from hansard_hf.fitting import fit_to_memory
+from hansard_hf.memory import fit_to_memory
 from hansard_hf.presets import NANOCHAT_2026_TRAINING
 from hansard_hf import HansardTrainer, HansardTrainingArguments
 from conftest import tiny_config
@@ -185,7 +185,7 @@ def test_a_trainer_built_without_fitting_says_auto_micro_batch_was_not_applied(t
     args = arguments(tmp_path, device_batch_size=4, total_batch_size=8 * SEQ, max_steps=1, auto_micro_batch=True)
     with caplog.at_level("WARNING"):
         HansardTrainer(model=fresh_model(), args=args, train_dataset=PackedRows(64, SEQ, 97))
-    assert "applied by hansard_hf.fitting.fit_to_memory" in caplog.text and "4 rows per micro-step" in caplog.text
+    assert "applied by hansard_hf.memory.fit_to_memory" in caplog.text and "4 rows per micro-step" in caplog.text
     assert (args.per_device_train_batch_size, args.gradient_accumulation_steps) == (4, 2)
 
 

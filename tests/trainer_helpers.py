@@ -2,7 +2,7 @@
 
 import torch
 
-from hansard_hf.optimization import NanochatSchedule, muon_adamw
+from hansard_hf.optimization import NanochatSchedule, Schedule, muon_adamw
 
 
 class PackedRows(torch.utils.data.Dataset):
@@ -30,7 +30,7 @@ def plain_loop(model, dataset, args, steps: int, on_step=None, grad_clip: float 
 
     `on_step()` is called after each optimizer step (the benchmark's clock)."""
     optimizer = muon_adamw(model, args)
-    schedule = NanochatSchedule.from_arguments(optimizer, steps, args)
+    schedule = NanochatSchedule(optimizer, steps, Schedule.of(args))
     batch, accumulation = args.per_device_train_batch_size, args.gradient_accumulation_steps
     loader = iter(torch.utils.data.DataLoader(dataset, batch_size=batch, shuffle=False, drop_last=True))
     model.train()
