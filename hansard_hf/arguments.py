@@ -4,8 +4,10 @@ Batch size and accumulation are derived from token counts (`resolve`, by `budget
 with a range is checked once, here, when the arguments are built.
 """
 
+import dataclasses
 import logging
 import math
+import textwrap
 import typing
 from dataclasses import dataclass, field, fields
 from typing import Literal
@@ -24,6 +26,12 @@ SETTING_RANGES = {"embedding_lr": math.inf, "unembedding_lr": math.inf, "matrix_
                   "matrix_weight_decay": math.inf, "target_param_data_ratio": math.inf, "max_grad_norm": math.inf,
                   "warmup_ratio": 1, "warmdown_ratio": 1, "final_lr_frac": 1, "momentum_end": 1, "momentum_final": 1,
                   "normuon_beta2": 1, "save_every_minutes": math.inf, "loss_spike_factor": math.inf}
+
+
+# The Trainer's settings that follow one of ours (the rows per device, the evaluation and save intervals): set ours.
+DERIVED = {"per_device_train_batch_size": "device_batch_size", "per_device_eval_batch_size": "device_batch_size",
+           "eval_steps": "eval_every", "save_steps": "save_every"}
+TRAINER_DEFAULTS = {f.name: f.default for f in fields(TrainingArguments)}
 
 
 @dataclass
@@ -95,6 +103,11 @@ class HansardTrainingArguments(TrainingArguments):
         for setting in fields(self):  # every setting typed as a choice (a Literal) holds one of its choices
             if typing.get_origin(hints[setting.name]) is typing.Literal:
                 check_choice(setting.name, getattr(self, setting.name), hints[setting.name])
+        for twin, ours in DERIVED.items():  # one name per setting: the Trainer's twin follows ours
+            value, untouched = getattr(self, twin), TRAINER_DEFAULTS[twin]
+            if value != untouched and value != getattr(self, ours):
+                raise ValueError(f"{twin}={value}: hansard-hf sets it from {ours} ({ours}={getattr(self, ours)}); "
+                                 f"set {ours}={value} instead.")
         if self.muon_compile not in (True, False, None):
             raise ValueError(f"muon_compile={self.muon_compile!r}: use true, false or null (on CUDA only).")
         on_gpu = torch.cuda.is_available() and not self.use_cpu
@@ -128,3 +141,33 @@ class HansardTrainingArguments(TrainingArguments):
             )
         self.set_micro_batch(plan.device_batch_size, plan.accumulation)
         self.max_steps = plan.steps
+
+
+def hansard_options() -> list:
+    """The fields HansardTrainingArguments adds to TrainingArguments and those it declares again (other defaults),
+    in the order the class declares them: the options `hansard-hf train --help` and docs/options.md list."""
+    fields_by_name = {f.name: f for f in fields(HansardTrainingArguments)}
+    declared = list(dict.fromkeys(name for klass in reversed(HansardTrainingArguments.__mro__)
+                                  if klass.__module__.startswith("hansard_hf") for name in klass.__annotations__))
+    return [fields_by_name[name] for name in declared if name in fields_by_name]
+
+
+def option_type(setting) -> str:
+    """A field's type as written in the class (`float`, `bool | None`, `Literal['linear', 'cosine']`)."""
+    kind = setting.type
+    return kind if isinstance(kind, str) else kind.__name__ if isinstance(kind, type) else \
+        str(kind).replace("typing.", "")
+
+
+def option_default(setting) -> str:
+    return repr(setting.default) if setting.default is not dataclasses.MISSING else "required"
+
+
+def options_text(width: int = 100) -> str:
+    """Every option of `hansard_options` with its type, default and help: the end of `hansard-hf train --help`."""
+    lines = ["recipe keys and --key=value overrides (with every other TrainingArguments field):"]
+    for setting in hansard_options():
+        lines.append(f"  --{setting.name}  ({option_type(setting)}, default {option_default(setting)})")
+        lines.append(textwrap.fill(setting.metadata.get("help", ""), width, initial_indent=" " * 6,
+                                   subsequent_indent=" " * 6))
+    return "\n".join(lines) + "\n"

@@ -66,34 +66,20 @@ def plot(run_dir, out=None) -> Path:
     return out
 
 
-def model_card(run_dir, config, recipe: dict | None = None, total_batch_size: int | None = None,
-               repo_id: str | None = None) -> str:
-    """README.md of a run folder or Hub repo: recipe, parameters, tokens seen, validation bpb, CORE when measured,
-    curves, and usage code that loads `repo_id` or, for a folder, the folder by its name (right on any machine: the
-    card never holds the absolute path of the machine that wrote it)."""
-    import transformers
-
-    from .data import is_hub_dataset
-    from .evaluation import SAMPLES_FILE
-    from .locations import DEFAULT_DATASET
-    from .modeling_hansard_gpt import TESTED_TRANSFORMERS
-
+def figures(run_dir, config, batch: int | None, dataset: str, hub_dataset: bool) -> list[tuple[str, str]]:
+    """The card's table: corpus, architecture, parameters, steps, tokens, and each figure with what it was measured
+    on (`0.1234 (test split, 500 examples)`)."""
     state = trainer_state(run_dir)
     history = state.get("log_history", [])
     last = lambda key: next((e[key] for e in reversed(history) if key in e), None)  # noqa: E731
-    recipe = recipe or {}
-    batch = total_batch_size or recipe.get("total_batch_size")
     tokens = state.get("global_step", 0) * batch if batch else None
-    dataset = str(recipe.get("dataset", DEFAULT_DATASET))
-    hub_dataset = is_hub_dataset(dataset)
     features = config.features_2026()
 
     def measured(key: str, count_key: str, where: str, unit: str) -> str:
-        """A figure with what it was measured on: `0.1234 (test split, 500 examples)`."""
         value, count = last(key), last(count_key)
         return "not measured" if value is None else f"{value:.4f} ({where}{f', {count:,} {unit}' if count else ''})"
 
-    rows = [
+    return [
         ("training corpus", f"[{dataset}](https://huggingface.co/datasets/{dataset})" if hub_dataset else
                             f"local files `{Path(dataset).name}` (not on the Hub)"),
         ("architecture", f"nanochat GPT, depth {config.num_hidden_layers}, width {config.hidden_size}, "
@@ -106,12 +92,36 @@ def model_card(run_dir, config, recipe: dict | None = None, total_batch_size: in
         ("CORE (centred)", measured("core_metric", "core_examples", "CORE bundle", "examples")),
         ("Hansard benchmark (centred)", measured("hansard_metric", "hansard_examples", "test split", "examples")),
     ]
+
+
+def samples_section(run_dir) -> str:
+    """The card's greedy samples, when the run kept some."""
+    from .evaluation import SAMPLES_FILE
+
     samples_file = Path(run_dir) / SAMPLES_FILE
-    samples = ""
-    if samples_file.exists():
-        saved = json.loads(samples_file.read_text())
-        samples = f"\n## Greedy samples (step {saved['step']})\n\n" + "\n".join(
-            f"- {json.dumps(prompt)} -> {json.dumps(text)}" for prompt, text in saved["samples"].items()) + "\n"
+    if not samples_file.exists():
+        return ""
+    saved = json.loads(samples_file.read_text())
+    return f"\n## Greedy samples (step {saved['step']})\n\n" + "\n".join(
+        f"- {json.dumps(prompt)} -> {json.dumps(text)}" for prompt, text in saved["samples"].items()) + "\n"
+
+
+def model_card(run_dir, config, recipe: dict | None = None, total_batch_size: int | None = None,
+               repo_id: str | None = None) -> str:
+    """README.md of a run folder or Hub repo: recipe, parameters, tokens seen, validation bpb, CORE when measured,
+    curves, and usage code that loads `repo_id` or, for a folder, the folder by its name (right on any machine: the
+    card never holds the absolute path of the machine that wrote it)."""
+    import transformers
+
+    from .data import is_hub_dataset
+    from .locations import DEFAULT_DATASET
+    from .modeling_hansard_gpt import TESTED_TRANSFORMERS
+
+    recipe = recipe or {}
+    dataset = str(recipe.get("dataset", DEFAULT_DATASET))
+    hub_dataset, features = is_hub_dataset(dataset), config.features_2026()
+    rows = figures(run_dir, config, total_batch_size or recipe.get("total_batch_size"), dataset, hub_dataset)
+    samples = samples_section(run_dir)
     model_id = repo_id or Path(run_dir).resolve().name
     where = "" if repo_id else "  # this folder: its path from where you run this (or its Hub repo id once pushed)"
     compatibility = (

@@ -261,10 +261,24 @@ class _Parser(argparse.ArgumentParser):
         return action
 
 
+def _options_text() -> str:
+    from .arguments import options_text
+
+    return options_text()
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="hansard-hf", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
 
+    _model_commands(commands)
+    _data_commands(commands)
+    _run_commands(commands)
+    return parser
+
+
+def _model_commands(commands) -> None:
+    """export, import-nanochat: between HansardGPT and nanochat's formats."""
     export = commands.add_parser("export", help="HansardGPT checkpoint -> transformers' native NanoChat folder")
     export.add_argument("checkpoint", help="folder or Hub id of a HansardGPT checkpoint")
     export.add_argument("out_dir", help="folder to write the NanoChat checkpoint to")
@@ -279,6 +293,9 @@ def build_parser() -> argparse.ArgumentParser:
     imp.add_argument("--overwrite", action="store_true", help="replace out_dir if it exists")
     imp.set_defaults(func=_import_nanochat)
 
+
+def _data_commands(commands) -> None:
+    """tokenizer, prepare, count-tokens, corpus: the corpus, its tokenizer and its tokens."""
     tokenizer = commands.add_parser("tokenizer", help="the Hansard BPE tokenizer")
     tokenizer_commands = tokenizer.add_subparsers(dest="tokenizer_command", required=True)
     train = tokenizer_commands.add_parser("train", help="train the BPE tokenizer on the corpus' train split")
@@ -326,10 +343,15 @@ def build_parser() -> argparse.ArgumentParser:
     corpus_run.add_argument("--json", action="store_true", help="print the counts as one JSON object")
     corpus_run.set_defaults(func=_corpus_report)
 
+
+def _run_commands(commands) -> None:
+    """train, plan, push, eval, status, plot: a run and its model."""
     train_run = commands.add_parser("train", help="train a recipe end to end (tokenizer, data, train, eval, save)")
     train_run.add_argument("recipe", help="shipped recipe name (tiny, d16, d24, d36, d48, d80), recipe JSON, or a run folder")
     train_run.add_argument("overrides", nargs=argparse.REMAINDER, help="--key=value overrides of recipe keys")
     train_run.set_defaults(func=_train)
+    plain_help = train_run.format_help  # the options' reference, read from their fields when --help asks for it
+    train_run.format_help = lambda: plain_help() + "\n" + _options_text()
 
     plan_run = commands.add_parser("plan", help="params, tokens, steps, batch, FLOPs, memory and time of recipes")
     plan_run.add_argument("recipes", nargs="+", help="shipped recipe names (d24), recipe JSON files or run folders; "
@@ -371,7 +393,6 @@ def build_parser() -> argparse.ArgumentParser:
     plot_run.add_argument("run_dir", help="the run's output folder")
     plot_run.add_argument("--out", default=None, help="PNG path (default RUN_DIR/training_curves.png)")
     plot_run.set_defaults(func=_plot)
-    return parser
 
 
 def _error_stream():

@@ -18,9 +18,16 @@ from hansard_hf import HansardGPTConfig, HansardGPTForCausalLM  # noqa: E402
 no_gpu = pytest.mark.skipif(torch.cuda.is_available(), reason="checks what happens on a machine without a GPU")
 
 
+def offline_env(home=None, **extra) -> dict[str, str]:
+    """The environment of a test's subprocess: this one's, with the Hub offline, `home` as HANSARD_HF_HOME (when
+    given) and `extra` added."""
+    return {**os.environ, "HF_HUB_OFFLINE": "1", **({"HANSARD_HF_HOME": str(home)} if home else {}),
+            **{key: str(value) for key, value in extra.items()}}
+
+
 def cli(*arguments, cwd=None, **environment) -> subprocess.CompletedProcess:
     """`hansard-hf ARGUMENTS` in a fresh process, offline, standard input closed, `environment` added."""
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", **environment}
+    env = offline_env(**environment)
     return subprocess.run([sys.executable, "-m", "hansard_hf.cli", *arguments], capture_output=True, text=True,
                           cwd=cwd, env=env, stdin=subprocess.DEVNULL, timeout=600)
 TINY = dict(depth=2, aspect_ratio=32, head_dim=16, vocab_size=97, max_position_embeddings=64)

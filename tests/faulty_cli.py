@@ -12,12 +12,12 @@ import sys
 import time
 from pathlib import Path
 
-import hansard_hf.trainer as trainer
+import hansard_hf.saving as saving
 from hansard_hf.cli import main
 from hansard_hf.stopping import StopOnSignalOrSave
 
 FAULT, VALUE = sys.argv[1:3]
-MARK_COMPLETE, ON_STEP_END = trainer.mark_complete, StopOnSignalOrSave.on_step_end
+MARK_COMPLETE, ON_STEP_END = saving.mark_complete, StopOnSignalOrSave.on_step_end
 
 
 def slow_mark_complete(folder, *args, **kwargs):
@@ -33,7 +33,7 @@ def killed_once(self, args, state, control, **kwargs):
 
 
 if FAULT == "slow-marking":
-    trainer.mark_complete = slow_mark_complete
+    saving.mark_complete = slow_mark_complete
 elif FAULT == "killed-once":
     StopOnSignalOrSave.on_step_end = killed_once
 else:

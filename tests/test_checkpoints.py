@@ -25,27 +25,19 @@ from hansard_hf.recipe import Recipe
 from hansard_hf import HansardTrainer, HansardTrainingArguments
 from hansard_hf.stopping import TrainingDiverged
 from conftest import tiny_config
-from trainer_helpers import PackedRows
+from trainer_helpers import SEQ, PackedRows, losses, tiny_arguments
 
-SEQ = 16
 DATA = PackedRows(48, SEQ, 97)
 
 
 def arguments(out, **overrides) -> HansardTrainingArguments:
-    values = dict(output_dir=str(out), max_seq_len=SEQ, device_batch_size=2, total_batch_size=4 * SEQ, max_steps=6,
-                  warmup_ratio=0.2, warmdown_ratio=0.4, eval_every=0, save_every=2, logging_steps=1, report_to="none",
-                  use_cpu=True, seed=0, disable_tqdm=True)
-    return HansardTrainingArguments(**{**values, **overrides})
+    return tiny_arguments(out, **{"save_every": 2, **overrides})
 
 
 def trainer(out, seed=0, output_lock=None, **overrides) -> HansardTrainer:
     torch.manual_seed(seed)
     return HansardTrainer(model=HansardGPTForCausalLM(tiny_config()), args=arguments(out, **overrides),
                           train_dataset=DATA, output_lock=output_lock)
-
-
-def losses(t, after: int = 0) -> dict[int, float]:
-    return {e["step"]: e["loss"] for e in t.state.log_history if "loss" in e and e["step"] > after}
 
 
 @pytest.fixture(scope="module")

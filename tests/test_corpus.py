@@ -227,7 +227,7 @@ def test_prepare_counts_what_selection_and_dedup_removed(tmp_path):
 
 
 def hansard_hf(*arguments, cwd, home) -> subprocess.CompletedProcess:
-    return cli(*arguments, cwd=cwd, HANSARD_HF_HOME=str(home))
+    return cli(*arguments, cwd=cwd, HANSARD_HF_HOME=home)
 
 
 @pytest.mark.parametrize("fault, expected", [

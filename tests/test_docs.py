@@ -3,14 +3,11 @@ every relative link in README.md and docs/ reaches a file, and the README stays 
 
 `python tests/test_docs.py` rewrites the options table in docs/options.md."""
 
-import dataclasses
-import inspect
 import re
 from pathlib import Path
 
-import transformers
 
-from hansard_hf import HansardTrainingArguments
+from hansard_hf.arguments import hansard_options, option_default, option_type
 
 ROOT = Path(__file__).resolve().parents[1]
 OPTIONS = ROOT / "docs" / "options.md"
@@ -18,40 +15,15 @@ START, END = "<!-- options:start -->", "<!-- options:end -->"
 README_MAX_LINES = 250
 
 
-def own_options(arguments=HansardTrainingArguments) -> list[dataclasses.Field]:
-    """The fields our class adds to TrainingArguments and those it overrides (annotated again in a hansard_hf class),
-    in the order the classes declare them."""
-    fields = {f.name: f for f in dataclasses.fields(arguments)}
-    inherited = {f.name for f in dataclasses.fields(transformers.TrainingArguments)}
-    declared = [name for klass in reversed(arguments.__mro__) if klass.__module__.startswith("hansard_hf")
-                for name in inspect.get_annotations(klass)]
-    names = [name for name in fields if name not in inherited] + [name for name in declared if name in inherited]
-    order = {name: i for i, name in enumerate(dict.fromkeys(declared))}
-    return sorted((fields[name] for name in dict.fromkeys(names)), key=lambda f: order.get(f.name, len(order)))
-
-
 def _cell(text: str) -> str:
     return text.replace("|", "\\|")
-
-
-def _type(field: dataclasses.Field) -> str:
-    kind = field.type
-    return kind if isinstance(kind, str) else kind.__name__ if isinstance(kind, type) else str(kind).replace("typing.", "")
-
-
-def _default(field: dataclasses.Field) -> str:
-    if field.default is not dataclasses.MISSING:
-        return repr(field.default)
-    if field.default_factory is not dataclasses.MISSING:
-        return repr(field.default_factory())
-    return "required"
 
 
 def options_table() -> str:
     """The Markdown table of our training options: option, type, default, and the field's help verbatim."""
     rows = ["| option | type | default | what it does |", "|---|---|---|---|"]
-    for field in own_options():
-        rows.append(f"| `{field.name}` | `{_cell(_type(field))}` | `{_cell(_default(field))}` | "
+    for field in hansard_options():
+        rows.append(f"| `{field.name}` | `{_cell(option_type(field))}` | `{_cell(option_default(field))}` | "
                     f"{_cell(field.metadata.get('help', ''))} |")
     return "\n".join(rows)
 
@@ -66,8 +38,20 @@ def test_options_page_is_the_code():
     assert _between_markers(text) == options_table(), "docs/options.md is out of date: run python tests/test_docs.py"
 
 
+def test_train_help_lists_every_option_with_the_same_help():
+    """`hansard-hf train --help` ends with the options, read from the same fields as docs/options.md."""
+    from conftest import cli
+
+    done = cli("train", "--help")
+    assert done.returncode == 0, done.stderr
+    flat = " ".join(done.stdout.split())
+    for field in hansard_options():
+        help_text = " ".join(field.metadata.get("help", "").split())
+        assert f"--{field.name} ({option_type(field)}, default {option_default(field)}) {help_text}" in flat, field.name
+
+
 def test_options_cover_what_our_class_adds_and_overrides():
-    names = {f.name for f in own_options()}
+    names = {f.name for f in hansard_options()}
     assert {"matrix_lr", "save_every_minutes", "total_batch_size"} <= names  # added
     assert {"max_grad_norm", "logging_steps"} <= names                       # overridden TrainingArguments fields
     assert "learning_rate" not in names and "output_dir" not in names        # inherited as they are

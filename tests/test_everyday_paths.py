@@ -19,6 +19,7 @@ import pytest
 
 from hansard_hf.cli import build_parser
 from corpus_helpers import documents, write_jsonl
+from conftest import offline_env
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
@@ -76,8 +77,7 @@ def world(tmp_path_factory):
     (root / "garbage").mkdir()  # nanochat's file names, random bytes inside
     (root / "garbage" / "model_000010.pt").write_bytes(os.urandom(4096))
     (root / "garbage" / "meta_000010.json").write_text('{"model_config": {}}')
-    env = {**os.environ, "HANSARD_HF_HOME": str(root / "home"), "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline",
-           "HF_HOME": str(root / "hf_home"), "PYTHONUNBUFFERED": "1"}
+    env = offline_env(root / "home", WANDB_MODE="offline", HF_HOME=root / "hf_home", PYTHONUNBUFFERED=1)
     env.pop("HF_TOKEN", None)
     run = root / "runs" / "hansard_tiny"
     status, output = closed_stdin(command("hansard-hf", "train", "tiny", f"--dataset={corpus}", *TRAIN), root, env)

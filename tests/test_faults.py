@@ -18,6 +18,7 @@ from hansard_hf.evaluation.evaluate_checkpoint import load_checked
 from hansard_hf.files import atomic_directory, remove_leftovers
 from hansard_hf.tokenization import TOKEN_BYTES_FILE, load_token_bytes, save_tokenizer, train_tokenizer
 from corpus_helpers import corpus_with_tokenizer, documents
+from conftest import offline_env
 
 
 @pytest.fixture(scope="module")
@@ -109,7 +110,7 @@ def test_eval_never_runs_a_folders_code_unless_told(tmp_path):
     (folder / "config.json").write_text(json.dumps(EVIL_CONFIG))
     (folder / "evil.py").write_text(EVIL_CODE)
     done = subprocess.run([sys.executable, "-m", "hansard_hf.cli", "eval", str(folder), "--tasks", "sample"],
-                          capture_output=True, text=True, timeout=300, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+                          capture_output=True, text=True, timeout=300, env=offline_env())
     lines = done.stderr.strip().splitlines()
     assert done.returncode == 1 and "holds code of its own" in lines[-1] and "--trust-remote-code" in lines[-1], done.stderr
     assert not (folder / "code_ran").exists()
@@ -140,7 +141,7 @@ def test_export_push_and_import_never_run_a_folders_code_even_when_told_yes(our_
     ran = tmp_path / "code_ran"
     for name in ("configuration_hansard_gpt.py", "modeling_hansard_gpt.py"):  # what a hostile copy of our folder holds
         (folder / name).write_text(f"open({str(ran)!r}, 'a').write({name!r})\n")
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_MODULES_CACHE": str(tmp_path / "modules")}
+    env = offline_env(HF_MODULES_CACHE=tmp_path / "modules")
     stage = (f"from hansard_hf.hub import stage_for_hub; stage_for_hub({str(folder)!r}, {str(tmp_path / 'staged')!r}, "
              "'me/x')")  # what `push` uploads, up to the wire
     for command in (["-m", "hansard_hf.cli", "export", str(folder), str(tmp_path / "native")],

@@ -19,7 +19,7 @@ from hansard_hf.configuration_hansard_gpt import HansardGPTConfig
 from hansard_hf.recipe import Recipe, find_recipe, shipped_recipes
 from hansard_hf.tokenization import train_tokenizer
 from corpus_helpers import documents, write_jsonl
-from conftest import cli, no_gpu
+from conftest import cli, no_gpu, offline_env
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -256,7 +256,7 @@ def test_model_card_names_the_real_corpus_and_what_each_figure_was_measured_on(t
 def test_under_accelerate_an_error_is_printed_once(corpus, tmp_path):
     launch = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
               "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", str(ROOT / "recipes" / "train.py")]
-    env = {**os.environ, "HANSARD_HF_HOME": str(tmp_path / "home"), "HF_HUB_OFFLINE": "1"}
+    env = offline_env(tmp_path / "home")
     for arguments, message in ((["d24", f"--dataset={corpus}"], "bf16=true asks for a GPU"),  # not even --use_cpu
                                (["d24.json", "--use_cpu=true", "--bf16=false"], "HF_HUB_OFFLINE is set")):
         done = subprocess.run([*launch, *arguments], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
@@ -270,8 +270,8 @@ def test_under_accelerate_an_error_is_printed_once(corpus, tmp_path):
 
 @pytest.mark.slow
 def test_train_hansard_sh_counts_picks_and_trains_in_the_same_folders(corpus, tmp_path):
-    env = {**os.environ, "HANSARD_HF_HOME": str(tmp_path / "home"), "HF_HUB_OFFLINE": "1", "GPUS": "0",
-           "DATASET": str(corpus), "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    env = offline_env(tmp_path / "home", GPUS=0, DATASET=corpus,
+                      PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
     small = ["--depth=2", "--max_seq_len=32", "--device_batch_size=2", "--total_batch_size=64", "--max_steps=2",
              "--eval_every=0", "--core_metric_every=0", "--torch_compile=false", "--report_to=none",
              f"--output_dir={tmp_path / 'run'}"]  # d16's recipe, cut down to seconds

@@ -21,6 +21,7 @@ from fsdp_worker import STEPS, build, state_bytes, train
 from hansard_hf import HansardGPTForCausalLM
 from hansard_hf.checkpoints import COMPLETE_MARKER, last_complete_checkpoint
 from hansard_hf.progress import read_state
+from conftest import offline_env
 
 TESTS = Path(__file__).parent
 def matrices(options) -> int:
@@ -95,7 +96,7 @@ def launch_recipe(corpus: Path, out: Path, steps: int, *flags: str, options: tup
     command = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "2", "--mixed_precision", "no",
                *flags, str(ROOT / "recipes" / "train.py"), "tiny", f"--dataset={corpus}", f"--output_dir={out}",
                f"--max_steps={steps}", *SMALL, *options]
-    env = {**os.environ, "HANSARD_HF_HOME": str(corpus.parent / "home"), "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    env = offline_env(corpus.parent / "home", OMP_NUM_THREADS=1)
     return dict(args=command, env=env, text=True)
 
 
@@ -177,7 +178,7 @@ def test_the_recipe_under_accelerates_fsdp2_equals_ddp_and_resumes_exactly(ddp, 
             "assert type(m).__module__.startswith('transformers_modules') and 'hansard_hf' not in sys.modules; "
             "torch.save(m(torch.arange(1, 17)[None]).logits, sys.argv[2])")
     done = subprocess.run([sys.executable, "-c", code, str(out), str(tmp_path / "logits.pt")], capture_output=True,
-                          text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"}, timeout=300)
+                          text=True, env=offline_env(), timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     with torch.no_grad():
         expected_logits = HansardGPTForCausalLM.from_pretrained(out)(torch.arange(1, 17)[None]).logits

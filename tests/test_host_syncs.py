@@ -15,8 +15,8 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from transformers import TrainerCallback
 
 from hansard_hf import HansardGPTConfig, HansardGPTForCausalLM
-from hansard_hf import HansardTrainer, HansardTrainingArguments
-from trainer_helpers import PackedRows
+from hansard_hf import HansardTrainer
+from trainer_helpers import PackedRows, tiny_arguments
 
 aten = torch.ops.aten
 SEQ, VOCAB, STEPS, LOGGING_STEPS, ACCUMULATION = 32, 512, 5, 2, 3
@@ -95,10 +95,9 @@ class SyncCounter(TorchDispatchMode, TrainerCallback):
 def tiny_trainer(output_dir, **overrides) -> HansardTrainer:
     torch.manual_seed(0)
     model = HansardGPTForCausalLM(HansardGPTConfig(depth=2, vocab_size=VOCAB, max_position_embeddings=SEQ))
-    values = dict(output_dir=str(output_dir), max_seq_len=SEQ, device_batch_size=2,
-                  total_batch_size=2 * ACCUMULATION * SEQ, max_steps=STEPS, logging_steps=LOGGING_STEPS, eval_every=0,
-                  save_every=0, report_to="none", seed=0, disable_tqdm=True)
-    args = HansardTrainingArguments(**{**values, **overrides})
+    args = tiny_arguments(output_dir, **{"max_seq_len": SEQ, "total_batch_size": 2 * ACCUMULATION * SEQ,
+                                         "max_steps": STEPS, "logging_steps": LOGGING_STEPS, "warmup_ratio": 0.0,
+                                         "warmdown_ratio": 0.2, "use_cpu": False, **overrides})
     return HansardTrainer(model=model, args=args, train_dataset=PackedRows(2 * ACCUMULATION * STEPS, SEQ, VOCAB))
 
 

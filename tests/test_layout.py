@@ -1,7 +1,6 @@
 """Every run states its layout (parallelism, world size, micro-batch, accumulation) and a launch that did not get
 the parallelism it asked for stops before any work, naming the fix; `hansard-hf plan` knows what needs FSDP2."""
 
-import os
 import re
 import subprocess
 import sys
@@ -16,7 +15,7 @@ from hansard_hf.plan import describe_plan, plan
 from hansard_hf.recipe import Recipe
 from hansard_hf import HansardTrainingArguments
 from corpus_helpers import documents, write_jsonl
-from conftest import no_gpu
+from conftest import no_gpu, offline_env
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -35,7 +34,7 @@ def test_the_layout_line_names_what_is_in_force(tmp_path):
 
 
 def run(command: list[str], home: Path) -> subprocess.CompletedProcess:
-    env = {**os.environ, "HANSARD_HF_HOME": str(home), "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline"}
+    env = offline_env(home, WANDB_MODE="offline")
     return subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
 
 

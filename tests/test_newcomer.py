@@ -3,7 +3,6 @@ quick start (so the two cannot drift apart), run as a user would in a fresh proc
 training commands get fewer steps (6 + 3 instead of 150 + 150) to keep CI short."""
 
 import json
-import os
 import re
 import shlex
 import shutil
@@ -12,6 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import offline_env
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
@@ -49,7 +49,7 @@ def test_the_readme_first_hour(tmp_path):
     blocker = tmp_path / "no_hansard_hf" / "hansard_hf"  # on PYTHONPATH for the `pipeline` step: it must not need us
     blocker.mkdir(parents=True)
     (blocker / "__init__.py").write_text("raise ImportError('the exported model must load without hansard_hf')\n")
-    env = {**os.environ, "HANSARD_HF_HOME": str(tmp_path / "home"), "HF_HUB_OFFLINE": "1", "WANDB_MODE": "disabled"}
+    env = offline_env(tmp_path / "home", WANDB_MODE="disabled")
     run_dir = work / "runs" / "hansard_tiny"
 
     trained = run(train + FEWER_STEPS, work, env)

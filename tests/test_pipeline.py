@@ -24,7 +24,9 @@ from hansard_hf.progress import read_state, status_text
 from hansard_hf.plan import checkpoints_text, describe_plan, plan, stall_text
 from hansard_hf.recipe import Recipe
 from corpus_helpers import documents, write_jsonl
+from trainer_helpers import losses
 from wandb_reader import logged
+from conftest import offline_env
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
@@ -34,8 +36,7 @@ pytestmark = pytest.mark.slow
 def env(tmp_path_factory):
     root = tmp_path_factory.mktemp("pipeline")
     corpus = write_jsonl(root / "corpus.jsonl", documents(300))
-    environment = {**os.environ, "HANSARD_HF_HOME": str(root / "home"), "WANDB_MODE": "offline",
-                   "WANDB_DIR": str(root / "wandb"), "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
+    environment = offline_env(root / "home", WANDB_MODE="offline", WANDB_DIR=root / "wandb", PYTHONUNBUFFERED=1)
     return root, corpus, environment
 
 
@@ -59,11 +60,6 @@ def train(env, out, *command_prefix, **extra) -> subprocess.CompletedProcess:
                           timeout=600, cwd=root)
     assert done.returncode == 0, done.stderr[-4000:]
     return done
-
-
-def losses(run_dir) -> dict[int, float]:
-    state = json.loads((Path(run_dir) / "trainer_state.json").read_text())
-    return {e["step"]: e["loss"] for e in state["log_history"] if "loss" in e}
 
 
 @pytest.fixture(scope="module")

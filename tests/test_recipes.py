@@ -168,3 +168,17 @@ def test_every_setting_with_choices_refuses_another_value_by_name(tmp_path):
             HansardTrainingArguments(output_dir=str(tmp_path), report_to="none", use_cpu=True, **{name: "nope"})
     with pytest.raises(ValueError, match="muon_compile='auto': use true, false or null"):
         HansardTrainingArguments(output_dir=str(tmp_path), report_to="none", use_cpu=True, muon_compile="auto")
+
+
+def test_the_trainers_twin_of_a_setting_is_refused_unless_it_agrees(tmp_path):
+    """One name per setting: the Trainer's per_device_*_batch_size, eval_steps and save_steps follow device_batch_size,
+    eval_every and save_every; setting a twin to something else is an error naming the setting to use."""
+    base = dict(output_dir=str(tmp_path), report_to="none", use_cpu=True)
+    args = HansardTrainingArguments(**base, device_batch_size=4, eval_every=10, save_every=20)
+    assert (args.per_device_train_batch_size, args.per_device_eval_batch_size, args.eval_steps, args.save_steps) == \
+        (4, 4, 10, 20)
+    assert dataclasses.replace(args).per_device_train_batch_size == 4  # agreeing twins are fine
+    for twin, ours in (("per_device_train_batch_size", "device_batch_size"), ("per_device_eval_batch_size",
+                       "device_batch_size"), ("eval_steps", "eval_every"), ("save_steps", "save_every")):
+        with pytest.raises(ValueError, match=rf"^{twin}=3: hansard-hf sets it from {ours} .*; set {ours}=3 instead"):
+            HansardTrainingArguments(**base, **{twin: 3})

@@ -1,7 +1,6 @@
 """Registration, save/load with trust_remote_code in a fresh process, export to (and import from) native NanoChat."""
 
 import json
-import os
 import subprocess
 import sys
 import textwrap
@@ -16,13 +15,13 @@ from transformers import PreTrainedTokenizerFast
 import hansard_hf
 from hansard_hf import HansardGPTConfig, HansardGPTForCausalLM, HansardGPTModel, export_to_nanochat
 from hansard_hf.hub import max_logit_difference, to_nanochat_config
-from conftest import randomized, tiny_config
+from conftest import offline_env, randomized, tiny_config
 
 
 def run_python(code: str, *args) -> subprocess.CompletedProcess:
     """Run `code` in a fresh interpreter (offline, same HF_HOME) and fail loudly on error."""
     result = subprocess.run([sys.executable, "-c", textwrap.dedent(code), *map(str, args)], capture_output=True,
-                            text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"}, timeout=300)
+                            text=True, env=offline_env(), timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     return result
 

@@ -12,16 +12,12 @@ from hansard_hf.memory import fit_to_memory
 from hansard_hf.presets import NANOCHAT_2026_TRAINING
 from hansard_hf import HansardTrainer, HansardTrainingArguments
 from conftest import tiny_config
-from trainer_helpers import PackedRows, plain_loop
+from trainer_helpers import SEQ, PackedRows, losses, plain_loop, tiny_arguments
 
-SEQ = 16
 
 
 def arguments(tmp_path, **overrides) -> HansardTrainingArguments:
-    values = dict(output_dir=str(tmp_path / "run"), max_seq_len=SEQ, device_batch_size=2, total_batch_size=4 * SEQ,
-                  max_steps=6, warmup_ratio=0.2, warmdown_ratio=0.4, eval_every=0, save_every=0, logging_steps=1,
-                  report_to="none", use_cpu=True, seed=0, disable_tqdm=True)
-    return HansardTrainingArguments(**{**values, **overrides})
+    return tiny_arguments(tmp_path / "run", **overrides)
 
 
 def fresh_model(seed=0) -> HansardGPTForCausalLM:
@@ -30,7 +26,7 @@ def fresh_model(seed=0) -> HansardGPTForCausalLM:
 
 
 def train_losses(trainer) -> list[float]:
-    return [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
+    return list(losses(trainer).values())
 
 
 # nanochat 2026's optimizer (the preset's settings at depth 12), its warmups and warmdown fitted to 6 steps

@@ -1,8 +1,33 @@
-"""Small packed-row datasets and a plain PyTorch training loop, the reference the Trainer is checked against."""
+"""Small packed-row datasets, the arguments of a tiny run, the losses a run logged, and a plain PyTorch training loop
+(the reference the Trainer is checked against)."""
+
+import json
+from pathlib import Path
 
 import torch
 
+from hansard_hf import HansardTrainingArguments
 from hansard_hf.optimization import NanochatSchedule, Schedule, muon_adamw
+
+SEQ = 16  # tokens per row of the tiny runs
+
+# A tiny run on the CPU: 2 rows x 16 tokens per micro-step, 2 micro-steps per step, 6 steps, a log every step,
+# nothing reported, no evaluation or checkpoints unless asked.
+TINY_RUN = dict(max_seq_len=SEQ, device_batch_size=2, total_batch_size=4 * SEQ, max_steps=6, warmup_ratio=0.2,
+                warmdown_ratio=0.4, eval_every=0, save_every=0, logging_steps=1, report_to="none", use_cpu=True,
+                seed=0, disable_tqdm=True)
+
+
+def tiny_arguments(output_dir, **overrides) -> HansardTrainingArguments:
+    """The arguments of a tiny run into `output_dir` (TINY_RUN), with `overrides`."""
+    return HansardTrainingArguments(**{**TINY_RUN, "output_dir": str(output_dir), **overrides})
+
+
+def losses(run, after: int = 0) -> dict[int, float]:
+    """{step: loss} a run logged after step `after`: a Trainer's log history, or a run folder's trainer_state.json."""
+    history = (json.loads((Path(run) / "trainer_state.json").read_text())["log_history"]
+               if isinstance(run, (str, Path)) else run.state.log_history)
+    return {e["step"]: e["loss"] for e in history if "loss" in e and e["step"] > after}
 
 
 class PackedRows(torch.utils.data.Dataset):
