@@ -214,9 +214,13 @@ def muon_adamw(model, args) -> MuonAdamW:
                           args.adamw_groups)
     groups[0]["weight_decay"] = args.matrix_weight_decay  # the Muon group; AdamW's decay is per group (nanochat)
     compile = "auto" if args.muon_compile is None else args.muon_compile
-    return MuonAdamW(groups, ns_dtype=args.muon_ns_dtype, ns_compile=compile, orthogonalizer=args.muon_orthogonalizer,
-                     muon_plus=args.muon_plus, normuon_beta2=args.normuon_beta2,
-                     cautious_weight_decay=args.cautious_weight_decay)
+    return MuonAdamW(groups, ns_dtype=args.muon_ns_dtype, ns_compile=compile, **muon_options(vars(args)))
+
+
+def muon_options(settings) -> dict:
+    """MuonAdamW's Muon options from the training settings of the same meaning (a mapping: `vars(args)`, a preset)."""
+    return dict(orthogonalizer=settings["muon_orthogonalizer"], muon_plus=settings["muon_plus"],
+                normuon_beta2=settings["normuon_beta2"], cautious_weight_decay=settings["cautious_weight_decay"])
 
 
 def lr_multiplier(step, total_steps, warmup_ratio=0.0, warmdown_ratio=0.2, final_lr_frac=0.0, shape="linear",

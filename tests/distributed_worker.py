@@ -15,11 +15,10 @@ from hansard_hf.configuration_hansard_gpt import NANOCHAT_2026
 from hansard_hf import HansardTrainer, HansardTrainingArguments
 from conftest import tiny_config
 from trainer_helpers import PackedRows
+from hansard_hf.presets import NANOCHAT_2026_TRAINING
 
 SEQ, STEPS = 16, 3
-RECIPE_2026 = dict(muon_orthogonalizer="polar_express", muon_plus=True, normuon_beta2=0.9, matrix_weight_decay=0.28,
-                   cautious_weight_decay=True, weight_decay_shape="cosine", adamw_groups="nanochat-2026",
-                   momentum_end=0.97, momentum_final=0.9, warmup_steps=1, warmdown_ratio=0.65, final_lr_frac=0.05)
+RECIPE_2026 = {**NANOCHAT_2026_TRAINING, "warmup_steps": 1}  # the preset's optimizer, its warmup fitted to 3 steps
 
 
 class RecordingRows(PackedRows):
