@@ -47,6 +47,15 @@ def randomized(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
     return model.eval()
 
 
+@pytest.fixture(scope="session")
+def corpus(tmp_path_factory):
+    """300 generated debates as JSONL (tests/corpus_helpers.py): the corpus the end-to-end tests train and prepare
+    on, each in a HANSARD_HF_HOME of its own."""
+    from corpus_helpers import documents, write_jsonl
+
+    return write_jsonl(tmp_path_factory.mktemp("corpus") / "corpus.jsonl", documents(300))
+
+
 @pytest.fixture
 def tiny_model() -> HansardGPTForCausalLM:
     torch.manual_seed(0)

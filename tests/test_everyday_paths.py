@@ -18,7 +18,6 @@ from pathlib import Path
 import pytest
 
 from hansard_hf.cli import build_parser
-from corpus_helpers import documents, write_jsonl
 from conftest import offline_env
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -68,10 +67,9 @@ def closed_stdin(argv, cwd, env, timeout=300) -> tuple[int, str]:
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory):
+def world(tmp_path_factory, corpus):
     """A corpus, a finished tiny run (trained with the umask set, standard input closed) and bad inputs."""
     root = tmp_path_factory.mktemp("everyday")
-    corpus = write_jsonl(root / "corpus.jsonl", documents(200))
     (root / "latin1.jsonl").write_bytes(b'{"id": 0, "text": "ok"}\n{"id": 1, "text": "caf\xe9"}\n')
     (root / "empty").mkdir()
     (root / "garbage").mkdir()  # nanochat's file names, random bytes inside

@@ -24,11 +24,6 @@ from conftest import cli, no_gpu, offline_env
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(scope="module")
-def corpus(tmp_path_factory):
-    return write_jsonl(tmp_path_factory.mktemp("first_hour") / "corpus.jsonl", documents(200))
-
-
 def test_shipped_recipes_are_found_by_name_from_any_folder(tmp_path, monkeypatch):
     shipped = shipped_recipes()
     assert set(shipped) == {"tiny", "d16", "d24", "d36", "d48", "d80", "tiny-2026", "d16-2026", "d24-2026", "d36-2026",

@@ -14,15 +14,9 @@ from hansard_hf.layout import Layout, describe_layout
 from hansard_hf.plan import describe_plan, plan
 from hansard_hf.recipe import Recipe
 from hansard_hf import HansardTrainingArguments
-from corpus_helpers import documents, write_jsonl
 from conftest import no_gpu, offline_env
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(scope="module")
-def corpus(tmp_path_factory):
-    return write_jsonl(tmp_path_factory.mktemp("corpus") / "corpus.jsonl", documents(60))
 
 
 def test_the_layout_line_names_what_is_in_force(tmp_path):

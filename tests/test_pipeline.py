@@ -23,7 +23,6 @@ from hansard_hf.checkpoints import COMPLETE_MARKER, last_complete_checkpoint, pr
 from hansard_hf.progress import read_state, status_text
 from hansard_hf.plan import checkpoints_text, describe_plan, plan, stall_text
 from hansard_hf.recipe import Recipe
-from corpus_helpers import documents, write_jsonl
 from trainer_helpers import losses
 from wandb_reader import logged
 from conftest import offline_env
@@ -33,9 +32,8 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def env(tmp_path_factory):
+def env(tmp_path_factory, corpus):
     root = tmp_path_factory.mktemp("pipeline")
-    corpus = write_jsonl(root / "corpus.jsonl", documents(300))
     environment = offline_env(root / "home", WANDB_MODE="offline", WANDB_DIR=root / "wandb", PYTHONUNBUFFERED=1)
     return root, corpus, environment
 
