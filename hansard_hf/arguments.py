@@ -99,10 +99,9 @@ class HansardTrainingArguments(TrainingArguments):
                                           and 0 <= value <= at_most):
                 limit = "0 or more" if at_most == math.inf else f"from 0 to {at_most:g}"
                 raise ValueError(f"{name}={value}: must be a finite number, {limit}.")
-        hints = typing.get_type_hints(type(self))
-        for setting in fields(self):  # every setting typed as a choice (a Literal) holds one of its choices
-            if typing.get_origin(hints[setting.name]) is typing.Literal:
-                check_choice(setting.name, getattr(self, setting.name), hints[setting.name])
+        for name, kind in HansardTrainingArguments.__annotations__.items():  # a setting typed as a choice holds one
+            if typing.get_origin(kind) is typing.Literal:
+                check_choice(name, getattr(self, name), kind)
         for twin, ours in DERIVED.items():  # one name per setting: the Trainer's twin follows ours
             value, untouched = getattr(self, twin), TRAINER_DEFAULTS[twin]
             if value != untouched and value != getattr(self, ours):
