@@ -72,12 +72,17 @@ class ThroughputClock(TrainerCallback):
 
 
 class RunStateFile(TrainerCallback):
-    """Says in the run's state file (`hansard-hf status`) that the run is running, once training (re)starts."""
+    """The run's state file (`hansard-hf status`): running once training (re)starts; HansardTrainer records how it
+    ended through `record`."""
+
+    @staticmethod
+    def record(args, state, what: str, reason: str, main_process: bool) -> None:
+        """`what` the run is (running, stopped, diverged, ...) and why, at its step; written by the main process."""
+        if main_process:
+            write_state(args.output_dir, state=what, reason=reason, step=state.global_step, max_steps=state.max_steps)
 
     def on_train_begin(self, args, state, control, **kwargs):
-        if state.is_world_process_zero:
-            write_state(args.output_dir, state="running", reason="", step=state.global_step,
-                        max_steps=state.max_steps)
+        self.record(args, state, "running", "", state.is_world_process_zero)
 
 
 class BenchmarksAndSamples(TrainerCallback):
@@ -140,6 +145,8 @@ class CodeAndCardWithEachPush(TrainerCallback):
         self.trainer = trainer
 
     def on_push_begin(self, args, state, control, **kwargs):
+        if not self.trainer.is_in_train:  # Trainer.push_to_hub after training saves the model and writes its card
+            return
         for code in (Path(args.output_dir) / f"checkpoint-{state.global_step}").glob("*.py"):
             shutil.copy(code, args.output_dir)
         self.trainer.create_model_card()

@@ -125,11 +125,8 @@ class HansardTrainer(CrashSafeSaving):
         self._record("trained", "training done; evaluating and saving the model")
         return output
 
-    def _record(self, state: str, reason: str) -> None:
-        """The run's state file, from the main process."""
-        if self.is_world_process_zero():
-            write_state(self.args.output_dir, state=state, reason=reason, step=self.state.global_step,
-                        max_steps=self.state.max_steps)
+    def _record(self, what: str, reason: str) -> None:
+        RunStateFile.record(self.args, self.state, what, reason, self.is_world_process_zero())
 
     def _train(self, resume_from_checkpoint, **kwargs):
         """Resolve the checkpoint to resume from, train, and raise TrainingStopped if a signal stopped it."""

@@ -27,7 +27,7 @@ def token_nats(model, input_ids: torch.Tensor, targets: torch.Tensor, chunk_size
         hidden = model.base_model(input_ids=input_ids, use_cache=False).last_hidden_state
         return chunked_softcap_cross_entropy(hidden, output_embeddings.weight, None,
                                              getattr(model.config, "final_logit_softcapping", None), chunk_size,
-                                             shift_labels=targets.to(hidden.device), per_token=True)
+                                             shift_labels=targets, per_token=True)
 
 
 def bits_per_byte(nats: float, nbytes: float) -> float:
