@@ -58,3 +58,5 @@ if __name__ == "__main__":
     (out / f"rank{rank}.json").write_text(json.dumps(report))
     if rank == 0:
         torch.save(trainer.model.state_dict(), out / "weights.pt")
+    trainer.accelerator.wait_for_everyone()  # every rank done before any exits, then the group closed (as fsdp_worker)
+    torch.distributed.destroy_process_group()
