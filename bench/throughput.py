@@ -88,15 +88,15 @@ def main():
     config = model.config
     args.resolve(config)
     rows = known.steps * args.per_device_train_batch_size * args.gradient_accumulation_steps * args.world_size
-    data = RandomRows(rows, args.max_seq_len, config.vocab_size)
+    data = RandomRows(rows, args.budget.max_seq_len, config.vocab_size)
     fit_to_memory(model, args, data)  # as hansard-hf train: the activation checkpointing that fits (DDP or FSDP2)
     device = args.device
     gpus = args.world_size
     peak = peak_flops(torch.cuda.get_device_name(device)) if device.type == "cuda" else None
-    flops_per_token = config.flops_per_token(args.max_seq_len)
+    flops_per_token = config.flops_per_token(args.budget.max_seq_len)
     print(f"{known.recipe}: d{config.depth}, {model.num_parameters():,} params, {args.per_device_train_batch_size} rows x "
-          f"{args.max_seq_len} x {args.gradient_accumulation_steps} accumulation x {gpus} GPU(s) = "
-          f"{args.total_batch_size:,} tokens/step, device {device}"
+          f"{args.budget.max_seq_len} x {args.gradient_accumulation_steps} accumulation x {gpus} GPU(s) = "
+          f"{args.budget.total_batch_size:,} tokens/step, device {device}"
           + (f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else ""))
     print(describe_layout(args))
 
@@ -106,7 +106,7 @@ def main():
     trainer = HansardTrainer(model=model, args=args, train_dataset=data, callbacks=[clock])
     trainer.train()
     trainer_seconds = median_step(clock.stamps, known.warmup)
-    print(report("HansardTrainer", trainer_seconds, args.total_batch_size, flops_per_token, peak, gpus))
+    print(report("HansardTrainer", trainer_seconds, args.budget.total_batch_size, flops_per_token, peak, gpus))
     every = 0  # the activation checkpointing the Trainer chose (it picks one on a GPU when the micro-batch needs it)
     if args.activation_checkpointing:
         every = (args.activation_checkpointing_kwargs or {}).get("every_n_layers", 1)
@@ -133,7 +133,7 @@ def main():
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bool(args.bf16)):
             plain_loop(reference, _OnDevice(data, device), args, known.steps, on_step=tick)
         loop_seconds = median_step(stamps, known.warmup)
-        print(report("plain loop", loop_seconds, args.total_batch_size, flops_per_token, peak, gpus))
+        print(report("plain loop", loop_seconds, args.budget.total_batch_size, flops_per_token, peak, gpus))
         print(f"Trainer tokens/s as a share of the plain loop's: {loop_seconds / trainer_seconds:.3f}")
 
 

@@ -41,7 +41,7 @@ def build(depth, seq, vocab):
 
 def trainer_steps(args, data, depth, vocab) -> list[float]:
     timer = StepTimes()
-    trainer = HansardTrainer(model=build(depth, args.max_seq_len, vocab), args=args, train_dataset=data,
+    trainer = HansardTrainer(model=build(depth, args.budget.max_seq_len, vocab), args=args, train_dataset=data,
                              callbacks=[timer])
     trainer.train()
     return [b - a for a, b in zip(timer.stamps, timer.stamps[1:])][WARMUP:]
@@ -49,7 +49,7 @@ def trainer_steps(args, data, depth, vocab) -> list[float]:
 
 def loop_steps(args, data, depth, vocab, steps) -> list[float]:
     stamps = []
-    plain_loop(build(depth, args.max_seq_len, vocab), data, args, steps, on_step=lambda: stamps.append(time.perf_counter()))
+    plain_loop(build(depth, args.budget.max_seq_len, vocab), data, args, steps, on_step=lambda: stamps.append(time.perf_counter()))
     return [b - a for a, b in zip(stamps, stamps[1:])][WARMUP:]
 
 
@@ -65,7 +65,7 @@ def main():
     torch.set_num_threads(args.threads)
     data = PackedRows(8 * args.steps, args.seq, args.vocab)
     out = tempfile.mkdtemp()
-    targs = HansardTrainingArguments(output_dir=out, max_seq_len=args.seq, device_batch_size=4,
+    targs = HansardTrainingArguments.from_settings(output_dir=out, max_seq_len=args.seq, device_batch_size=4,
                                      total_batch_size=8 * args.seq, max_steps=args.steps, eval_every=0, save_every=0,
                                      logging_steps=10, report_to="none", use_cpu=True, disable_tqdm=True)
     trainer, loop = [], []

@@ -85,8 +85,8 @@ def nanochat_loop(model, args, data, steps, bf16, compile):
     orig_model = model
     if compile:
         model = torch.compile(model, dynamic=False)
-    optimizers = model.setup_optimizers(unembedding_lr=args.unembedding_lr, embedding_lr=args.embedding_lr,
-                                        matrix_lr=args.matrix_lr)
+    optimizers = model.setup_optimizers(unembedding_lr=args.adamw.unembedding_lr, embedding_lr=args.adamw.embedding_lr,
+                                        matrix_lr=args.muon.matrix_lr)
     muon_optimizer = optimizers[1]
     batch, grad_accum_steps = args.per_device_train_batch_size, args.gradient_accumulation_steps
     train_loader = ((rows[:, :-1].contiguous().to(device, non_blocking=cuda),
@@ -104,7 +104,7 @@ def nanochat_loop(model, args, data, steps, bf16, compile):
             losses.append(loss.detach())  # base_train's train_loss, kept for the end instead of logged per step
             x, y = next(train_loader)
         torch.nn.utils.clip_grad_norm_(orig_model.parameters(), NANOCHAT_GRAD_CLIP).item()  # its default, not ours
-        lrm = lr_multiplier(step, steps, args.warmup_ratio, args.warmdown_ratio, args.final_lr_frac)
+        lrm = lr_multiplier(step, steps, args.schedule.warmup_ratio, args.schedule.warmdown_ratio, args.schedule.final_lr_frac)
         for opt in optimizers:
             for group in opt.param_groups:
                 group["lr"] = group["initial_lr"] * lrm
@@ -148,12 +148,12 @@ def main():
     device = args.device
     compute_init(device.type)  # base_train's: seed, and TF32 matmuls on CUDA (for both sides)
     rows = known.steps * args.per_device_train_batch_size * args.gradient_accumulation_steps
-    data = RandomRows(rows, args.max_seq_len, config.vocab_size)
+    data = RandomRows(rows, args.budget.max_seq_len, config.vocab_size)
     peak = peak_flops(torch.cuda.get_device_name(device)) if cuda else None
-    flops_per_token = config.flops_per_token(args.max_seq_len)
+    flops_per_token = config.flops_per_token(args.budget.max_seq_len)
     print(f"{known.recipe}: d{config.depth}, width {config.hidden_size}, {config.num_attention_heads} heads, vocab "
           f"{config.vocab_size}, {ours.num_parameters():,} params, {args.per_device_train_batch_size} rows x "
-          f"{args.max_seq_len} x {args.gradient_accumulation_steps} accumulation = {args.total_batch_size:,} "
+          f"{args.budget.max_seq_len} x {args.gradient_accumulation_steps} accumulation = {args.budget.total_batch_size:,} "
           f"tokens/step, device {device}" + (f" ({torch.cuda.get_device_name(device)})" if cuda else "")
           + f", bf16 {args.bf16}, compile {compile}, {torch.get_num_threads()} threads")
 
@@ -162,7 +162,7 @@ def main():
     stamps, micro_losses = nanochat_loop(nanochat, args, data, known.steps, args.bf16, compile)
     nanochat_losses = step_losses(micro_losses, args.gradient_accumulation_steps)
     nanochat_seconds = median_step(stamps, known.warmup)
-    print(report("nanochat", nanochat_seconds, args.total_batch_size, flops_per_token, peak, 1))
+    print(report("nanochat", nanochat_seconds, args.budget.total_batch_size, flops_per_token, peak, 1))
     if cuda:
         print(f"peak memory {torch.cuda.max_memory_allocated(device) / 2**30:.1f} GiB")
         del nanochat
@@ -174,7 +174,7 @@ def main():
     trainer.train()
     our_losses = step_losses(trainer.micro_losses, args.gradient_accumulation_steps)
     our_seconds = median_step(clock.stamps, known.warmup)
-    print(report("HansardTrainer", our_seconds, args.total_batch_size, flops_per_token, peak, 1))
+    print(report("HansardTrainer", our_seconds, args.budget.total_batch_size, flops_per_token, peak, 1))
     if cuda:
         print(f"peak memory {torch.cuda.max_memory_allocated(device) / 2**30:.1f} GiB")
 

@@ -3,12 +3,10 @@ Chinchilla-style step count (`step_plan`, the one function both use), and the GP
 estimates."""
 
 import math
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 
 from .choices import ParameterCount, check_choice
-
-TOKENS_PER_PARAMETER = 20.0  # nanochat's Chinchilla ratio: training tokens per parameter
-EVAL_TOKENS = 20 * 524288  # validation tokens per evaluation (nanochat's eval_tokens)
+from .settings import Budget
 
 
 # Dense bf16 peak FLOP/s by GPU name (nanochat's table); the first name found in the device name wins.
@@ -81,26 +79,6 @@ def chinchilla_steps(target_param_data_ratio: float, num_parameters: int, total_
 
 
 @dataclass(frozen=True)
-class Budget:
-    """The settings a run's micro-batch, accumulation and step count are derived from (HansardTrainingArguments
-    fields and recipe keys of the same names; `Budget.of(settings)` picks them)."""
-
-    total_batch_size: int  # tokens per optimizer step, over all ranks and accumulation steps
-    device_batch_size: int  # rows per device per micro-step, lowered to divide total_batch_size unless strict
-    max_seq_len: int  # tokens per row
-    max_steps: int  # the steps when > 0, else the Chinchilla count
-    target_param_data_ratio: float  # training tokens per counted parameter
-    strict_batch_size: bool  # fail rather than lower device_batch_size
-    parameter_count: ParameterCount  # the parameters the ratio counts
-
-    @classmethod
-    def of(cls, settings) -> "Budget":
-        """The budget in `settings`: a mapping (a recipe's settings) or an object (the arguments)."""
-        get = settings.__getitem__ if hasattr(settings, "keys") else lambda name: getattr(settings, name)
-        return cls(**{f.name: get(f.name) for f in fields(cls)})
-
-
-@dataclass(frozen=True)
 class StepPlan:
     """The rows per device per micro-step, the micro-steps per optimizer step, the optimizer steps, and the
     parameters the step count was derived from (`counted_parameters`)."""
@@ -111,12 +89,14 @@ class StepPlan:
     counted_parameters: int
 
 
-def step_plan(budget: Budget, config, world_size: int) -> StepPlan:
+def step_plan(budget: Budget, config, world_size: int, max_steps: int = 0) -> StepPlan:
     """The micro-batch, accumulation and steps of a run of the model `config`: `batch_plan` for this world size, and
     `max_steps` when it is > 0, else `chinchilla_steps` of the parameters `parameter_count` counts. `hansard-hf
     plan` and the Trainer both ask this function."""
-    (total_batch_size, device_batch_size, max_seq_len, max_steps, target_param_data_ratio, strict_batch_size,
-     parameter_count) = (getattr(budget, f.name) for f in fields(Budget))
+    total_batch_size, device_batch_size, max_seq_len = budget.total_batch_size, budget.device_batch_size, \
+        budget.max_seq_len
+    target_param_data_ratio, strict_batch_size, parameter_count = budget.target_param_data_ratio, \
+        budget.strict_batch_size, budget.parameter_count
     if not callable(getattr(config, "scaling_parameters", None)):
         raise TypeError(f"step_plan needs the model's HansardGPTConfig (it counts the parameters by "
                         f"parameter_count={parameter_count!r}), not {type(config).__name__}: pass model.config.")

@@ -103,7 +103,7 @@ class BenchmarksAndSamples(TrainerCallback):
             return
         model = trainer.accelerator.unwrap_model(trainer.model)
         start = time.perf_counter()
-        if self.tasks and self._due(args.core_metric_every, state):
+        if self.tasks and self._due(args.evaluation.core_metric_every, state):
             results = evaluate_tasks(model, tokenizer, self.tasks)
             logs = {f"bench/{label}": r["centered"] for label, r in results["tasks"].items()}
             for name, ours in (("core", False), ("hansard", True)):  # each benchmark's mean and its example count
@@ -114,7 +114,7 @@ class BenchmarksAndSamples(TrainerCallback):
             flags = (control.should_log, control.should_evaluate, control.should_save)
             trainer.log(logs)  # logging resets the step's flags: keep the Trainer's own log/eval/save of this step
             control.should_log, control.should_evaluate, control.should_save = flags
-        if self._due(args.sample_every, state) and (state.is_world_process_zero or sharded(model)):
+        if self._due(args.evaluation.sample_every, state) and (state.is_world_process_zero or sharded(model)):
             samples = sample(model, tokenizer)  # under FSDP2 every rank takes part; the first one keeps the samples
             if state.is_world_process_zero:
                 self._keep(samples, args, state)

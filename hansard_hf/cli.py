@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from . import locations
-from .budget import EVAL_TOKENS
+from .settings import EVAL_TOKENS
 from .locations import DEFAULT_DATASET, TOKENIZER_SETTINGS
 
 SELECTION_OPTIONS = ("bodies", "since", "before", "languages", "validation_from", "test_from", "dedup")

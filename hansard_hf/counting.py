@@ -2,7 +2,7 @@
 nanochat 2026's recipes plan their tokens?"""
 
 from .configuration_hansard_gpt import HansardGPTConfig
-from .budget import TOKENS_PER_PARAMETER
+from .settings import TOKENS_PER_PARAMETER
 from .data import read_index
 from .locations import TOKENIZER_SETTINGS
 

@@ -51,7 +51,7 @@ def current_layout() -> Layout:
 def describe_layout(args) -> str:
     """The line a run prints at start: parallelism, world size, micro-batch and accumulation per process."""
     world = args.world_size
-    tokens = args.per_device_train_batch_size * args.gradient_accumulation_steps * world * args.max_seq_len
+    tokens = args.per_device_train_batch_size * args.gradient_accumulation_steps * world * args.budget.max_seq_len
     return (f"layout     {current_layout()}, world size {world}: {args.per_device_train_batch_size} rows x "
             f"{args.gradient_accumulation_steps} accumulation per process, {tokens:,} tokens per step")
 

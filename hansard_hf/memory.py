@@ -131,10 +131,10 @@ def fit_to_memory(model, args, train_dataset=None) -> None:
 
     layout = current_layout()
     shards = args.world_size if layout.sharded else 1  # FSDP2 divides the state among the GPUs
-    if args.auto_activation_checkpointing and not args.activation_checkpointing and args.bf16 and \
+    if args.fitting.auto_activation_checkpointing and not args.activation_checkpointing and args.bf16 and \
             layout != Layout.DEEPSPEED and args.device.type == "cuda":  # the estimate is for bf16 autocast, DDP or FSDP2
         checkpoint_to_fit(model, args, torch.cuda.get_device_properties(args.device).total_memory, shards)
-    if args.auto_micro_batch and train_dataset is not None:
+    if args.fitting.auto_micro_batch and train_dataset is not None:
         fit_micro_batch(model, args, train_dataset)
     args.fitted_to_memory = True  # HansardTrainer warns when the automatic choices were asked for and never made
 
@@ -143,7 +143,7 @@ def checkpoint_to_fit(model, args, memory_bytes: float, shards: int = 1) -> int:
     """Turn on activation checkpointing of every n-th layer when the estimated peak memory of the micro-batch exceeds
     what `memory_bytes` allows (the largest n that fits, see hansard_hf.memory; the state over `shards` GPUs under
     FSDP2); returns n, 0 when none is needed."""
-    micro, seq = args.per_device_train_batch_size, args.max_seq_len
+    micro, seq = args.per_device_train_batch_size, args.budget.max_seq_len
     every = checkpointing_to_fit(model.config, micro, seq, memory_bytes, shards)
     if every is None:
         logger.warning("The micro-batch (%d x %d) may not fit in %.0f GB even with every layer checkpointed: "

@@ -7,7 +7,6 @@ checkpointing and FSDP2 expect (DDP: whole tensors; FSDP2: DTensor shards).
 """
 
 import math
-from dataclasses import dataclass, fields
 
 import torch
 from torch.distributed.tensor import DTensor, Replicate
@@ -16,9 +15,10 @@ from torch.optim.adamw import adamw
 from torch.optim.lr_scheduler import LambdaLR
 from torch.optim.optimizer import _get_fused_kernels_supported_devices
 
-from .choices import AdamWGroups, Orthogonalizer, WarmdownShape, WeightDecayShape, check_choice
+from .choices import AdamWGroups, Orthogonalizer, check_choice
 from .muon import (cautious_update, lr_scale, muon_plus, nesterov_momentum, normuon,
                    normuon_state_shape, orthogonalize, orthogonalize_shards)
+from .settings import Muon, Schedule
 
 
 def second_moment_like(parameter: torch.Tensor) -> torch.Tensor:
@@ -208,19 +208,27 @@ class MuonAdamW(torch.optim.Optimizer):
 
 
 def muon_adamw(model, args) -> MuonAdamW:
-    """MuonAdamW over nanochat's groups of `model`, configured by HansardTrainingArguments `args` (the Trainer's
-    optimizer; the plain-loop references build theirs here too)."""
-    groups = param_groups(model, args.matrix_lr, args.embedding_lr, args.unembedding_lr, args.scalar_lr,
-                          args.adamw_groups)
-    groups[0]["weight_decay"] = args.matrix_weight_decay  # the Muon group; AdamW's decay is per group (nanochat)
-    compile = "auto" if args.muon_compile is None else args.muon_compile
-    return MuonAdamW(groups, ns_dtype=args.muon_ns_dtype, ns_compile=compile, **muon_options(vars(args)))
+    """MuonAdamW over nanochat's groups of `model`, configured by HansardTrainingArguments `args` (`args.muon`,
+    `args.adamw`: the Trainer's optimizer; the plain-loop references build theirs here too)."""
+    muon, adamw_settings = args.muon, args.adamw
+    groups = param_groups(model, muon.matrix_lr, adamw_settings.embedding_lr, adamw_settings.unembedding_lr,
+                          adamw_settings.scalar_lr, adamw_settings.adamw_groups)
+    groups[0]["weight_decay"] = muon.matrix_weight_decay  # the Muon group; AdamW's decay is per group (nanochat)
+    compile = "auto" if muon.muon_compile is None else muon.muon_compile
+    return MuonAdamW(groups, ns_dtype=muon.muon_ns_dtype, ns_compile=compile, **muon_options(muon))
 
 
-def muon_options(settings) -> dict:
-    """MuonAdamW's Muon options from the training settings of the same meaning (a mapping: `vars(args)`, a preset)."""
-    return dict(orthogonalizer=settings["muon_orthogonalizer"], muon_plus=settings["muon_plus"],
-                normuon_beta2=settings["normuon_beta2"], cautious_weight_decay=settings["cautious_weight_decay"])
+def muon_options(muon: Muon) -> dict:
+    """MuonAdamW's Muon options from the Muon settings of the same meaning."""
+    return dict(orthogonalizer=muon.muon_orthogonalizer, muon_plus=muon.muon_plus, normuon_beta2=muon.normuon_beta2,
+                cautious_weight_decay=muon.cautious_weight_decay)
+
+
+def nanochat_schedule(optimizer, total_steps: int, args) -> "NanochatSchedule":
+    """The schedule HansardTrainingArguments `args` describe (`args.schedule`; transformers' warmup_steps counts
+    when >= 1)."""
+    return NanochatSchedule(optimizer, total_steps, args.schedule,
+                            int(args.warmup_steps) if args.warmup_steps >= 1 else None)
 
 
 def lr_multiplier(step, total_steps, warmup_ratio=0.0, warmdown_ratio=0.2, final_lr_frac=0.0, shape="linear",
@@ -254,36 +262,11 @@ def weight_decay_multiplier(step, total_steps, shape="constant") -> float:
     return 1.0 if shape == "constant" else 0.5 * (1 + math.cos(math.pi * step / total_steps))
 
 
-@dataclass(frozen=True)
-class Schedule:
-    """nanochat's schedules over a run (HansardTrainingArguments fields of the same names; `Schedule.of(args)`)."""
-
-    warmup_ratio: float = 0.0  # the fraction of the steps warming the LR up linearly (unless warmup_steps)
-    warmup_steps: int | None = None  # the LR warmup in steps
-    warmdown_ratio: float = 0.2  # the fraction of the steps at the end decaying the LR
-    final_lr_frac: float = 0.0  # the LR multiplier reached at the last step
-    warmdown_shape: WarmdownShape = "linear"
-    momentum_warmup_steps: int = 300  # Muon momentum rises 0.85 -> momentum_end over these steps
-    momentum_end: float = 0.95
-    momentum_final: float | None = None  # if set, Muon momentum falls linearly to this across the warmdown
-    weight_decay_shape: WeightDecayShape = "constant"  # the matrices' weight decay over training
-
-    def __post_init__(self):
-        check_choice("warmdown_shape", self.warmdown_shape, WarmdownShape)
-        check_choice("weight_decay_shape", self.weight_decay_shape, WeightDecayShape)
-
-    @classmethod
-    def of(cls, args) -> "Schedule":
-        """The schedule HansardTrainingArguments `args` describe (their warmup_steps counts when >= 1)."""
-        values = {f.name: getattr(args, f.name) for f in fields(cls)}
-        return cls(**{**values, "warmup_steps": int(args.warmup_steps) if args.warmup_steps >= 1 else None})
-
-
 class NanochatSchedule(LambdaLR):
     """Sets every group's lr to initial_lr x lr_multiplier(step), and the Muon groups' momentum and weight decay,
-    once per step, as `schedule` describes."""
+    once per step, as `schedule` describes (`warmup_steps`, when given, instead of its warmup_ratio)."""
 
-    def __init__(self, optimizer, total_steps: int, schedule: Schedule = Schedule()):
+    def __init__(self, optimizer, total_steps: int, schedule: Schedule = Schedule(), warmup_steps: int | None = None):
         s = schedule
         warmdown = round(s.warmdown_ratio * total_steps)
         self.momentum = dict(end=s.momentum_end, warmup_steps=s.momentum_warmup_steps, final=s.momentum_final,
@@ -292,7 +275,7 @@ class NanochatSchedule(LambdaLR):
         for group in optimizer.param_groups:
             group.setdefault("initial_weight_decay", group["weight_decay"])
         super().__init__(optimizer, lambda step: lr_multiplier(step, total_steps, s.warmup_ratio, s.warmdown_ratio,
-                                                               s.final_lr_frac, s.warmdown_shape, s.warmup_steps))
+                                                               s.final_lr_frac, s.warmdown_shape, warmup_steps))
 
     def step(self, epoch=None):
         super().step(epoch)

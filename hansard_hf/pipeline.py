@@ -31,10 +31,10 @@ def recipe_tokenizer(recipe: Recipe) -> Path:
 def benchmark_tasks(recipe: Recipe, args) -> list:
     """The tasks run every core_metric_every steps: CORE (if a bundle is configured) and the Hansard benchmark
     built from the corpus' test split, each capped at core_max_per_task examples."""
-    if args.core_metric_every <= 0:
+    if args.evaluation.core_metric_every <= 0:
         return []
-    tasks = load_bundle(args.core_bundle, args.core_max_per_task) if args.core_bundle else []
-    return tasks + [t for t in build_hansard_tasks(recipe.corpus.texts("test"), args.core_max_per_task) if t.examples]
+    tasks = load_bundle(args.evaluation.core_bundle, args.evaluation.core_max_per_task) if args.evaluation.core_bundle else []
+    return tasks + [t for t in build_hansard_tasks(recipe.corpus.texts("test"), args.evaluation.core_max_per_task) if t.examples]
 
 
 def run_recipe(path, overrides=None) -> HansardTrainer | None:
@@ -88,15 +88,15 @@ def _train(recipe, args, config, tokenizer, tokenizer_dir, data_dir, state, lock
         (out / "recipe.json").write_text(json.dumps({**recipe.to_dict(), **resolved}, indent=2) + "\n")
     set_seed(args.seed)  # the initialisation is part of the run: same recipe, same weights
     model = HansardGPTForCausalLM(config)
-    train = TokenRows(data_dir, "train", args.max_seq_len, tokenizer_dir=tokenizer_dir)
-    validation = TokenRows(data_dir, "validation", args.max_seq_len) if args.eval_every > 0 else None
+    train = TokenRows(data_dir, "train", args.budget.max_seq_len, tokenizer_dir=tokenizer_dir)
+    validation = TokenRows(data_dir, "validation", args.budget.max_seq_len) if args.evaluation.eval_every > 0 else None
     fit_to_memory(model, args, train)
     trainer = HansardTrainer(model=model, args=args, train_dataset=train, eval_dataset=validation,
                              token_bytes=load_token_bytes(tokenizer_dir), processing_class=tokenizer,
                              recipe=recipe.to_dict(), output_lock=lock,
                              benchmark_tasks=on_main_process(lambda: benchmark_tasks(recipe, args)))
     trainer.train(resume_from_checkpoint=True)
-    if validation is not None and trainer.state.global_step % args.eval_every:  # always end on an evaluation
+    if validation is not None and trainer.state.global_step % args.evaluation.eval_every:  # always end on an evaluation
         trainer.evaluate()
     trainer.save_model()
     if trainer.is_world_process_zero():

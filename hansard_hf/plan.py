@@ -6,7 +6,8 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-from .budget import PEAK_FLOPS, Budget, step_plan
+from .budget import PEAK_FLOPS, step_plan
+from .settings import Budget
 from .layout import Layout
 from .memory import checkpoint_bytes, checkpointed_layers, checkpointing_to_fit, training_bytes
 from .recipe import Recipe
@@ -68,7 +69,7 @@ def plan(recipe: Recipe, gpus: int = 8, gpu: str = "H100", mfu: float = 0.45, gp
     config, s = recipe.model_config(), recipe.settings
     seq, total, params = s["max_seq_len"], s["total_batch_size"], config.num_parameters()
     try:
-        steps = step_plan(dataclasses.replace(Budget.of(s), strict_batch_size=False), config, gpus)
+        steps = step_plan(dataclasses.replace(Budget.of(s), strict_batch_size=False), config, gpus, s["max_steps"])
     except ValueError as error:
         raise ValueError(f"{recipe.path}, planned for {gpus} GPUs (--gpus): {error}") from None
     tokens = steps.steps * total

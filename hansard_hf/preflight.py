@@ -13,7 +13,8 @@ import torch
 from .data import INDEX_FILE, Corpus, is_hub_dataset
 from .distributed import on_main_process
 from .layout import check_launch
-from .budget import Budget, step_plan
+from .budget import step_plan
+from .settings import Budget
 from .plan import plan
 from .recipe import Recipe
 
@@ -43,7 +44,7 @@ def check_batch(recipe: Recipe) -> None:
 
     s = recipe.settings
     try:
-        step_plan(Budget.of(s), recipe.model_config(), PartialState().num_processes)
+        step_plan(Budget.of(s), recipe.model_config(), PartialState().num_processes, s["max_steps"])
     except ValueError as error:
         raise ValueError(f"{recipe.path}: {error}") from None
 

@@ -1,7 +1,7 @@
 """Recipe: a JSON file -> model config + training arguments + data sources, and the plan they imply.
 
-A recipe is a plain JSON object of the keys below plus any `HansardTrainingArguments` field; overrides come in the
-seed's `--key=value` form (values parsed as JSON where they parse, else kept as strings). An unknown key is an error
+A recipe is a plain JSON object of the keys below plus any training setting (`hansard_hf.settings`, by its own name)
+or other `TrainingArguments` field; overrides come in the seed's `--key=value` form (values parsed as JSON where they parse, else kept as strings). An unknown key is an error
 that names it. `Recipe.load` reads and checks a recipe once; what it implies (settings with their defaults, corpus,
 folders) is derived once, on first use, from the frozen result.
 """
@@ -22,6 +22,7 @@ from .data import Corpus
 from .locations import TOKENIZER_SETTINGS
 from .presets import preset
 from .arguments import HansardTrainingArguments
+from .settings import CONCERNS
 
 MODEL_KEYS = {"depth", "aspect_ratio", "head_dim", "vocab_size", "num_key_value_heads", "loss_chunk_size", "architecture",
               "layer_types", "sliding_window", "value_embeddings", "residual_lambdas", "smear", "backout", "qk_gain",
@@ -35,10 +36,12 @@ CORPUS_KEYS = {"dataset": "source", "text_field": "text_field", "id_field": "id_
 DATA_KEYS = {*CORPUS_KEYS, "tokenizer", "tokenizer_vocab_size", "tokenizer_max_chars", "tokenizer_dir", "data_dir"}
 RUN_KEYS = {"run", "allow_slow_cpu", "preset"}  # allow_slow_cpu: start a run the plan says takes over a day on this CPU
 # preset: nanochat's settings at the recipe's depth (`presets.py`), under the recipe's own keys
-TRAINING_DEFAULTS = {f.name: f.default if f.default is not dataclasses.MISSING else f.default_factory()
-                     for f in dataclasses.fields(HansardTrainingArguments)
-                     if f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING}
-TRAINING_KEYS = {f.name for f in dataclasses.fields(HansardTrainingArguments)}
+# Training keys: our settings by their own names (flat, not by group) and every other TrainingArguments field
+TRAINING_DEFAULTS = {**{f.name: f.default if f.default is not dataclasses.MISSING else f.default_factory()
+                        for f in dataclasses.fields(HansardTrainingArguments) if f.name not in CONCERNS and
+                        (f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING)},
+                     **{f.name: f.default for group in CONCERNS.values() for f in dataclasses.fields(group)}}
+TRAINING_KEYS = set(TRAINING_DEFAULTS) | {f.name for f in dataclasses.fields(HansardTrainingArguments)} - set(CONCERNS)
 HANSARD_TOKENIZER = "hansard"  # the `tokenizer` value (and default) that means: train ours on the corpus
 DISABLED_RUNS = {"", "dummy"}
 
@@ -115,7 +118,8 @@ class Recipe:
             hints = "; ".join(f"did you mean {guess[0]!r} for {key!r}?" for key, guess in guesses.items() if guess)
             raise ValueError(
                 f"{path}: unknown key(s) {unknown}. {hints + ' ' if hints else ''}A recipe takes "
-                f"{sorted(MODEL_KEYS | DATA_KEYS | RUN_KEYS)} and any HansardTrainingArguments field."
+                f"{sorted(MODEL_KEYS | DATA_KEYS | RUN_KEYS)}, the training settings (hansard-hf train --help) and any "
+                "TrainingArguments field."
             )
         recipe = cls(str(path), MappingProxyType(values), origin)
         try:
@@ -126,7 +130,7 @@ class Recipe:
 
     @cached_property
     def settings(self) -> Mapping[str, Any]:
-        """Every HansardTrainingArguments setting of the run: the recipe's, else the argument's default."""
+        """Every training setting of the run by its flat name: the recipe's, else the default."""
         return MappingProxyType({**TRAINING_DEFAULTS, **{k: v for k, v in self.values.items() if k in TRAINING_KEYS}})
 
     @cached_property
@@ -166,7 +170,7 @@ class Recipe:
         values = {k: v for k, v in self.values.items() if k in TRAINING_KEYS}
         values.update(output_dir=str(self.output_dir), report_to=self.report_to(),
                       run_name=values.get("run_name") or (self.run if self.tracking else None))
-        return HansardTrainingArguments(**{**values, **extra})
+        return HansardTrainingArguments.from_settings(**{**values, **extra})
 
     @cached_property
     def corpus(self) -> Corpus:

@@ -48,7 +48,7 @@ class CrashSafeSaving(Trainer):
         if self.args.should_save:
             share_as_umask(folder)
             mark_complete(folder, self.state.global_step, tokenizer_fingerprint(self.processing_class))
-            rotate(folder.parent, limit, keep=[self.state.best_model_checkpoint], save_every=self.args.save_every)
+            rotate(folder.parent, limit, keep=[self.state.best_model_checkpoint], save_every=self.args.checkpointing.save_every)
         self.exclude_from_throughput(time.perf_counter() - start)
 
     def save_model(self, output_dir=None, _internal_call=False):

@@ -95,8 +95,8 @@ class StopOnSignalOrSave(TrainerCallback):
         logger.warning("%s received: stopping after the current step, once its checkpoint is saved.", name)
 
     def on_step_end(self, args, state, control, **kwargs):
-        minutes = args.save_every_minutes
-        due = minutes > 0 and args.save_every > 0 and time.monotonic() - self._last_save >= 60 * minutes
+        minutes = args.checkpointing.save_every_minutes
+        due = minutes > 0 and args.checkpointing.save_every > 0 and time.monotonic() - self._last_save >= 60 * minutes
         flags = torch.tensor([self.received, int(due)], dtype=torch.int64)
         if self._group is not None:
             import torch.distributed as dist

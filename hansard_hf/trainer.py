@@ -23,7 +23,7 @@ from .callbacks import (AtMaxSteps, BenchmarksAndSamples, CodeAndCardWithEachPus
 from .checkpoints import OutputDirLock, last_complete_checkpoint, other_tokenizer, problems, step_of
 from .distributed import on_main_process
 from .evaluation import evaluate_bpb
-from .optimization import NanochatSchedule, Schedule, muon_adamw
+from .optimization import nanochat_schedule, muon_adamw
 from .progress import eta_seconds, write_state
 from .saving import CrashSafeSaving
 from .stopping import StopOnSignalOrSave, TrainingDiverged, TrainingStopped, diverged
@@ -52,7 +52,7 @@ class HansardTrainer(CrashSafeSaving):
                 f"vocab_size={model.config.vocab_size}: build the model with vocab_size >= {data_vocab}."
             )
         args.resolve(model.config)
-        automatic = args.auto_micro_batch or (args.auto_activation_checkpointing and args.device.type == "cuda")
+        automatic = args.fitting.auto_micro_batch or (args.fitting.auto_activation_checkpointing and args.device.type == "cuda")
         if automatic and not getattr(args, "fitted_to_memory", False):
             logger.warning("auto_micro_batch and auto_activation_checkpointing are applied by hansard_hf.memory."
                            "fit_to_memory(model, args, train_dataset) before the Trainer is built (hansard-hf train "
@@ -74,7 +74,7 @@ class HansardTrainer(CrashSafeSaving):
         if recipe and "wandb" in args.report_to:
             self.add_callback(RecipeToWandb(recipe))
         self.add_callback(BenchmarksAndSamples(self, benchmark_tasks or []))
-        self._flops_per_token = model.config.flops_per_token(args.max_seq_len)
+        self._flops_per_token = model.config.flops_per_token(args.budget.max_seq_len)
         self._peak_flops = peak_flops(torch.cuda.get_device_name(args.device)) if args.device.type == "cuda" else None
         self.clock, self.schedule = ThroughputClock(), None
         for callback in (self.clock, RunStateFile(), CodeAndCardWithEachPush(self)):
@@ -97,7 +97,7 @@ class HansardTrainer(CrashSafeSaving):
     def create_scheduler(self, num_training_steps: int, optimizer=None):
         """nanochat's schedule, built anew for each `train` (unless a scheduler was passed in)."""
         if self.lr_scheduler is None or self.lr_scheduler is self.schedule:
-            self.schedule = NanochatSchedule(optimizer or self.optimizer, num_training_steps, Schedule.of(self.args))
+            self.schedule = nanochat_schedule(optimizer or self.optimizer, num_training_steps, self.args)
             self.lr_scheduler = self.schedule
         return self.lr_scheduler
 
@@ -169,7 +169,7 @@ class HansardTrainer(CrashSafeSaving):
         self.state.save_to_json(str(out / "trainer_state.json"))
         if any("loss" in entry for entry in self.state.log_history):
             plot(out)
-        card = model_card(out, self.model.config, self.recipe, self.args.total_batch_size, self.args.hub_model_id)
+        card = model_card(out, self.model.config, self.recipe, self.args.budget.total_batch_size, self.args.hub_model_id)
         (out / "README.md").write_text(card)
 
     def floating_point_ops(self, inputs) -> int:
@@ -185,13 +185,13 @@ class HansardTrainer(CrashSafeSaving):
             step, lap = self.state.global_step, self.clock.lap(self.state.global_step)
             if "step_time" in lap:
                 step_time = lap["step_time"]
-                tokens_per_sec = self.args.total_batch_size / step_time
+                tokens_per_sec = self.args.budget.total_batch_size / step_time
                 logs.update(lrm=self.lr_scheduler.multiplier(step - 1), step_time=step_time,
                             tokens_per_sec=tokens_per_sec)
                 if self._peak_flops:
                     logs["mfu"] = self._flops_per_token * tokens_per_sec / (self._peak_flops * self.args.world_size)
             eta = eta_seconds(step, self.state.max_steps, lap["elapsed_s"], lap["steps_timed"])
-            logs.update(tokens_seen=step * self.args.total_batch_size, elapsed_s=lap["elapsed_s"],
+            logs.update(tokens_seen=step * self.args.budget.total_batch_size, elapsed_s=lap["elapsed_s"],
                         **({"eta_s": eta} if eta is not None else {}))
         super().log(logs, start_time)
         if self.is_world_process_zero() and Path(self.args.output_dir).is_dir():
@@ -200,7 +200,7 @@ class HansardTrainer(CrashSafeSaving):
                 progress.update(eval_bpb=logs["eval_bpb"], eval_step=self.state.global_step)
             if "loss" in logs:
                 progress.update(state="running", reason="", step=self.state.global_step, max_steps=self.state.max_steps,
-                                tokens_total=self.state.max_steps * self.args.total_batch_size)
+                                tokens_total=self.state.max_steps * self.args.budget.total_batch_size)
             if progress:
                 write_state(self.args.output_dir, **progress)
 
@@ -210,7 +210,7 @@ class HansardTrainer(CrashSafeSaving):
             raise diverged(f"step {self.state.global_step}: the training loss is {loss}", self.args.output_dir)
         history = [entry["loss"] for entry in self.state.log_history[-3 * SPIKE_WINDOW:] if "loss" in entry]
         history = history[-SPIKE_WINDOW:]  # the log history is restored on resume: the rule holds across restarts
-        factor = self.args.loss_spike_factor
+        factor = self.args.checkpointing.loss_spike_factor
         if factor > 0 and len(history) >= SPIKE_HISTORY and loss > factor * (median := statistics.median(history)):
             raise diverged(f"step {self.state.global_step}: the training loss is {loss:.4f}, over {factor:g}x the "
                            f"median {median:.4f} of the last {len(history)} logged losses (loss_spike_factor)",
@@ -224,9 +224,9 @@ class HansardTrainer(CrashSafeSaving):
         """Validation loss and, when `token_bytes` is known, bits per byte (`eval_bpb`)."""
         start = time.perf_counter()
         loader = self.get_eval_dataloader(eval_dataset)
-        if self.args.eval_tokens > 0:
-            per_batch = self.args.per_device_eval_batch_size * self.args.max_seq_len * self.args.world_size
-            loader = itertools.islice(loader, max(1, self.args.eval_tokens // per_batch))
+        if self.args.evaluation.eval_tokens > 0:
+            per_batch = self.args.per_device_eval_batch_size * self.args.budget.max_seq_len * self.args.world_size
+            loader = itertools.islice(loader, max(1, self.args.evaluation.eval_tokens // per_batch))
         self.model.eval()
         metrics = evaluate_bpb(self.model, loader, self.token_bytes)
         self.model.train()

@@ -12,12 +12,12 @@ import torch
 
 from hansard_hf import HansardGPTForCausalLM
 from hansard_hf.configuration_hansard_gpt import NANOCHAT_2026
-from hansard_hf import HansardTrainer, HansardTrainingArguments
+from hansard_hf import HansardTrainer
 from conftest import tiny_config
-from trainer_helpers import PackedRows
+from trainer_helpers import SEQ, PackedRows, tiny_arguments
 from hansard_hf.presets import NANOCHAT_2026_TRAINING
 
-SEQ, STEPS = 16, 3
+STEPS = 3
 RECIPE_2026 = {**NANOCHAT_2026_TRAINING, "warmup_steps": 1}  # the preset's optimizer, its warmup fitted to 3 steps
 
 
@@ -35,11 +35,8 @@ class RecordingRows(PackedRows):
 
 def train(out: Path, device_batch_size: int, recipe_2026: bool = False) -> HansardTrainer:
     torch.manual_seed(0)
-    args = HansardTrainingArguments(
-        output_dir=str(out), max_seq_len=SEQ, device_batch_size=device_batch_size, total_batch_size=4 * SEQ,
-        max_steps=STEPS, eval_every=0, save_every=0, logging_steps=1, report_to="none", use_cpu=True, seed=0,
-        disable_tqdm=True, **(RECIPE_2026 if recipe_2026 else {}),
-    )
+    args = tiny_arguments(out, device_batch_size=device_batch_size, max_steps=STEPS,
+                          **(RECIPE_2026 if recipe_2026 else {}))
     config = tiny_config(**NANOCHAT_2026, sliding_window=5) if recipe_2026 else tiny_config()
     trainer = HansardTrainer(model=HansardGPTForCausalLM(config), args=args, train_dataset=RecordingRows(48, SEQ, 97))
     trainer.train()

@@ -14,7 +14,8 @@ from torch.distributed.tensor import DTensor, Shard
 
 from hansard_hf import HansardGPTConfig, HansardGPTForCausalLM
 from hansard_hf.configuration_hansard_gpt import NANOCHAT_2026 as ARCHITECTURE_2026
-from hansard_hf.optimization import MuonAdamW, NanochatSchedule, Schedule, local, muon_options, param_groups
+from hansard_hf.optimization import MuonAdamW, NanochatSchedule, local, muon_options, param_groups
+from hansard_hf.settings import Muon, Schedule
 from hansard_hf.presets import NANOCHAT_2026_TRAINING
 from hansard_hf.layout import shard_model
 
@@ -35,7 +36,7 @@ def batches(step: int) -> list[torch.Tensor]:
     return [torch.randint(0, 97, (ROWS, SEQ), generator=generator) for _ in range(ACCUMULATION)]
 
 
-NANOCHAT_2026 = muon_options(NANOCHAT_2026_TRAINING)  # MuonAdamW's options, as the preset sets them
+NANOCHAT_2026 = muon_options(Muon.of(NANOCHAT_2026_TRAINING))  # MuonAdamW's options, as the preset sets them
 
 
 def build(sharded: bool, options: tuple[str, ...] = ()):

@@ -184,13 +184,13 @@ def test_empty_corpus_is_an_error_and_leaves_nothing(workspace, tmp_path):
 
 
 def test_trainer_refuses_data_from_a_larger_vocabulary(workspace, tmp_path):
-    from hansard_hf import HansardGPTConfig, HansardGPTForCausalLM, HansardTrainer, HansardTrainingArguments
+    from hansard_hf import HansardGPTConfig, HansardGPTForCausalLM, HansardTrainer
+    from trainer_helpers import tiny_arguments
 
     root, _ = workspace
     prepare(Corpus(str(root / "corpus.jsonl")), root / "tok", tmp_path / "data")
     model = HansardGPTForCausalLM(HansardGPTConfig(depth=1, head_dim=16, vocab_size=100))
-    args = HansardTrainingArguments(output_dir=str(tmp_path / "run"), max_seq_len=8, device_batch_size=2,
-                                    total_batch_size=16, max_steps=1, use_cpu=True, report_to="none")
+    args = tiny_arguments(tmp_path / "run", max_seq_len=8, total_batch_size=16, max_steps=1)
     with pytest.raises(ValueError, match="500-token vocabulary.*vocab_size=100"):
         HansardTrainer(model=model, args=args, train_dataset=TokenRows(tmp_path / "data", "train", 8))
 

@@ -7,7 +7,7 @@ import re
 from pathlib import Path
 
 
-from hansard_hf.arguments import hansard_options, option_default, option_type
+from hansard_hf.arguments import group_title, hansard_options, option_default, option_type
 
 ROOT = Path(__file__).resolve().parents[1]
 OPTIONS = ROOT / "docs" / "options.md"
@@ -20,12 +20,14 @@ def _cell(text: str) -> str:
 
 
 def options_table() -> str:
-    """The Markdown table of our training options: option, type, default, and the field's help verbatim."""
-    rows = ["| option | type | default | what it does |", "|---|---|---|---|"]
-    for field in hansard_options():
-        rows.append(f"| `{field.name}` | `{_cell(option_type(field))}` | `{_cell(option_default(field))}` | "
-                    f"{_cell(field.metadata.get('help', ''))} |")
-    return "\n".join(rows)
+    """A Markdown table of our training options per group: option, type, default, and the field's help verbatim."""
+    rows = []
+    for concern, settings in hansard_options().items():
+        rows += ["", f"### {group_title(concern)}", "", "| option | type | default | what it does |", "|---|---|---|---|"]
+        for field in settings:
+            rows.append(f"| `{field.name}` | `{_cell(option_type(field))}` | `{_cell(option_default(field))}` | "
+                        f"{_cell(field.metadata.get('help', ''))} |")
+    return "\n".join(rows).strip("\n")
 
 
 def _between_markers(text: str) -> str:
@@ -45,13 +47,13 @@ def test_train_help_lists_every_option_with_the_same_help():
     done = cli("train", "--help")
     assert done.returncode == 0, done.stderr
     flat = " ".join(done.stdout.split())
-    for field in hansard_options():
+    for field in [f for group in hansard_options().values() for f in group]:
         help_text = " ".join(field.metadata.get("help", "").split())
         assert f"--{field.name} ({option_type(field)}, default {option_default(field)}) {help_text}" in flat, field.name
 
 
 def test_options_cover_what_our_class_adds_and_overrides():
-    names = {f.name for f in hansard_options()}
+    names = {f.name for group in hansard_options().values() for f in group}
     assert {"matrix_lr", "save_every_minutes", "total_batch_size"} <= names  # added
     assert {"max_grad_norm", "logging_steps"} <= names                       # overridden TrainingArguments fields
     assert "learning_rate" not in names and "output_dir" not in names        # inherited as they are

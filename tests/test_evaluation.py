@@ -137,14 +137,14 @@ def test_samples_are_greedy_continuations(bigram, tokenizer):
 
 
 def test_trainer_runs_benchmarks_and_samples_on_schedule(bigram, tokenizer, tmp_path):
-    from hansard_hf import HansardTrainer, HansardTrainingArguments
+    from hansard_hf import HansardTrainer
+    from trainer_helpers import tiny_arguments
     from trainer_helpers import PackedRows
 
     model = HansardGPTForCausalLM(bigram.config)
     model.load_state_dict(bigram.state_dict())
-    args = HansardTrainingArguments(output_dir=str(tmp_path / "run"), max_seq_len=8, device_batch_size=2,
-                                    total_batch_size=16, max_steps=3, core_metric_every=2, sample_every=2,
-                                    eval_every=0, save_every=0, use_cpu=True, report_to="none", disable_tqdm=True)
+    args = tiny_arguments(tmp_path / "run", max_seq_len=8, total_batch_size=16, max_steps=3, core_metric_every=2,
+                          sample_every=2)
     tasks = load_bundle(write_bundle(tmp_path / "bundle"))
     tasks.append(build_hansard_tasks([DEBATE] * 3)[0])
     trainer = HansardTrainer(model=model, args=args, train_dataset=PackedRows(16, 8, len(WORDS)),

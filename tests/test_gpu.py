@@ -9,13 +9,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from hansard_hf import HansardGPTConfig, HansardGPTForCausalLM, HansardTrainer, HansardTrainingArguments
+from hansard_hf import HansardGPTConfig, HansardGPTForCausalLM, HansardTrainer
 from hansard_hf.memory import training_bytes
 from hansard_hf.optimization import MuonAdamW, param_groups
 from hansard_hf.plan import plan
 from hansard_hf.recipe import Recipe
 from hansard_hf.memory import checkpoint_to_fit
-from trainer_helpers import PackedRows
+from trainer_helpers import PackedRows, tiny_arguments
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 RECIPES = Path(__file__).resolve().parents[1] / "recipes"
@@ -30,9 +30,8 @@ def test_bf16_training_steps_track_fp32(tmp_path):
     data = PackedRows(64, 512, 8192)
     losses = {}
     for bf16 in (False, True):
-        args = HansardTrainingArguments(output_dir=str(tmp_path / str(bf16)), max_seq_len=512, device_batch_size=4,
-                                        total_batch_size=4 * 512, max_steps=8, bf16=bf16, eval_every=0, save_every=0,
-                                        logging_steps=1, report_to="none", disable_tqdm=True)
+        args = tiny_arguments(tmp_path / str(bf16), max_seq_len=512, device_batch_size=4, total_batch_size=4 * 512,
+                              max_steps=8, bf16=bf16, use_cpu=False)
         trainer = HansardTrainer(model=small_model(), args=args, train_dataset=data)
         trainer.train()
         losses[bf16] = [e["loss"] for e in trainer.state.log_history if "loss" in e]
@@ -60,7 +59,7 @@ def test_peak_memory_of_a_training_step_at_the_recipe_micro_batch_fits_80gb(dept
     with torch.device("cuda"):
         model = HansardGPTForCausalLM(recipe.model_config())
     args.resolve(model.config)
-    micro, seq = args.per_device_train_batch_size, args.max_seq_len
+    micro, seq = args.per_device_train_batch_size, args.budget.max_seq_len
     assert micro == plan(recipe, gpus=1).device_batch_size
     every = checkpoint_to_fit(model, args, torch.cuda.get_device_properties(0).total_memory)
     optimizer = MuonAdamW(param_groups(model))

@@ -13,15 +13,14 @@ from hansard_hf.memory import state_bytes, training_bytes
 from hansard_hf.layout import Layout, describe_layout
 from hansard_hf.plan import describe_plan, plan
 from hansard_hf.recipe import Recipe
-from hansard_hf import HansardTrainingArguments
+from trainer_helpers import tiny_arguments
 from conftest import no_gpu, offline_env
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_the_layout_line_names_what_is_in_force(tmp_path):
-    args = HansardTrainingArguments(output_dir=str(tmp_path), use_cpu=True, max_seq_len=16, device_batch_size=2,
-                                    total_batch_size=64, max_steps=1, report_to="none")
+    args = tiny_arguments(tmp_path, max_steps=1)
     args.resolve(HansardGPTConfig(depth=1, vocab_size=64))
     assert describe_layout(args) == ("layout     single process, world size 1: 2 rows x 2 accumulation per process, "
                                      "64 tokens per step")

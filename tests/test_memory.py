@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from hansard_hf import HansardGPTConfig, HansardGPTForCausalLM, HansardTrainer, HansardTrainingArguments
+from hansard_hf import HansardGPTConfig, HansardGPTForCausalLM, HansardTrainer
 from hansard_hf.memory import (MEMORY_FRACTION, activation_bytes, checkpointed_layers, checkpointing_to_fit,
                                kept_layer_bytes, training_bytes)
 from hansard_hf.modeling_hansard_gpt import _ReluSquaredLinear, _RMSNorm
@@ -15,7 +15,7 @@ from hansard_hf.recipe import Recipe
 from hansard_hf.memory import checkpoint_to_fit
 from hansard_hf.configuration_hansard_gpt import NANOCHAT_2026
 from conftest import randomized, tiny_config
-from trainer_helpers import PackedRows
+from trainer_helpers import PackedRows, tiny_arguments
 
 RECIPES = Path(__file__).resolve().parents[1] / "recipes"
 
@@ -117,10 +117,7 @@ def test_trainer_checkpoints_to_fit_and_trains_identically(tmp_path):
     losses = {}
     for checkpointing in (False, True):
         model = randomized(HansardGPTForCausalLM(config))
-        args = HansardTrainingArguments(output_dir=str(tmp_path / str(checkpointing)), max_seq_len=16,
-                                        device_batch_size=2, total_batch_size=2 * 16, max_steps=3, eval_every=0,
-                                        save_every=0, logging_steps=1, report_to="none", use_cpu=True,
-                                        disable_tqdm=True)
+        args = tiny_arguments(tmp_path / str(checkpointing), total_batch_size=2 * 16, max_steps=3)
         args.resolve(model.config)
         if checkpointing:
             assert checkpoint_to_fit(model, args, training_bytes(config, 2, 16, 1) / MEMORY_FRACTION) == 1

@@ -9,9 +9,10 @@ import torch
 from hansard_hf import HansardGPTConfig, HansardGPTForCausalLM
 from hansard_hf.muon import (POLAR_EXPRESS_COEFFICIENTS, cautious_update, equilibrate_rows, lr_scale, muon_plus, normuon,
                              normuon_state_shape, polar_express, zeropower_via_newtonschulz5)
-from hansard_hf.optimization import (MuonAdamW, NanochatSchedule, Schedule, lr_multiplier, muon_adamw, muon_momentum,
+from hansard_hf.optimization import (MuonAdamW, NanochatSchedule, lr_multiplier, muon_adamw, muon_momentum,
                                      param_groups)
 from hansard_hf.budget import batch_plan
+from hansard_hf.settings import Budget, Muon, Schedule
 from hansard_hf import HansardTrainingArguments
 from conftest import tiny_config
 
@@ -192,7 +193,7 @@ def test_batch_plan_errors_name_the_fields():
 
 @pytest.mark.parametrize("depth, steps", [(16, 4480), (24, 10320), (36, 27630), (48, 59520)])
 def test_max_steps_from_the_chinchilla_ratio(depth, steps, tmp_path):
-    args = HansardTrainingArguments(output_dir=str(tmp_path), use_cpu=True, device_batch_size=32)
+    args = HansardTrainingArguments(output_dir=str(tmp_path), use_cpu=True, budget=Budget(device_batch_size=32))
     args.resolve(HansardGPTConfig(depth=depth))
     assert args.max_steps == steps
     assert (args.per_device_train_batch_size, args.gradient_accumulation_steps) == (32, 8)
@@ -331,7 +332,7 @@ def test_nanochat_2026_momentum_and_weight_decay_schedules():
     optimizer = MuonAdamW([dict(params=[weight], lr=0.02, use_muon=True, weight_decay=0.28)])
     schedule = NanochatSchedule(optimizer, total, Schedule(
         warmdown_ratio=0.65, final_lr_frac=0.05, momentum_warmup_steps=400, momentum_end=0.97, momentum_final=0.90,
-        weight_decay_shape="cosine", warmup_steps=40))
+        weight_decay_shape="cosine"), warmup_steps=40)
     for step in range(1, total):
         optimizer.step()
         schedule.step()
@@ -348,9 +349,9 @@ def test_nanochat_2026_momentum_and_weight_decay_schedules():
 
 
 def test_the_trainer_builds_the_2026_optimizer_from_its_arguments(tmp_path):
-    args = HansardTrainingArguments(output_dir=str(tmp_path), use_cpu=True, report_to="none", muon_plus=True,
-                                    muon_orthogonalizer="polar_express", normuon_beta2=0.9, matrix_weight_decay=0.28,
-                                    cautious_weight_decay=True)
+    args = HansardTrainingArguments(output_dir=str(tmp_path), use_cpu=True, report_to="none", muon=Muon(
+        muon_plus=True, muon_orthogonalizer="polar_express", normuon_beta2=0.9, matrix_weight_decay=0.28,
+        cautious_weight_decay=True))
     muon, embedding, unembedding = muon_adamw(HansardGPTForCausalLM(tiny_config()), args).param_groups
     assert (muon["orthogonalizer"], muon["muon_plus"], muon["normuon_beta2"], muon["cautious_weight_decay"],
             muon["weight_decay"]) == ("polar_express", True, 0.9, True, 0.28)

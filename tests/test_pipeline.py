@@ -23,7 +23,7 @@ from hansard_hf.checkpoints import COMPLETE_MARKER, last_complete_checkpoint, pr
 from hansard_hf.progress import read_state, status_text
 from hansard_hf.plan import checkpoints_text, describe_plan, plan, stall_text
 from hansard_hf.recipe import Recipe
-from trainer_helpers import losses
+from trainer_helpers import losses, tiny_arguments
 from wandb_reader import logged
 from conftest import offline_env
 
@@ -375,7 +375,7 @@ def test_push_checks_the_token_and_the_hub_before_staging(env, trained, monkeypa
 def test_trainer_push_to_hub_ships_code_and_card_with_every_push(env, trained, tmp_path, monkeypatch):
     from transformers import trainer as trainer_module
 
-    from hansard_hf import HansardTrainer, HansardTrainingArguments
+    from hansard_hf import HansardTrainer
     from hansard_hf.data import TokenRows
 
     pushed = []
@@ -395,10 +395,8 @@ def test_trainer_push_to_hub_ships_code_and_card_with_every_push(env, trained, t
     monkeypatch.setattr(trainer_module, "hf_api", lambda: FakeApi())
     monkeypatch.setenv("HANSARD_HF_HOME", env[2]["HANSARD_HF_HOME"])
     recipe = json.loads((trained / "recipe.json").read_text())  # with the data folder the run used
-    args = HansardTrainingArguments(output_dir=str(tmp_path / "out"), max_seq_len=64, device_batch_size=4,
-                                    total_batch_size=256, max_steps=2, save_every=1, eval_every=0, use_cpu=True,
-                                    push_to_hub=True, hub_model_id="me/tiny", hub_strategy="every_save",
-                                    report_to="none", disable_tqdm=True)
+    args = tiny_arguments(tmp_path / "out", max_seq_len=64, device_batch_size=4, total_batch_size=256, max_steps=2,
+                          save_every=1, push_to_hub=True, hub_model_id="me/tiny", hub_strategy="every_save")
     model = HansardGPTForCausalLM.from_pretrained(trained)
     HansardTrainer(model=model, args=args, train_dataset=TokenRows(recipe["data_dir"], "train", 64), recipe=recipe).train()
     assert len(pushed) == 2

@@ -2,6 +2,7 @@
 
 import dataclasses
 import json
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -11,6 +12,7 @@ import pytest
 from hansard_hf import HansardGPTConfig, HansardTrainingArguments
 from hansard_hf.plan import plan
 from hansard_hf.recipe import Recipe, parse_overrides
+from hansard_hf.settings import CONCERNS
 
 RECIPES = Path(__file__).resolve().parents[1] / "recipes"
 SEED = {16: 96, 24: 64, 36: 32, 48: 24}
@@ -110,8 +112,10 @@ def test_a_recipe_is_read_once_and_frozen(tmp_path):
                                                                                          "split", "text")
     # every setting a recipe leaves out is the training argument's own default, stated there alone
     d24 = Recipe.load("d24", {"run": "", "max_steps": 3})
-    for name in ("total_batch_size", "max_seq_len", "target_param_data_ratio", "eval_tokens", "use_cpu"):
-        assert d24.settings[name] == HansardTrainingArguments.__dataclass_fields__[name].default
+    args = HansardTrainingArguments(output_dir="unused")
+    for name, group in (("total_batch_size", "budget"), ("max_seq_len", "budget"), ("target_param_data_ratio", "budget"),
+                        ("eval_tokens", "evaluation"), ("use_cpu", None)):
+        assert d24.settings[name] == getattr(getattr(args, group) if group else args, name)
     assert d24.settings["max_steps"] == 3
     assert d24.model_config().vocab_size == HansardGPTConfig().vocab_size
 
@@ -132,7 +136,7 @@ def test_the_plan_and_the_trainer_take_the_same_steps_and_batch(tmp_path, monkey
     args.resolve(recipe.model_config())
     assert (args.per_device_train_batch_size, args.gradient_accumulation_steps, args.max_steps) == (
         p.device_batch_size, p.accumulation, p.steps)
-    assert args.per_device_train_batch_size * args.gradient_accumulation_steps * world_size * args.max_seq_len == \
+    assert args.per_device_train_batch_size * args.gradient_accumulation_steps * world_size * args.budget.max_seq_len == \
         recipe.settings["total_batch_size"]
 
 
@@ -158,22 +162,29 @@ def test_every_setting_with_choices_refuses_another_value_by_name(tmp_path):
     """The settings typed as choices (Literal) are checked in one place, when the arguments are built."""
     import typing
 
-    hints = HansardTrainingArguments.__annotations__
-    chosen = sorted(name for name, kind in hints.items() if typing.get_origin(kind) is typing.Literal)
-    assert chosen == ["adamw_groups", "muon_ns_dtype", "muon_orthogonalizer", "parameter_count",
-                      "train_sampling_strategy", "warmdown_shape", "weight_decay_shape"]
+    settings = [f for group in CONCERNS.values() for f in dataclasses.fields(group)]
+    chosen = sorted(f.name for f in settings if typing.get_origin(f.type) is typing.Literal)
+    assert chosen == ["adamw_groups", "muon_ns_dtype", "muon_orthogonalizer", "parameter_count", "warmdown_shape",
+                      "weight_decay_shape"]
+    base = dict(output_dir=str(tmp_path), report_to="none", use_cpu=True)
     for name in chosen:
         with pytest.raises(ValueError, match=rf"^{name}='nope': use one of \['"):
-            HansardTrainingArguments(output_dir=str(tmp_path), report_to="none", use_cpu=True, **{name: "nope"})
+            HansardTrainingArguments.from_settings(**base, **{name: "nope"})
     with pytest.raises(ValueError, match="muon_compile='auto': use true, false or null"):
-        HansardTrainingArguments(output_dir=str(tmp_path), report_to="none", use_cpu=True, muon_compile="auto")
+        HansardTrainingArguments.from_settings(**base, muon_compile="auto")
+    with pytest.raises(ValueError, match="muon_plus='yes': use true or false"):
+        Recipe.load("tiny", ["--muon_plus=yes"]).training_arguments()
+    for name in [f.name for f in settings if f.metadata["at_most"] is not None]:  # ranges: NaN, Infinity, below 0
+        for bad in (math.nan, math.inf, -1):
+            with pytest.raises(ValueError, match=rf"^{name}={bad!r}: must be a finite number"):
+                HansardTrainingArguments.from_settings(**base, **{name: bad})
 
 
 def test_the_trainers_twin_of_a_setting_is_refused_unless_it_agrees(tmp_path):
     """One name per setting: the Trainer's per_device_*_batch_size, eval_steps and save_steps follow device_batch_size,
     eval_every and save_every; setting a twin to something else is an error naming the setting to use."""
     base = dict(output_dir=str(tmp_path), report_to="none", use_cpu=True)
-    args = HansardTrainingArguments(**base, device_batch_size=4, eval_every=10, save_every=20)
+    args = HansardTrainingArguments.from_settings(**base, device_batch_size=4, eval_every=10, save_every=20)
     assert (args.per_device_train_batch_size, args.per_device_eval_batch_size, args.eval_steps, args.save_steps) == \
         (4, 4, 10, 20)
     assert dataclasses.replace(args).per_device_train_batch_size == 4  # agreeing twins are fine

@@ -108,7 +108,7 @@ def test_save_every_minutes_saves_on_a_clock_and_each_interim_checkpoint_goes_on
     no_checkpoints = trainer(tmp_path / "none", save_every=0, save_every_minutes=1e-9)  # save_every=0: none at all
     no_checkpoints.train()
     assert not list((tmp_path / "none").glob("checkpoint-*"))
-    assert HansardTrainingArguments(output_dir=str(tmp_path)).save_every_minutes == 30
+    assert HansardTrainingArguments(output_dir=str(tmp_path)).checkpointing.save_every_minutes == 30
 
 
 class SpikeAt(TrainerCallback):

@@ -7,7 +7,7 @@ from pathlib import Path
 import torch
 
 from hansard_hf import HansardTrainingArguments
-from hansard_hf.optimization import NanochatSchedule, Schedule, muon_adamw
+from hansard_hf.optimization import muon_adamw, nanochat_schedule
 
 SEQ = 16  # tokens per row of the tiny runs
 
@@ -20,7 +20,7 @@ TINY_RUN = dict(max_seq_len=SEQ, device_batch_size=2, total_batch_size=4 * SEQ, 
 
 def tiny_arguments(output_dir, **overrides) -> HansardTrainingArguments:
     """The arguments of a tiny run into `output_dir` (TINY_RUN), with `overrides`."""
-    return HansardTrainingArguments(**{**TINY_RUN, "output_dir": str(output_dir), **overrides})
+    return HansardTrainingArguments.from_settings(**{**TINY_RUN, "output_dir": str(output_dir), **overrides})
 
 
 def losses(run, after: int = 0) -> dict[int, float]:
@@ -55,7 +55,7 @@ def plain_loop(model, dataset, args, steps: int, on_step=None, grad_clip: float 
 
     `on_step()` is called after each optimizer step (the benchmark's clock)."""
     optimizer = muon_adamw(model, args)
-    schedule = NanochatSchedule(optimizer, steps, Schedule.of(args))
+    schedule = nanochat_schedule(optimizer, steps, args)
     batch, accumulation = args.per_device_train_batch_size, args.gradient_accumulation_steps
     loader = iter(torch.utils.data.DataLoader(dataset, batch_size=batch, shuffle=False, drop_last=True))
     model.train()

@@ -13,7 +13,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from .. import locations
 from ..auto import register
-from ..budget import EVAL_TOKENS
+from ..settings import EVAL_TOKENS
 from ..checkpoints import other_tokenizer
 from ..data import Corpus, TokenRows, prepare
 from ..distributed import on_main_process
