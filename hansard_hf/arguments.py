@@ -17,7 +17,7 @@ import torch
 from transformers import TrainingArguments
 
 from .budget import step_plan
-from .settings import CONCERNS, SETTING_CONCERN, AdamW, Budget, Checkpointing, Evaluation, Fitting, Muon, Schedule
+from .settings import CONCERNS, AdamW, Budget, Checkpointing, Evaluation, Fitting, Muon, Schedule, into_groups
 
 logger = logging.getLogger(__name__)
 
@@ -61,10 +61,7 @@ class HansardTrainingArguments(TrainingArguments):
     def from_settings(cls, **settings) -> "HansardTrainingArguments":
         """The arguments of flat settings, as recipes name them: `from_settings(output_dir="run", matrix_lr=0.01,
         bf16=True)`. Each of our settings goes to its group; the rest are TrainingArguments fields."""
-        groups = {concern: {} for concern in CONCERNS}
-        for name in [name for name in settings if name in SETTING_CONCERN]:
-            groups[SETTING_CONCERN[name]][name] = settings.pop(name)
-        return cls(**{concern: CONCERNS[concern](**values) for concern, values in groups.items()}, **settings)
+        return cls(**into_groups(settings, CONCERNS))
 
     def __post_init__(self):
         for concern, kind in CONCERNS.items():  # a group given as a mapping (a to_dict round trip, JSON) is made one

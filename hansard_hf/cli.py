@@ -164,6 +164,27 @@ def _corpus_report(args):
     print(f"\nwrote {png} (tokens per year by body)" if png else "\nno document has a date: no plot of tokens per year")
 
 
+def _qa(args):
+    from .qa import build_qa, counts_text
+
+    if args.dedup:
+        raise ValueError("--dedup removes repeated paragraphs from documents; qa drops repeated pairs itself: leave "
+                         "it out.")
+    corpus = _corpus(args, check=True)
+    counts = build_qa(corpus, args.out, args.max_chars, overwrite=args.overwrite)
+    print(counts_text(counts))
+    print(f"wrote {args.out} (datasets.load_from_disk; a messages column for TRL's SFTTrainer)")
+
+
+def _sft(args):
+    from .finetuning import run_sft
+
+    out = args.out or f"{str(args.base).rstrip('/')}-sft"
+    bpb = run_sft(args.base, args.data, out, args.recipe, args.overrides)
+    print(f"held-out answers, bits per byte: base {bpb['base']:.4f} -> fine-tuned {bpb['finetuned']:.4f}")
+    print(f"wrote {out} (model, tokenizer with its chat template, model card)")
+
+
 def _corpus_summary(args) -> tuple[dict, Path | None]:
     """The summary of the corpus the arguments name (its tokenizer trained first if missing) and its plot's path."""
     from .corpus_report import PLOT_FILE, plot_tokens_per_year, summarize
@@ -274,6 +295,7 @@ def build_parser() -> argparse.ArgumentParser:
     _model_commands(commands)
     _data_commands(commands)
     _run_commands(commands)
+    _finetuning_commands(commands)
     return parser
 
 
@@ -344,6 +366,29 @@ def _data_commands(commands) -> None:
     corpus_run.set_defaults(func=_corpus_report)
 
 
+def _finetuning_commands(commands) -> None:
+    """qa, sft: after pretraining."""
+    from .qa import MAX_CHARS
+
+    qa = commands.add_parser("qa", help="written questions and their answers -> a chat dataset (messages) for "
+                             "fine-tuning, split by date or section, with counts of pairs, unmatched and dropped")
+    _add_corpus_arguments(qa, default=None)
+    qa.add_argument("--out", required=True, help="folder to write the dataset into (datasets.load_from_disk)")
+    qa.add_argument("--max-chars", type=int, default=MAX_CHARS, help=f"drop pairs longer than this, question and "
+                    f"answer together (default {MAX_CHARS:,})")
+    qa.add_argument("--overwrite", action="store_true", help="replace --out if it holds something")
+    qa.set_defaults(func=_qa)
+
+    sft = commands.add_parser("sft", help="fine-tune a model folder on a chat dataset (hansard-hf qa's) with TRL")
+    sft.add_argument("base", help="the model folder to fine-tune (a run folder, or any HansardGPT folder with its "
+                     "tokenizer)")
+    sft.add_argument("--data", required=True, help="the chat dataset folder (hansard-hf qa --out)")
+    sft.add_argument("--recipe", default="sft", help="SFT recipe: shipped sft (nanochat's chat_sft, MuonAdamW) or "
+                     "sft-lora (a LoRA adapter, merged back), or a JSON file")
+    sft.add_argument("--out", default=None, help="where to write the fine-tuned model (default BASE-sft)")
+    sft.set_defaults(func=_sft)
+
+
 def _run_commands(commands) -> None:
     """train, plan, push, eval, status, plot: a run and its model."""
     train_run = commands.add_parser("train", help="train a recipe end to end (tokenizer, data, train, eval, save)")
@@ -405,7 +450,7 @@ def _error_stream():
 def main(argv=None) -> int:
     parser = build_parser()
     args, unknown = parser.parse_known_args(argv)
-    if args.command == "plan":  # `hansard-hf plan d48 --save_total_limit=2`: recipe overrides, as for train
+    if args.command in ("plan", "sft"):  # `hansard-hf plan d48 --save_total_limit=2`: recipe overrides, as for train
         args.overrides = unknown
     elif unknown:
         parser.error(f"unrecognized arguments: {' '.join(unknown)}")

@@ -158,7 +158,7 @@ class Corpus:
 
     def _xml_files(self, files: list[str]) -> list[str]:
         """The day files (of `files()`) that the selection keeps, judged by their names alone (no parsing)."""
-        return [file for file in files if self._keeps(*day_of(file))]
+        return [file for file in files if self.keeps(*day_of(file))]
 
     def check(self, parse: bool = False) -> None:
         """What can be checked before reading the documents: the files are there, and for ParlParse XML that every
@@ -205,13 +205,11 @@ class Corpus:
             counts["read"] += 1
             if len(seen) < 100_000:
                 seen.append((body, date, language))
-            if not self._keeps(body, date, language):
+            if not self.keeps(body, date, language):
                 continue
             counts["selected"] += 1
-            if self.validation_from:
-                split = temporal_split(date, self.validation_from, self.test_from)
-            elif split is None:
-                split = split_of(str(doc_id) if doc_id is not None else hashlib.sha1(text.encode()).hexdigest())
+            if self.validation_from or split is None:
+                split = self.split(str(doc_id) if doc_id is not None else hashlib.sha1(text.encode()).hexdigest(), date)
             if dedup is not None:
                 exact, near = dedup.exact, dedup.near
                 text = dedup(text)
@@ -229,12 +227,17 @@ class Corpus:
                 raise ValueError(self._no_day_selected(files))
             raise ValueError(self._nothing_selected(counts["read"], seen))
 
-    def _keeps(self, body, date, language) -> bool:
+    def keeps(self, body, date, language) -> bool:
+        """Whether the selection keeps a document of this body, date and language."""
         if self.bodies and body not in self.bodies:
             return False
         if (self.since and (date or "") < self.since) or (self.before and (date or "9999") >= self.before):
             return False
         return not self.languages or language in self.languages
+
+    def split(self, key: str, date: str | None) -> str:
+        """The split of a document: by its date under a temporal split, else by a hash of `key` (its id)."""
+        return temporal_split(date, self.validation_from, self.test_from) if self.validation_from else split_of(key)
 
     def _no_day_selected(self, files: list[str]) -> str:
         return self._nothing_selected(len(files), [day_of(f) for f in files], "day files")

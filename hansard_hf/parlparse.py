@@ -11,6 +11,7 @@ of a day is read (`debates2009-10-26b.xml` over `...a.xml`): the others repeat i
 import gzip
 import hashlib
 import html.entities
+import itertools
 import json
 import os
 import re
@@ -231,40 +232,34 @@ def _paragraphs(turn) -> list[str]:
     return [p for p in paragraphs if p]
 
 
+def turns(file) -> Iterator[dict]:
+    """The turns of one day file, in order: kind (`speech`, or a written question's `ques` and its `reply`),
+    speaker, paragraphs, and the section they are in (its number, major and minor heading); empty turns left out."""
+    number, major, minor = 0, "", ""
+    for element in read_xml(file):
+        if element.tag in HEADINGS:
+            number += 1
+            if element.tag == "minor-heading":
+                minor = _text(element)
+            else:
+                major, minor = _text(element), ""
+        elif element.tag in TURNS and (paragraphs := _paragraphs(element)):
+            yield {"section": number, "major": major, "minor": minor, "kind": element.tag,
+                   "speaker": element.get("speakername", "").strip().rstrip(":"), "paragraphs": paragraphs}
+
+
 def sections(file) -> Iterator[dict]:
     """The debate sections of one day file: id (`<file stem>#s<heading number>`), text, title, date, body, language,
     speakers, n_speeches, n_words (of the turns) and the file, in the order of the day."""
     file = Path(file)
     body, date, language = day_of(file)
-    stem, root = _stem(file), read_xml(file)
-    number, major, minor, turns, speakers = 0, "", "", [], set()
-
-    def section():
-        headings = [h for h in (major, minor) if h]
-        text = "\n\n".join(headings + turns)
-        return {"id": f"{stem}#s{number}", "text": text, "title": " — ".join(headings), "date": date, "body": body,
-                "language": language, "speakers": sorted(speakers), "n_speeches": n_speeches,
-                "n_words": len(text.split()), "file": str(file)}
-
-    n_speeches = 0
-    for element in root:
-        if element.tag in HEADINGS:
-            if turns:
-                yield section()
-            number, turns, speakers, n_speeches = number + 1, [], set(), 0
-            if element.tag == "minor-heading":
-                minor = _text(element)
-            else:
-                major, minor = _text(element), ""
-        elif element.tag in TURNS:
-            paragraphs = _paragraphs(element)
-            if not paragraphs:
-                continue
-            name = element.get("speakername", "").strip().rstrip(":")
-            if name:
-                paragraphs[0] = f"{name}: {paragraphs[0]}"
-                speakers.add(name)
-            turns += paragraphs
-            n_speeches += 1
-    if turns:
-        yield section()
+    stem = _stem(file)
+    for number, section in itertools.groupby(turns(file), key=lambda turn: turn["section"]):
+        section = list(section)
+        headings = [h for h in (section[0]["major"], section[0]["minor"]) if h]
+        blocks = [f"{t['speaker']}: {p}" if t["speaker"] and i == 0 else p
+                  for t in section for i, p in enumerate(t["paragraphs"])]
+        text = "\n\n".join(headings + blocks)
+        yield {"id": f"{stem}#s{number}", "text": text, "title": " — ".join(headings), "date": date, "body": body,
+               "language": language, "speakers": sorted({t["speaker"] for t in section if t["speaker"]}),
+               "n_speeches": len(section), "n_words": len(text.split()), "file": str(file)}

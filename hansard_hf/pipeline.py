@@ -73,9 +73,12 @@ def run_recipe(path, overrides=None) -> HansardTrainer | None:
     lock = OutputDirLock(out)
     on_main_process(lock.acquire)  # one live run per folder, the Trainer's too; a refusal stops every process
     try:
-        return _train(recipe, args, config, tokenizer, tokenizer_dir, data_dir, state, lock)
+        trainer = _train(recipe, args, config, tokenizer, tokenizer_dir, data_dir, state, lock)
     finally:
         lock.release()
+    state.wait_for_everyone()  # every process is done before the process group closes: none aborts at exit
+    state.destroy_process_group()
+    return trainer
 
 
 def _train(recipe, args, config, tokenizer, tokenizer_dir, data_dir, state, lock) -> HansardTrainer:

@@ -167,4 +167,14 @@ class Checkpointing(Settings):
 # HansardTrainingArguments' field for each group, in the order the options are documented
 CONCERNS = {"budget": Budget, "muon": Muon, "adamw": AdamW, "schedule": Schedule, "evaluation": Evaluation,
             "checkpointing": Checkpointing, "fitting": Fitting}
-SETTING_CONCERN = {f.name: concern for concern, group in CONCERNS.items() for f in fields(group)}  # name -> group
+
+
+def into_groups(settings: dict, concerns: dict) -> dict:
+    """Flat settings (`matrix_lr=0.01, bf16=True`) as keyword arguments of a class holding the groups `concerns`
+    (field name -> group class): each group made of its own settings, the other settings as they are."""
+    owner = {f.name: concern for concern, group in concerns.items() for f in fields(group)}
+    grouped = {concern: {} for concern in concerns}
+    rest = {}
+    for name, value in settings.items():
+        (grouped[owner[name]] if name in owner else rest)[name] = value
+    return {**{concern: concerns[concern](**values) for concern, values in grouped.items()}, **rest}

@@ -25,6 +25,21 @@ def offline_env(home=None, **extra) -> dict[str, str]:
             **{key: str(value) for key, value in extra.items()}}
 
 
+LAUNCHERS = {"accelerate": "accelerate.commands.launch", "torchrun": "torch.distributed.run"}
+TESTS = os.path.dirname(os.path.abspath(__file__))
+
+
+def launch_command(launcher: str, *arguments) -> list[str]:
+    """`accelerate launch ARGUMENTS` or `torchrun ARGUMENTS`, run by this interpreter: the tests' one way to start
+    several processes."""
+    return [sys.executable, "-m", LAUNCHERS[launcher], *map(str, arguments)]
+
+
+def worker_env(home=None, **extra) -> dict[str, str]:
+    """offline_env for a launched worker script of tests/ (which imports conftest and trainer_helpers)."""
+    return offline_env(home, PYTHONPATH=os.pathsep.join([TESTS, os.environ.get("PYTHONPATH", "")]), **extra)
+
+
 def cli(*arguments, cwd=None, **environment) -> subprocess.CompletedProcess:
     """`hansard-hf ARGUMENTS` in a fresh process, offline, standard input closed, `environment` added."""
     env = offline_env(**environment)

@@ -1,26 +1,24 @@
 """Two real CPU processes (accelerate launch, gloo): Muon's work is split across ranks, the result is unchanged."""
 
 import json
-import os
 import socket
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 
+from conftest import launch_command, worker_env
 from distributed_worker import STEPS, train
 
 TESTS = Path(__file__).parent
-ENV = {**os.environ, "PYTHONPATH": os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")])}
 
 
 def launch(*arguments, out: Path, variant: str = "2025") -> subprocess.Popen:
     """`accelerate launch ARGUMENTS tests/distributed_worker.py OUT VARIANT`, started (the caller waits)."""
-    command = [sys.executable, "-m", "accelerate.commands.launch", *arguments, "--mixed_precision", "no",
-               "--dynamo_backend", "no", str(TESTS / "distributed_worker.py"), str(out), variant]
-    return subprocess.Popen(command, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    command = launch_command("accelerate", *arguments, "--mixed_precision", "no", "--dynamo_backend", "no",
+                             TESTS / "distributed_worker.py", out, variant)
+    return subprocess.Popen(command, env=worker_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
 def finish(*processes: subprocess.Popen) -> None:

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from hansard_hf.cli import build_parser
-from conftest import offline_env
+from conftest import launch_command, offline_env
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
@@ -31,9 +31,9 @@ TRAIN = ["--tokenizer_vocab_size=512", "--vocab_size=512", "--max_seq_len=64", "
 
 def command(*arguments) -> list[str]:
     """A command as a user types it, with the umask set first."""
-    program = {"hansard-hf": str(Path(sys.executable).with_name("hansard-hf")), "accelerate": sys.executable}
-    launch = ["-m", "accelerate.commands.launch"] if arguments[0] == "accelerate" else []
-    return ["sh", "-c", f"umask {UMASK:03o} && exec \"$@\"", "sh", program[arguments[0]], *launch, *arguments[1:]]
+    program = launch_command(*arguments[:1]) if arguments[0] == "accelerate" else \
+        [str(Path(sys.executable).with_name("hansard-hf"))]
+    return ["sh", "-c", f"umask {UMASK:03o} && exec \"$@\"", "sh", *program, *arguments[1:]]
 
 
 def in_terminal(argv, cwd, env, timeout=300) -> tuple[int, str]:
@@ -75,6 +75,9 @@ def world(tmp_path_factory, corpus):
     (root / "garbage").mkdir()  # nanochat's file names, random bytes inside
     (root / "garbage" / "model_000010.pt").write_bytes(os.urandom(4096))
     (root / "garbage" / "meta_000010.json").write_text('{"model_config": {}}')
+    (root / "wrans.jsonl").write_text("".join(json.dumps(
+        {"id": kind, "text": text, "kind": kind, "debate_id": "answers2021-03-12a#s1", "date": "2021-03-12"}) + "\n"
+        for kind, text in (("question", "To ask the Chancellor what the rate of VAT is."), ("answer", "20%."))))
     env = offline_env(root / "home", WANDB_MODE="offline", HF_HOME=root / "hf_home", PYTHONUNBUFFERED=1)
     env.pop("HF_TOKEN", None)
     run = root / "runs" / "hansard_tiny"
@@ -117,6 +120,11 @@ def cases(root: Path, corpus: Path, run: Path, out: Path) -> list[tuple[str, lis
         ("prepare", command("hansard-hf", "prepare", f"--dataset={corpus}", f"--tokenizer={run}",
                             f"--out={out / 'data'}"), True, "prepared data in"),
         ("prepare", command("hansard-hf", "prepare", f"--dataset={corpus}l"), False, f"did you mean {corpus}?"),
+        ("qa", command("hansard-hf", "qa", f"--dataset={root / 'wrans.jsonl'}", f"--out={out / 'qa'}"), True,
+         "pairs      1: train "),
+        ("qa", command("hansard-hf", "qa", f"--dataset={corpus}", f"--out={out / 'qa_none'}"), False,
+         "Q&A pairs need the fields ['kind', 'debate_id', 'text']"),
+        ("sft", command("hansard-hf", "sft", str(run), f"--data={root / 'empty'}"), False, "not a dataset folder"),
         ("tokenizer", command("hansard-hf", "tokenizer", "train", f"--dataset={corpus}", "--vocab-size=300",
                               f"--out={out / 'tokenizer'}"), True, "wrote a 300-token tokenizer"),
         ("tokenizer", command("hansard-hf", "tokenizer", "train", f"--dataset={root / 'latin1.jsonl'}"), False,

@@ -19,7 +19,7 @@ from hansard_hf.configuration_hansard_gpt import HansardGPTConfig
 from hansard_hf.recipe import Recipe, find_recipe, shipped_recipes
 from hansard_hf.tokenization import train_tokenizer
 from corpus_helpers import documents, write_jsonl
-from conftest import cli, no_gpu, offline_env
+from conftest import cli, launch_command, no_gpu, offline_env
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_shipped_recipes_are_found_by_name_from_any_folder(tmp_path, monkeypatch):
     shipped = shipped_recipes()
     assert set(shipped) == {"tiny", "d16", "d24", "d36", "d48", "d80", "tiny-2026", "d16-2026", "d24-2026", "d36-2026",
-                            "d48-2026"}
+                            "d48-2026", "sft", "sft-lora"}
     monkeypatch.chdir(tmp_path)  # no recipes/ folder here
     for name in ("d24", "d24.json", "recipes/d24.json"):
         assert find_recipe(name) == shipped["d24"], name
@@ -249,8 +249,8 @@ def test_model_card_names_the_real_corpus_and_what_each_figure_was_measured_on(t
 @pytest.mark.slow
 @no_gpu
 def test_under_accelerate_an_error_is_printed_once(corpus, tmp_path):
-    launch = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-              "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", str(ROOT / "recipes" / "train.py")]
+    launch = launch_command("accelerate", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+                            "--mixed_precision", "no", "--dynamo_backend", "no", ROOT / "recipes" / "train.py")
     env = offline_env(tmp_path / "home")
     for arguments, message in ((["d24", f"--dataset={corpus}"], "bf16=true asks for a GPU"),  # not even --use_cpu
                                (["d24.json", "--use_cpu=true", "--bf16=false"], "HF_HUB_OFFLINE is set")):

@@ -6,12 +6,12 @@ and the full weights saved for from_pretrained. Each Muon matrix is orthogonalis
 
 import functools
 import json
-import os
 import shutil
 import signal
 import subprocess
 import sys
 import time
+from typing import NamedTuple
 from pathlib import Path
 
 import pytest
@@ -21,7 +21,7 @@ from fsdp_worker import STEPS, build, state_bytes, train
 from hansard_hf import HansardGPTForCausalLM
 from hansard_hf.checkpoints import COMPLETE_MARKER, last_complete_checkpoint
 from hansard_hf.progress import read_state
-from conftest import offline_env
+from conftest import launch_command, offline_env, worker_env
 
 TESTS = Path(__file__).parent
 def matrices(options) -> int:
@@ -30,11 +30,8 @@ def matrices(options) -> int:
 
 
 def torchrun(processes: int, out: Path, *options: str) -> list[dict]:
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")]),
-           "OMP_NUM_THREADS": "1"}
-    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(processes),
-               str(TESTS / "fsdp_worker.py"), str(out), *options]
-    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
+    command = launch_command("torchrun", "--nproc_per_node", processes, TESTS / "fsdp_worker.py", out, *options)
+    done = subprocess.run(command, env=worker_env(OMP_NUM_THREADS=1), capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-4000:]
     return [json.loads((out / f"rank{rank}.json").read_text()) for rank in range(processes)]
 
@@ -90,19 +87,28 @@ SMALL = ["--max_seq_len=32", "--device_batch_size=2", "--total_batch_size=256", 
          "--eval_every=2", "--sample_every=2", "--core_metric_every=2", "--report_to=none"]  # tiny, cut to seconds
 
 
-def launch_recipe(corpus: Path, out: Path, steps: int, *flags: str, options: tuple[str, ...] = ()) -> dict:
-    """The command and environment of recipes/train.py tiny for `steps` steps into `out` (with `options`, more of
-    its --key=value), under `accelerate launch --num_processes 2 FLAGS` on CPU processes over gloo."""
-    command = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "2", "--mixed_precision", "no",
-               *flags, str(ROOT / "recipes" / "train.py"), "tiny", f"--dataset={corpus}", f"--output_dir={out}",
-               f"--max_steps={steps}", *SMALL, *options]
-    env = offline_env(corpus.parent / "home", OMP_NUM_THREADS=1)
+class Runs(NamedTuple):
+    """The session's corpus, the HANSARD_HF_HOME these runs share (one tokenizer, one data folder) and the DDP run."""
+
+    corpus: Path
+    home: Path
+    reference: Path
+
+
+def launch_recipe(runs: Runs, out: Path, steps: int, *flags: str, options: tuple[str, ...] = ()) -> dict:
+    """The command and environment of recipes/train.py tiny on `runs.corpus` for `steps` steps into `out` (with
+    `options`, more of its --key=value), under `accelerate launch --num_processes 2 FLAGS` on CPU processes over
+    gloo."""
+    command = launch_command("accelerate", "--num_processes", "2", "--mixed_precision", "no", *flags,
+                             ROOT / "recipes" / "train.py", "tiny", f"--dataset={runs.corpus}", f"--output_dir={out}",
+                             f"--max_steps={steps}", *SMALL, *options)
+    env = offline_env(runs.home, OMP_NUM_THREADS=1)
     return dict(args=command, env=env, text=True)
 
 
-def train_recipe(corpus: Path, out: Path, steps: int, *flags: str, options: tuple[str, ...] = ()) -> str:
+def train_recipe(runs: Runs, out: Path, steps: int, *flags: str, options: tuple[str, ...] = ()) -> str:
     """launch_recipe run to its end. Returns its stdout."""
-    done = subprocess.run(**launch_recipe(corpus, out, steps, *flags, options=options), capture_output=True,
+    done = subprocess.run(**launch_recipe(runs, out, steps, *flags, options=options), capture_output=True,
                           timeout=600)
     assert done.returncode == 0, done.stderr[-4000:]
     return done.stdout
@@ -133,14 +139,12 @@ def assert_equal_to_ddp(got: dict, expected: dict) -> None:
 
 
 @pytest.fixture(scope="module")
-def ddp(tmp_path_factory):
+def ddp(corpus, tmp_path_factory) -> Runs:
     """The corpus, and the recipe trained 4 steps under DDP (tests/test_distributed.py: equal to one process)."""
-    from corpus_helpers import documents, write_jsonl
-
-    corpus = write_jsonl(tmp_path_factory.mktemp("fsdp_recipe") / "corpus.jsonl", documents(60))
-    out = corpus.parent / "ddp"
-    assert "layout     DDP, world size 2: 2 rows x 2 accumulation" in train_recipe(corpus, out, 4, "--multi_gpu")
-    return corpus, out
+    folder = tmp_path_factory.mktemp("fsdp_recipe")
+    runs = Runs(corpus, folder / "home", folder / "ddp")
+    assert "layout     DDP, world size 2: 2 rows x 2 accumulation" in train_recipe(runs, runs.reference, 4, "--multi_gpu")
+    return runs
 
 
 @pytest.mark.slow
@@ -152,9 +156,9 @@ def test_the_recipe_under_accelerates_fsdp2_equals_ddp_and_resumes_exactly(ddp, 
     rank, checkpoints (whole with the shipped config, sharded with SHARDED_STATE_DICT) and resumes; the final folder
     holds the full weights and the model's code, and loads with trust_remote_code. Equal to DDP with the same batches within fp32 tolerance
     (also with activation checkpointing, which changes no arithmetic)."""
-    corpus, reference = ddp
+    reference = ddp.reference
     out = tmp_path / "fsdp"
-    stdout = train_recipe(corpus, out, 4, *fsdp2(state_dict_type), options=options)
+    stdout = train_recipe(ddp, out, 4, *fsdp2(state_dict_type), options=options)
     assert "layout     FSDP2, world size 2: 2 rows x 2 accumulation per process, 256 tokens per step" in stdout
     got = weights(out)
     assert_equal_to_ddp(got, weights(reference))
@@ -192,7 +196,7 @@ def test_the_recipe_under_accelerates_fsdp2_equals_ddp_and_resumes_exactly(ddp, 
     shutil.copytree(out / "checkpoint-2", resumed / "checkpoint-2")
     marker = resumed / "checkpoint-2" / COMPLETE_MARKER
     written = marker.stat().st_mtime_ns
-    train_recipe(corpus, resumed, 4, *fsdp2(state_dict_type), options=options)
+    train_recipe(ddp, resumed, 4, *fsdp2(state_dict_type), options=options)
     assert marker.stat().st_mtime_ns == written and (resumed / "checkpoint-4").is_dir()
     for name, weight in got.items():
         torch.testing.assert_close(weights(resumed)[name], weight, atol=1e-6, rtol=0, msg=name)
@@ -203,10 +207,10 @@ def test_sigterm_to_the_launcher_stops_fsdp2_at_a_complete_sharded_checkpoint_an
     """SIGTERM to `accelerate launch` (torchrun passes it to both ranks, then waits PET_SHUTDOWN_TIMEOUT seconds):
     both ranks stop after the same step, each writes its shard of the checkpoint, rank 0 marks it complete, the
     launcher exits; the rerun resumes from it and ends at DDP's weights."""
-    corpus, reference = ddp
+    reference = ddp.reference
     out = tmp_path / "stopped"
     flags = fsdp2("SHARDED_STATE_DICT")
-    launch = launch_recipe(corpus, out, 4, *flags, options=("--logging_steps=1",))
+    launch = launch_recipe(ddp, out, 4, *flags, options=("--logging_steps=1",))
     launch["env"]["PET_SHUTDOWN_TIMEOUT"] = "300"
     process = subprocess.Popen(**launch, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.time() + 300
@@ -222,6 +226,6 @@ def test_sigterm_to_the_launcher_stops_fsdp2_at_a_complete_sharded_checkpoint_an
     assert step < 4 and last_complete_checkpoint(out) == checkpoint
     assert {"pytorch_model_fsdp_0", "optimizer_0"} <= {p.name for p in checkpoint.iterdir()}
     written = (checkpoint / COMPLETE_MARKER).stat().st_mtime_ns
-    train_recipe(corpus, out, 4, *flags)
+    train_recipe(ddp, out, 4, *flags)
     assert (checkpoint / COMPLETE_MARKER).stat().st_mtime_ns == written  # resumed from, not trained again
     assert_equal_to_ddp(weights(out), weights(reference))

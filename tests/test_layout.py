@@ -3,7 +3,6 @@ the parallelism it asked for stops before any work, naming the fix; `hansard-hf 
 
 import re
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -14,7 +13,7 @@ from hansard_hf.layout import Layout, describe_layout
 from hansard_hf.plan import describe_plan, plan
 from hansard_hf.recipe import Recipe
 from trainer_helpers import tiny_arguments
-from conftest import no_gpu, offline_env
+from conftest import launch_command, no_gpu, offline_env
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -35,9 +34,9 @@ def run(command: list[str], home: Path) -> subprocess.CompletedProcess:
 @no_gpu
 def test_an_fsdp_config_on_a_machine_without_gpus_stops_before_any_work(corpus, tmp_path):
     """accelerate starts both processes but applies no FSDP (each alone, or DDP with use_cpu): named, not trained."""
-    done = run([sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(ROOT / "accelerate_fsdp2.yaml"),
-                "--num_processes", "2", "--mixed_precision", "no", str(ROOT / "recipes" / "train.py"), "tiny",
-                f"--dataset={corpus}", f"--output_dir={tmp_path / 'run'}"], tmp_path / "home")
+    done = run(launch_command("accelerate", "--config_file", ROOT / "accelerate_fsdp2.yaml", "--num_processes", "2",
+                              "--mixed_precision", "no", ROOT / "recipes" / "train.py", "tiny", f"--dataset={corpus}",
+                              f"--output_dir={tmp_path / 'run'}"), tmp_path / "home")
     assert done.returncode != 0
     errors = [line for line in done.stderr.splitlines() if line.startswith("hansard-hf train: error:")]
     # accelerate >= 1.15 runs each process alone, older releases run DDP over CPU processes: neither is FSDP
@@ -51,9 +50,9 @@ def test_an_fsdp_config_on_a_machine_without_gpus_stops_before_any_work(corpus, 
 def test_n_processes_never_each_train_alone(corpus, tmp_path):
     """torchrun without use_cpu: accelerate >= 1.15 leaves each process alone (refused before any work); older
     releases make them one DDP group over gloo (which the layout line says)."""
-    done = run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", str(ROOT / "recipes" / "train.py"),
-                "tiny", f"--dataset={corpus}", f"--output_dir={tmp_path / 'run'}", "--max_steps=1", "--eval_every=0"],
-               tmp_path / "home")
+    done = run(launch_command("torchrun", "--nproc_per_node", "2", ROOT / "recipes" / "train.py", "tiny",
+                              f"--dataset={corpus}", f"--output_dir={tmp_path / 'run'}", "--max_steps=1",
+                              "--eval_every=0"), tmp_path / "home")
     assert "layout     single process" not in done.stdout
     if "layout     DDP, world size 2" not in done.stdout:
         assert done.returncode != 0
