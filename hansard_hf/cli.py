@@ -167,6 +167,9 @@ def _corpus_report(args):
 def _qa(args):
     from .qa import build_qa, counts_text
 
+    if not args.dataset:
+        raise ValueError("name the corpus: --dataset=scrapedxml/ (ParlParse day files) or a table of turns with a "
+                         "kind field (--dataset=hansard_speeches.jsonl).")
     if args.dedup:
         raise ValueError("--dedup removes repeated paragraphs from documents; qa drops repeated pairs itself: leave "
                          "it out.")

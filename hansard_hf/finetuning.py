@@ -36,7 +36,6 @@ CHAT_TEMPLATE = (
 END_OF_ANSWER = "<|assistant_end|>"
 SFT_CONCERNS = {"muon": Muon, "adamw": AdamW, "schedule": Schedule}
 LORA_KEYS = {"lora_r": 0, "lora_alpha": 16, "lora_dropout": 0.0}  # lora_r > 0: train a LoRA adapter of that rank
-RUN_KEYS = {"data", "base"}
 
 
 def group(kind, help: str):
@@ -92,9 +91,9 @@ class HansardSFTTrainer(SFTTrainer):
 
 
 def sft_keys() -> set[str]:
-    """Every key an SFT recipe takes: SFTConfig's fields, our optimizer settings by their flat names, LoRA's, the run's."""
+    """Every key an SFT recipe takes: SFTConfig's fields, our optimizer settings by their flat names, LoRA's."""
     ours = {f.name for group_class in SFT_CONCERNS.values() for f in fields(group_class)}
-    return ({f.name for f in fields(HansardSFTConfig)} - set(SFT_CONCERNS)) | ours | set(LORA_KEYS) | RUN_KEYS
+    return ({f.name for f in fields(HansardSFTConfig)} - set(SFT_CONCERNS)) | ours | set(LORA_KEYS)
 
 
 def load_sft_recipe(name, overrides: list[str] | dict | None = None) -> dict:
@@ -109,8 +108,8 @@ def load_sft_recipe(name, overrides: list[str] | dict | None = None) -> dict:
         hints = "; ".join(f"did you mean {guess[0]!r} for {key!r}?" for key in unknown
                           if (guess := difflib.get_close_matches(key, known, n=1)))
         raise ValueError(f"{path}: unknown key(s) {unknown}. {hints + ' ' if hints else ''}An SFT recipe takes TRL's "
-                         "SFTConfig fields, the optimizer settings (matrix_lr, ...), lora_r/lora_alpha/lora_dropout, "
-                         "base and data.")
+                         "SFTConfig fields, the optimizer settings (matrix_lr, ...) and lora_r/lora_alpha/lora_dropout "
+                         "(the model folder and --data are the command's arguments).")
     return values
 
 
@@ -193,7 +192,6 @@ def run_sft(base, data, out, recipe: str = "sft", overrides: list[str] | dict | 
     from .tokenization import TOKEN_BYTES_FILE, load_tokenizer
 
     settings = load_sft_recipe(recipe, overrides)
-    settings.pop("base", None), settings.pop("data", None)
     lora = {key: settings.pop(key) for key in list(settings) if key in LORA_KEYS}
     if not (Path(data) / "dataset_dict.json").is_file():
         raise ValueError(f"{data}: not a dataset folder (no dataset_dict.json); make the data with hansard-hf qa.")
@@ -201,10 +199,12 @@ def run_sft(base, data, out, recipe: str = "sft", overrides: list[str] | dict | 
     if "train" not in dataset or "messages" not in dataset["train"].column_names:
         raise ValueError(f"{data}: no train split with a messages column; make the data with hansard-hf qa.")
     config = Path(base) / "config.json"
-    model_type = json.loads(config.read_text()).get("model_type") if config.is_file() else None
+    if not config.is_file():
+        raise ValueError(f"{base}: no config.json there: name a run folder or a model folder hansard-hf wrote.")
+    model_type = json.loads(config.read_text()).get("model_type")
     if model_type != "hansard_gpt":
         raise ValueError(f"{base}: not a HansardGPT model folder (config.json model_type {model_type!r}): name a run "
-                         "folder or a folder hansard-hf wrote.")
+                         "folder or a model folder hansard-hf wrote.")
     held_out = dataset["validation"] if "validation" in dataset else dataset["train"]
     tokenizer = chat_tokenizer(load_tokenizer(base))
     model = HansardGPTForCausalLM.from_pretrained(base)

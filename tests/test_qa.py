@@ -95,6 +95,9 @@ def test_the_command_writes_a_chat_dataset_and_refuses_what_it_cannot_do(wrans, 
     assert sorted(p.name for p in out.iterdir()) == before
     refused = cli("qa", f"--dataset={wrans}", f"--out={tmp_path / 'd'}", "--dedup", HANSARD_HF_HOME=tmp_path / "home")
     assert refused.returncode != 0 and "qa drops repeated pairs itself" in refused.stderr
+    unnamed = cli("qa", f"--out={tmp_path / 'e'}", HANSARD_HF_HOME=tmp_path / "home")
+    assert unnamed.returncode != 0 and "name the corpus: --dataset=" in unnamed.stderr and "Traceback" not in \
+        unnamed.stderr
 
 
 def test_rows_without_kinds_or_without_pairs_are_one_clear_error_and_nothing_is_written(tmp_path):
