@@ -17,7 +17,8 @@ import torch
 from transformers import TrainingArguments
 
 from .budget import step_plan
-from .settings import CONCERNS, AdamW, Budget, Checkpointing, Evaluation, Fitting, Muon, Schedule, into_groups
+from .settings import (CONCERNS, AdamW, Budget, Checkpointing, Evaluation, Fitting, Muon, Schedule, flat,
+                       group_field, into_groups)
 
 logger = logging.getLogger(__name__)
 
@@ -28,22 +29,18 @@ DERIVED = {"per_device_train_batch_size": ("budget", "device_batch_size"),
 TRAINER_DEFAULTS = {f.name: f.default for f in fields(TrainingArguments)}
 
 
-def group(kind, help: str):
-    return field(default_factory=kind, metadata={"help": help})
-
-
 @dataclass
 class HansardTrainingArguments(TrainingArguments):
     """TrainingArguments with nanochat's settings in one frozen group per concern; batch size and accumulation are
     derived from token counts."""
 
-    budget: Budget = group(Budget, "Tokens per step, rows per device and the Chinchilla step count.")
-    muon: Muon = group(Muon, "The Muon optimizer of the 2-D block weights.")
-    adamw: AdamW = group(AdamW, "The AdamW groups (embedding, lm_head, scalars).")
-    schedule: Schedule = group(Schedule, "The LR, momentum and weight-decay schedules.")
-    evaluation: Evaluation = group(Evaluation, "Validation bits per byte, benchmarks and samples during training.")
-    checkpointing: Checkpointing = group(Checkpointing, "Checkpoints by steps and minutes; stopping a diverged run.")
-    fitting: Fitting = group(Fitting, "Fitting the run to the GPU's memory.")
+    budget: Budget = group_field(Budget)
+    muon: Muon = group_field(Muon)
+    adamw: AdamW = group_field(AdamW)
+    schedule: Schedule = group_field(Schedule)
+    evaluation: Evaluation = group_field(Evaluation)
+    checkpointing: Checkpointing = group_field(Checkpointing)
+    fitting: Fitting = group_field(Fitting)
     # transformers' fields whose defaults cost a host sync or depart from nanochat
     max_grad_norm: float = field(default=0.0, metadata={"help": (
         "Gradient clipping norm; 0 = none. Departs from nanochat 10231df, which clips at 1.0: nanochat itself removed "
@@ -112,10 +109,7 @@ class HansardTrainingArguments(TrainingArguments):
 
     def to_dict(self) -> dict:
         """TrainingArguments.to_dict with our settings flat, by their own names (wandb's config, JSON)."""
-        values = super().to_dict()
-        for concern in CONCERNS:
-            values.update(dataclasses.asdict(values.pop(concern)))
-        return values
+        return flat(super().to_dict(), CONCERNS)
 
 
 def hansard_options() -> dict[str, list]:

@@ -21,7 +21,7 @@ from trl import SFTConfig, SFTTrainer
 
 from .optimization import muon_adamw, nanochat_schedule
 from .recipe import find_recipe, parse_overrides
-from .settings import AdamW, Muon, Schedule, into_groups
+from .settings import AdamW, Muon, Schedule, flat, group_field, into_groups
 
 CHAT_TEMPLATE = (
     "{%- set ns = namespace(system='') -%}{{ bos_token }}"
@@ -38,17 +38,13 @@ SFT_CONCERNS = {"muon": Muon, "adamw": AdamW, "schedule": Schedule}
 LORA_KEYS = {"lora_r": 0, "lora_alpha": 16, "lora_dropout": 0.0}  # lora_r > 0: train a LoRA adapter of that rank
 
 
-def group(kind, help: str):
-    return field(default_factory=kind, metadata={"help": help})
-
-
 @dataclass
 class HansardSFTConfig(SFTConfig):
     """TRL's SFTConfig with nanochat's optimizer settings in their groups (`hansard_hf.settings`)."""
 
-    muon: Muon = group(Muon, "The Muon optimizer of the 2-D block weights.")
-    adamw: AdamW = group(AdamW, "The AdamW groups (embedding, lm_head, scalars).")
-    schedule: Schedule = group(Schedule, "The LR, momentum and weight-decay schedules.")
+    muon: Muon = group_field(Muon)
+    adamw: AdamW = group_field(AdamW)
+    schedule: Schedule = group_field(Schedule)
     nanochat_optimizer: bool = field(default=True, metadata={"help": (
         "MuonAdamW with nanochat's groups and schedules (muon, adamw, schedule); false: TRL's own optimizer "
         "(optim, learning_rate), as a LoRA adapter needs.")})
@@ -70,10 +66,7 @@ class HansardSFTConfig(SFTConfig):
         return cls(**into_groups(settings, SFT_CONCERNS))
 
     def to_dict(self) -> dict:
-        values = super().to_dict()
-        for concern in SFT_CONCERNS:
-            values.update(vars(values.pop(concern)))
-        return values
+        return flat(super().to_dict(), SFT_CONCERNS)
 
 
 class HansardSFTTrainer(SFTTrainer):
@@ -97,7 +90,7 @@ def sft_keys() -> set[str]:
 
 
 def load_sft_recipe(name, overrides: list[str] | dict | None = None) -> dict:
-    """An SFT recipe (a shipped name such as `sft-tiny`, or a JSON file) with `--key=value` overrides, every key
+    """An SFT recipe (a shipped name, `sft` or `sft-lora`, or a JSON file) with `--key=value` overrides, every key
     checked."""
     path = find_recipe(name)
     values = json.loads(path.read_text())

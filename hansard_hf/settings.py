@@ -9,7 +9,7 @@ in `Settings.__post_init__`, from the field's type and range.
 import math
 import types
 import typing
-from dataclasses import dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields
 from typing import Literal, Mapping
 
 from .choices import AdamWGroups, NsDtype, Orthogonalizer, ParameterCount, WarmdownShape, WeightDecayShape, check_choice
@@ -67,8 +67,9 @@ class Budget(Settings):
 
 @dataclass(frozen=True)
 class Fitting(Settings):
-    """How a run is made to fit the GPU's memory (applied by hansard_hf.memory.fit_to_memory, which `hansard-hf
-    train` runs before the Trainer)."""
+    """How a run is made to fit the GPU's memory.
+
+    Applied by hansard_hf.memory.fit_to_memory, which `hansard-hf train` runs before the Trainer."""
 
     auto_activation_checkpointing: bool = setting(
         True, "On a GPU with bf16 under DDP, unless activation_checkpointing is set: checkpoint every n-th layer, "
@@ -167,6 +168,19 @@ class Checkpointing(Settings):
 # HansardTrainingArguments' field for each group, in the order the options are documented
 CONCERNS = {"budget": Budget, "muon": Muon, "adamw": AdamW, "schedule": Schedule, "evaluation": Evaluation,
             "checkpointing": Checkpointing, "fitting": Fitting}
+
+
+def group_field(kind):
+    """A field of an arguments class holding the settings group `kind` (its defaults unless given); its help is the
+    group's docstring."""
+    return field(default_factory=kind, metadata={"help": kind.__doc__.split("\n")[0]})
+
+
+def flat(values: dict, concerns) -> dict:
+    """An arguments class's `to_dict()` with each group's settings in place of the group, by their own names."""
+    for concern in concerns:
+        values.update(asdict(values.pop(concern)))
+    return values
 
 
 def into_groups(settings: dict, concerns: dict) -> dict:
