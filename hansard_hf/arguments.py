@@ -11,7 +11,7 @@ import logging
 import math
 import textwrap
 from dataclasses import dataclass, field, fields
-from typing import Literal, Mapping
+from typing import Literal
 
 import torch
 from transformers import TrainingArguments
@@ -61,11 +61,9 @@ class HansardTrainingArguments(TrainingArguments):
         return cls(**into_groups(settings, CONCERNS))
 
     def __post_init__(self):
-        for concern, kind in CONCERNS.items():  # a group given as a mapping (a to_dict round trip, JSON) is made one
+        for concern, kind in CONCERNS.items():
             value = getattr(self, concern)
-            if isinstance(value, Mapping):
-                setattr(self, concern, kind(**value))
-            elif not isinstance(value, kind):
+            if not isinstance(value, kind):
                 raise TypeError(f"{concern}: a hansard_hf.settings.{kind.__name__}, not {type(value).__name__}.")
         if not (math.isfinite(self.max_grad_norm) and self.max_grad_norm >= 0):
             raise ValueError(f"max_grad_norm={self.max_grad_norm}: must be a finite number, 0 or more.")
@@ -127,8 +125,8 @@ def group_title(concern: str) -> str:
     """A group's heading: its field and class with the class's first line, or the transformers fields' own."""
     if concern not in CONCERNS:
         return "transformers' TrainingArguments fields with other defaults (no host sync per step; nanochat's ways)"
-    kind = CONCERNS[concern]
-    return f"args.{concern} ({kind.__name__}): {kind.__doc__.split(chr(10))[0]}"
+    group = HansardTrainingArguments.__dataclass_fields__[concern]
+    return f"args.{concern} ({CONCERNS[concern].__name__}): {group.metadata['help']}"
 
 
 def option_type(setting) -> str:

@@ -156,7 +156,7 @@ class Corpus:
                              "scrapedxml folders of debates and answers.")
         return latest_versions(hansard), others
 
-    def _xml_files(self, files: list[str]) -> list[str]:
+    def day_files(self, files: list[str]) -> list[str]:
         """The day files (of `files()`) that the selection keeps, judged by their names alone (no parsing)."""
         return [file for file in files if self.keeps(*day_of(file))]
 
@@ -172,7 +172,7 @@ class Corpus:
             folders = sorted({Path(f).parent.name for f in passed_over})
             logger.warning("%s: passed over %d XML files that are not Hansard debates or answers (folders %s).",
                            self.source, len(passed_over), ", ".join(folders))
-        kept = self._xml_files(files)  # every file's name names a body and a date
+        kept = self.day_files(files)  # every file's name names a body and a date
         if not kept:
             raise ValueError(self._no_day_selected(files))
         if parse:
@@ -254,7 +254,7 @@ class Corpus:
         """(split or None, text, id, body, date, language, speakers) of every document read, before selection."""
         files = self.files()
         if files is not None and is_xml_file(files[0]):
-            kept = self._xml_files(files)
+            kept = self.day_files(files)
             if not kept:  # nothing selected: said by `selected`, with what the corpus has; no empty cache is made
                 return
             rows = read_parsed(parsed(kept, locations.parsed_dir()), batch_size)

@@ -234,8 +234,9 @@ def _paragraphs(turn) -> list[str]:
 
 def turns(file) -> Iterator[dict]:
     """The turns of one day file, in order: kind (`speech`, or a written question's `ques` and its `reply`),
-    speaker, paragraphs, and the section they are in (its number, major and minor heading); empty turns left out."""
-    number, major, minor = 0, "", ""
+    speaker, paragraphs, and the section they are in (its id, `<file stem>#s<heading number>`, and its major and
+    minor heading); empty turns left out."""
+    stem, number, major, minor = _stem(Path(file)), 0, "", ""
     for element in read_xml(file):
         if element.tag in HEADINGS:
             number += 1
@@ -244,7 +245,7 @@ def turns(file) -> Iterator[dict]:
             else:
                 major, minor = _text(element), ""
         elif element.tag in TURNS and (paragraphs := _paragraphs(element)):
-            yield {"section": number, "major": major, "minor": minor, "kind": element.tag,
+            yield {"section": f"{stem}#s{number}", "major": major, "minor": minor, "kind": element.tag,
                    "speaker": element.get("speakername", "").strip().rstrip(":"), "paragraphs": paragraphs}
 
 
@@ -253,13 +254,12 @@ def sections(file) -> Iterator[dict]:
     speakers, n_speeches, n_words (of the turns) and the file, in the order of the day."""
     file = Path(file)
     body, date, language = day_of(file)
-    stem = _stem(file)
-    for number, section in itertools.groupby(turns(file), key=lambda turn: turn["section"]):
+    for section_id, section in itertools.groupby(turns(file), key=lambda turn: turn["section"]):
         section = list(section)
         headings = [h for h in (section[0]["major"], section[0]["minor"]) if h]
         blocks = [f"{t['speaker']}: {p}" if t["speaker"] and i == 0 else p
                   for t in section for i, p in enumerate(t["paragraphs"])]
         text = "\n\n".join(headings + blocks)
-        yield {"id": f"{stem}#s{number}", "text": text, "title": " — ".join(headings), "date": date, "body": body,
+        yield {"id": section_id, "text": text, "title": " — ".join(headings), "date": date, "body": body,
                "language": language, "speakers": sorted({t["speaker"] for t in section if t["speaker"]}),
                "n_speeches": len(section), "n_words": len(text.split()), "file": str(file)}

@@ -51,14 +51,11 @@ class Turn:
 
 def xml_turns(corpus: "Corpus") -> Iterator[Turn]:
     """The turns of the corpus's ParlParse day files that its selection keeps, in order."""
-    for file in corpus.files():
-        body, date, language = day_of(file)
-        if not corpus.keeps(body, date, language):
-            continue
-        stem = Path(file).name.split(".")[0]
+    for file in corpus.day_files(corpus.files()):
+        body, date, _ = day_of(file)
         for turn in turns(file):
             yield Turn(KINDS.get(turn["kind"], turn["kind"]), "\n\n".join(turn["paragraphs"]), turn["speaker"],
-                       f"{stem}#s{turn['section']}", date, body, turn["major"], turn["minor"])
+                       turn["section"], date, body, turn["major"], turn["minor"])
 
 
 def table_rows(corpus: "Corpus") -> Iterator[dict]:
@@ -116,7 +113,7 @@ def paired(turns_in_order, counts: Counter) -> Iterator[tuple[list[Turn], Turn]]
     counts["unmatched_questions"] += len(pending)
 
 
-def context(question: Turn, answer: Turn) -> str:
+def context(answer: Turn) -> str:
     """The system message: where and when the question was answered, by which office, on what."""
     office = answer.office.title() if answer.office.isupper() else answer.office
     parts = [f"A written question in the {BODY_NAMES.get(answer.body, answer.body or 'Parliament')}, answered on "
@@ -130,7 +127,7 @@ def context(question: Turn, answer: Turn) -> str:
 
 def conversation(question: Turn, answer: Turn) -> dict:
     """A pair as a row: the messages, and the fields they came from."""
-    return {"messages": [{"role": "system", "content": context(question, answer)},
+    return {"messages": [{"role": "system", "content": context(answer)},
                          {"role": "user", "content": question.text},
                          {"role": "assistant", "content": answer.text}],
             "question": question.text, "answer": answer.text, "asker": question.speaker, "answerer": answer.speaker,
