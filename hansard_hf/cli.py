@@ -188,6 +188,12 @@ def _sft(args):
     print(f"wrote {out} (model, tokenizer with its chat template, model card)")
 
 
+def _serve(args):
+    from .serving import serve
+
+    serve(args.model, args.host, args.port, args.device, args.trust_remote_code)
+
+
 def _corpus_summary(args) -> tuple[dict, Path | None]:
     """The summary of the corpus the arguments name (its tokenizer trained first if missing) and its plot's path."""
     from .corpus_report import PLOT_FILE, plot_tokens_per_year, summarize
@@ -370,7 +376,7 @@ def _data_commands(commands) -> None:
 
 
 def _finetuning_commands(commands) -> None:
-    """qa, sft: after pretraining."""
+    """qa, sft, serve: after pretraining."""
     from .qa import MAX_CHARS
 
     qa = commands.add_parser("qa", help="written questions and their answers -> a chat dataset (messages) for "
@@ -390,6 +396,18 @@ def _finetuning_commands(commands) -> None:
                      "sft-lora (a LoRA adapter, merged back), or a JSON file")
     sft.add_argument("--out", default=None, help="where to write the fine-tuned model (default BASE-sft)")
     sft.set_defaults(func=_sft)
+
+    serve = commands.add_parser("serve", help="talk to a model: a chat page and an OpenAI-compatible API "
+                                "(transformers serve underneath)")
+    serve.add_argument("model", help="a run, checkpoint or model folder (hansard-hf sft's chats; a base model "
+                       "continues text)")
+    serve.add_argument("--host", default="localhost", help="address to listen on (default localhost; 0.0.0.0 for "
+                       "every interface)")
+    serve.add_argument("--port", type=int, default=8000, help="port of the page and the API (default 8000)")
+    serve.add_argument("--device", default="auto", help="where the model runs: auto, cpu, cuda:0, ... (default auto)")
+    serve.add_argument("--trust-remote-code", action="store_true", help="serve a folder that is not a HansardGPT "
+                       "model and brings its own code, running that code (only for a folder you trust)")
+    serve.set_defaults(func=_serve)
 
 
 def _run_commands(commands) -> None:

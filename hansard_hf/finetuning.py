@@ -173,6 +173,12 @@ inputs = tokenizer.apply_chat_template(messages, add_generation_prompt=True, ret
 answer = model.generate(**inputs, max_new_tokens=200, do_sample=True, temperature=0.7)
 print(tokenizer.decode(answer[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True))
 ```
+
+Or in a browser, and through an OpenAI-compatible API (`transformers serve` underneath), from this folder:
+
+```bash
+hansard-hf serve {name}    # http://localhost:8000: ask, pick temperature and length, watch the answer stream in
+```
 """
 
 

@@ -87,7 +87,8 @@ def test_sft_with_muon_lowers_the_held_out_answers_bits_per_byte_and_writes_a_ch
         tokenizer.convert_tokens_to_ids("<|assistant_end|>")
     assert answer_bits_per_byte(model, tokenizer, chats(24, 1)) == pytest.approx(bpb["finetuned"], rel=1e-5)
     card = (tmp_path / "tuned" / "README.md").read_text()
-    assert f"base_model: {root / 'base'}" in card and "280 pairs" in card and "apply_chat_template" in card
+    assert f"base_model: {root / 'base'}" in card and "280 pairs" in card and "apply_chat_template" in card \
+        and "hansard-hf serve tuned" in card
 
 
 def test_the_trainer_uses_muonadamw_unless_told_otherwise(base, tmp_path):
