@@ -184,6 +184,8 @@ def _sft(args):
 
     out = args.out or f"{str(args.base).rstrip('/')}-sft"
     bpb = run_sft(args.base, args.data, out, args.recipe, args.overrides)
+    if os.environ.get("RANK", "0") != "0":
+        return  # the main process speaks
     print(f"held-out answers, bits per byte: base {bpb['base']:.4f} -> fine-tuned {bpb['finetuned']:.4f}")
     print(f"wrote {out} (model, tokenizer with its chat template, model card)")
 

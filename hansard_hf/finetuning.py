@@ -12,15 +12,21 @@ marks). The optimizer is ours, MuonAdamW with nanochat's groups and schedules fr
 import difflib
 import json
 import math
+import os
 import shutil
+import tempfile
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import torch
 from trl import SFTConfig, SFTTrainer
 
+from .checkpoints import LOCK_FILE, OutputDirLock, checkpoints, last_complete_checkpoint
+from .distributed import on_main_process
+from .files import share_as_umask
 from .optimization import muon_adamw, nanochat_schedule
 from .recipe import find_recipe, parse_overrides
+from .saving import CrashSafeSaving
 from .settings import AdamW, Muon, Schedule, flat, group_field, into_groups
 
 CHAT_TEMPLATE = (
@@ -69,8 +75,13 @@ class HansardSFTConfig(SFTConfig):
         return flat(super().to_dict(), SFT_CONCERNS)
 
 
-class HansardSFTTrainer(SFTTrainer):
-    """SFTTrainer with nanochat's MuonAdamW and schedules (unless `args.nanochat_optimizer` is false)."""
+class HansardSFTTrainer(CrashSafeSaving, SFTTrainer):
+    """SFTTrainer with nanochat's MuonAdamW and schedules (unless `args.nanochat_optimizer` is false), saving as
+    pretraining does: checkpoints marked complete by a manifest written last, never a non-finite model."""
+
+    def create_model_card(self, *args, **kwargs):
+        """Nothing: TRL writes its card at every checkpoint; run_sft writes the run's card (sft_card) last, as the
+        mark of a finished run."""
 
     def create_optimizer(self, model=None):
         if self.optimizer is None and self.args.nanochat_optimizer:
@@ -182,13 +193,47 @@ hansard-hf serve {name}    # http://localhost:8000: ask, pick temperature and le
 """
 
 
+def resume_point(out: Path) -> Path | None:
+    """Where a fine-tuning run into `out` starts: None for a new one (no folder, or an empty one), the last complete
+    checkpoint of an interrupted one; refuses a finished run and a folder holding something else."""
+    if (out / "README.md").is_file() and (out / "config.json").is_file():
+        raise ValueError(f"{out} holds a finished fine-tuning (its card, README.md, is written last): give another "
+                         "--out, or delete that folder to fine-tune again.")
+    if out.is_dir() and not checkpoints(out) and any(entry.name != LOCK_FILE and not entry.name.startswith(".saving-")
+                                                     for entry in out.iterdir()):
+        raise ValueError(f"{out} holds files that are not a fine-tuning run's (no checkpoint-N in it): give another "
+                         "--out.")
+    return last_complete_checkpoint(out) if out.is_dir() else None
+
+
+def save_final(out: Path, model, tokenizer, base, card: str) -> None:
+    """The fine-tuned model, its tokenizer, the base's token-bytes table and the card into `out`: each file written
+    under a hidden folder, then renamed into place, the card last (a folder without it is an unfinished run)."""
+    from .tokenization import TOKEN_BYTES_FILE
+
+    tmp = Path(tempfile.mkdtemp(prefix=".saving-final-", dir=out))
+    try:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        if (Path(base) / TOKEN_BYTES_FILE).is_file():  # bits per byte of the fine-tuned model (hansard-hf eval)
+            shutil.copy(Path(base) / TOKEN_BYTES_FILE, tmp / TOKEN_BYTES_FILE)
+        (tmp / "README.md").write_text(card)
+        share_as_umask(tmp)
+        for path in sorted(tmp.iterdir(), key=lambda path: path.name == "README.md"):
+            os.replace(path, out / path.name)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 def run_sft(base, data, out, recipe: str = "sft", overrides: list[str] | dict | None = None) -> dict:
     """Fine-tune the model in folder `base` on the chat dataset `data` (`hansard-hf qa`'s folder) into `out`, with
-    the SFT recipe and overrides; returns the held-out answers' bits per byte before and after."""
+    the SFT recipe and overrides, resuming from `out`'s last complete checkpoint if a run there was interrupted;
+    returns the held-out answers' bits per byte before and after."""
+    from accelerate import PartialState
     from datasets import load_from_disk
 
     from .modeling_hansard_gpt import HansardGPTForCausalLM
-    from .tokenization import TOKEN_BYTES_FILE, load_tokenizer
+    from .tokenization import load_tokenizer
 
     settings = load_sft_recipe(recipe, overrides)
     lora = {key: settings.pop(key) for key in list(settings) if key in LORA_KEYS}
@@ -204,6 +249,8 @@ def run_sft(base, data, out, recipe: str = "sft", overrides: list[str] | dict | 
     if model_type != "hansard_gpt":
         raise ValueError(f"{base}: not a HansardGPT model folder (config.json model_type {model_type!r}): name a run "
                          "folder or a model folder hansard-hf wrote.")
+    out = Path(out)
+    resume = on_main_process(lambda: resume_point(out))
     held_out = dataset["validation"] if "validation" in dataset else dataset["train"]
     tokenizer = chat_tokenizer(load_tokenizer(base))
     model = HansardGPTForCausalLM.from_pretrained(base)
@@ -212,19 +259,26 @@ def run_sft(base, data, out, recipe: str = "sft", overrides: list[str] | dict | 
     if peft is not None and args.nanochat_optimizer:
         raise ValueError("lora_r > 0 trains PEFT's adapter parameters, which are not nanochat's groups: set "
                          "nanochat_optimizer=false (and learning_rate) for LoRA.")
-    before = answer_bits_per_byte(model, tokenizer, held_out)
-    trainer = HansardSFTTrainer(model=model, args=args, train_dataset=dataset["train"].select_columns(["messages"]),
-                                processing_class=tokenizer, peft_config=peft)
-    trainer.train()
-    tuned = trainer.model.merge_and_unload() if peft is not None else trainer.model
-    after = answer_bits_per_byte(tuned, tokenizer, held_out)
-    tuned.generation_config.eos_token_id = tokenizer.convert_tokens_to_ids(END_OF_ANSWER)
-    tuned.save_pretrained(out)
-    tokenizer.save_pretrained(out)
-    if (Path(base) / TOKEN_BYTES_FILE).is_file():  # bits per byte of the fine-tuned model (hansard-hf eval)
-        shutil.copy(Path(base) / TOKEN_BYTES_FILE, Path(out) / TOKEN_BYTES_FILE)
-    counts_file = Path(data) / "qa_counts.json"
-    counts = json.loads(counts_file.read_text()) if counts_file.exists() else {}
-    bpb = {"base": before, "finetuned": after}
-    (Path(out) / "README.md").write_text(sft_card(out, str(base), str(data), counts, bpb))
+    lock = OutputDirLock(out)
+    on_main_process(lock.acquire)  # one live run per folder
+    try:
+        before = answer_bits_per_byte(model, tokenizer, held_out)
+        trainer = HansardSFTTrainer(model=model, args=args, train_dataset=dataset["train"].select_columns(["messages"]),
+                                    processing_class=tokenizer, peft_config=peft)
+        if resume is not None and args.should_save:  # the main process says it
+            print(f"resuming from {resume}", flush=True)
+        trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+        tuned = trainer.model.merge_and_unload() if peft is not None else trainer.model
+        after = answer_bits_per_byte(tuned, tokenizer, held_out)
+        tuned.generation_config.eos_token_id = tokenizer.convert_tokens_to_ids(END_OF_ANSWER)
+        counts_file = Path(data) / "qa_counts.json"
+        counts = json.loads(counts_file.read_text()) if counts_file.exists() else {}
+        bpb = {"base": before, "finetuned": after}
+        if args.should_save:
+            save_final(out, tuned, tokenizer, base, sft_card(out, str(base), str(data), counts, bpb))
+    finally:
+        lock.release()
+    state = PartialState()
+    state.wait_for_everyone()  # every process is done before the process group closes: none aborts at exit
+    state.destroy_process_group()
     return bpb

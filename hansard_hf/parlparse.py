@@ -234,8 +234,9 @@ def _paragraphs(turn) -> list[str]:
 
 def turns(file) -> Iterator[dict]:
     """The turns of one day file, in order: kind (`speech`, or a written question's `ques` and its `reply`),
-    speaker, paragraphs, and the section they are in (its id, `<file stem>#s<heading number>`, and its major and
-    minor heading); empty turns left out."""
+    speaker, paragraphs, the section they are in (its id, `<file stem>#s<heading number>`, and its major and minor
+    heading), a speech's type (TheyWorkForYou's `Start Question`, `Start Answer`, ... where marked) and whether it
+    is an oral question (`oral-qnum`); empty turns left out."""
     stem, number, major, minor = _stem(Path(file)), 0, "", ""
     for element in read_xml(file):
         if element.tag in HEADINGS:
@@ -246,7 +247,8 @@ def turns(file) -> Iterator[dict]:
                 major, minor = _text(element), ""
         elif element.tag in TURNS and (paragraphs := _paragraphs(element)):
             yield {"section": f"{stem}#s{number}", "major": major, "minor": minor, "kind": element.tag,
-                   "speaker": element.get("speakername", "").strip().rstrip(":"), "paragraphs": paragraphs}
+                   "speaker": element.get("speakername", "").strip().rstrip(":"), "paragraphs": paragraphs,
+                   "type": element.get("type", ""), "oral_question": element.get("oral-qnum") is not None}
 
 
 def sections(file) -> Iterator[dict]:

@@ -1,11 +1,15 @@
 """Parliament's questions and their answers -> a chat dataset (`hansard-hf qa`), for supervised fine-tuning.
 
 Written questions and answers are read from ParlParse XML (`<ques>` and `<reply>` turns) or from rows with a `kind`
-field (`question` / `answer`, as in `hansard_speeches.jsonl`). They are paired within their section (a ParlParse
-section, a row's `debate_id`), in order: each question gets the next answer after it, and questions asked together
-before one answer each get that answer. An answer with no question before it, and a question no answer follows, are
-counted as unmatched. A pair is dropped when it is over `max_chars` or repeats an earlier pair word for word. Pairs are
-split as the corpus is (a temporal split by date, else a hash of the section: a section's pairs stay together).
+field (`question` / `answer`, as in `hansard_speeches.jsonl`). Oral questions are read from ParlParse debates: where
+a speech's type is marked (TheyWorkForYou's `Start Question`, `Start SupplementaryQuestion`, `Start Answer`, from
+late 2020), by it; in the older markup, a question is a speech with an `oral-qnum` and its answer the speech right
+after the questions (supplementary questions are not marked there, so are not paired). Turns are paired within their
+section (a ParlParse section, a row's `debate_id`), in order: each question gets the next answer after it, and
+questions asked together before one answer each get that answer. An answer with no question before it, and a
+question no answer follows, are counted as unmatched. A pair is dropped when it is over `max_chars` or repeats an
+earlier pair word for word. Pairs are split as the corpus is (a temporal split by date, else a hash of the section: a
+section's pairs stay together).
 
 Each pair becomes a conversation in the messages format TRL's SFTTrainer reads: a system message with the context
 (the body, date, answering office and topic), the question as the user's turn and the answer as the assistant's.
@@ -27,6 +31,7 @@ if TYPE_CHECKING:
 
 QUESTION, ANSWER = "question", "answer"
 KINDS = {"ques": QUESTION, "reply": ANSWER, QUESTION: QUESTION, ANSWER: ANSWER}  # ParlParse's tags, rows' kinds
+SPEECH_TYPES = {"Start Question": QUESTION, "Start SupplementaryQuestion": QUESTION, "Start Answer": ANSWER}
 MAX_CHARS = 8000  # a pair longer than this (question + answer) is dropped: a few thousand tokens
 COUNTS_FILE = "qa_counts.json"
 BODY_NAMES = {"commons-written-answers": "House of Commons", "lords-written-answers": "House of Lords",
@@ -40,6 +45,7 @@ class Turn:
     """One question, answer or other turn, with where it was said."""
 
     kind: str  # question, answer, or another kind (passed over)
+    form: str  # written or oral
     text: str
     speaker: str
     section: str  # pairs are made within a section only
@@ -49,13 +55,31 @@ class Turn:
     topic: str  # its minor heading
 
 
+def speech_kind(turn: dict, follows_oral_question: bool) -> str:
+    """An oral question, an answer to one, or another speech: by its marked type, else by the older markup (a
+    question has an `oral-qnum`; the speech right after questions answers them)."""
+    if turn["type"]:
+        return SPEECH_TYPES.get(turn["type"], turn["kind"])
+    if turn["oral_question"]:
+        return QUESTION
+    return ANSWER if follows_oral_question else turn["kind"]
+
+
 def xml_turns(corpus: "Corpus") -> Iterator[Turn]:
     """The turns of the corpus's ParlParse day files that its selection keeps, in order."""
     for file in corpus.day_files(corpus.files()):
         body, date, _ = day_of(file)
+        previous = None
         for turn in turns(file):
-            yield Turn(KINDS.get(turn["kind"], turn["kind"]), "\n\n".join(turn["paragraphs"]), turn["speaker"],
-                       turn["section"], date, body, turn["major"], turn["minor"])
+            if turn["kind"] in KINDS:
+                kind, form = KINDS[turn["kind"]], "written"
+            else:
+                follows = (previous is not None and previous["section"] == turn["section"]
+                           and previous["oral_question"] and not previous["type"])
+                kind, form = speech_kind(turn, follows), "oral"
+            previous = turn
+            yield Turn(kind, form, "\n\n".join(turn["paragraphs"]), turn["speaker"], turn["section"], date, body,
+                       turn["major"], turn["minor"])
 
 
 def table_rows(corpus: "Corpus") -> Iterator[dict]:
@@ -86,8 +110,8 @@ def row_turns(corpus: "Corpus") -> Iterator[Turn]:
         date = str(row.get("date") or "")[:10]
         if not corpus.keeps(body, date, row.get("language")):
             continue
-        yield Turn(KINDS.get(row["kind"], row["kind"]), row[corpus.text_field] or "", row.get("speaker") or "",
-                   str(row["debate_id"]), date, body or "", row.get("major_heading") or "",
+        yield Turn(KINDS.get(row["kind"], row["kind"]), "written", row[corpus.text_field] or "",
+                   row.get("speaker") or "", str(row["debate_id"]), date, body or "", row.get("major_heading") or "",
                    row.get("minor_heading") or "")
 
 
@@ -116,8 +140,8 @@ def paired(turns_in_order, counts: Counter) -> Iterator[tuple[list[Turn], Turn]]
 def context(answer: Turn) -> str:
     """The system message: where and when the question was answered, by which office, on what."""
     office = answer.office.title() if answer.office.isupper() else answer.office
-    parts = [f"A written question in the {BODY_NAMES.get(answer.body, answer.body or 'Parliament')}, answered on "
-             f"{answer.date}."]
+    parts = [f"A{'n' if answer.form == 'oral' else ''} {answer.form} question in the "
+             f"{BODY_NAMES.get(answer.body, answer.body or 'Parliament')}, answered on {answer.date}."]
     if office:
         parts.append(f"Answering: {office}.")
     if answer.topic:
@@ -132,7 +156,7 @@ def conversation(question: Turn, answer: Turn) -> dict:
                          {"role": "assistant", "content": answer.text}],
             "question": question.text, "answer": answer.text, "asker": question.speaker, "answerer": answer.speaker,
             "office": answer.office, "topic": answer.topic, "date": answer.date, "body": answer.body,
-            "section": answer.section}
+            "section": answer.section, "form": answer.form}
 
 
 def qa_rows(corpus: "Corpus", max_chars: int = MAX_CHARS) -> tuple[dict[str, list[dict]], dict]:
@@ -151,6 +175,7 @@ def qa_rows(corpus: "Corpus", max_chars: int = MAX_CHARS) -> tuple[dict[str, lis
                 counts["dropped_duplicate"] += 1
             else:
                 seen.add((question.text, answer.text))
+                counts[f"pairs_{answer.form}"] += 1
                 rows[corpus.split(answer.section, answer.date)].append(conversation(question, answer))
     counts.update({f"pairs_{split}": len(found) for split, found in rows.items()})
     counts["pairs"] = sum(len(found) for found in rows.values())
@@ -167,7 +192,7 @@ def build_qa(corpus: "Corpus", out, max_chars: int = MAX_CHARS, overwrite: bool 
         raise ValueError(f"{corpus.source}: no question-and-answer pair found ({counts.get('questions', 0)} questions, "
                          f"{counts.get('answers', 0)} answers read; selection: {corpus.describe()}). Q&A pairs come "
                          "from written answers (ParlParse wrans / lordswrans / spwa files, or rows of kind question "
-                         "and answer).")
+                         "and answer) and from oral questions in ParlParse debates (debates files).")
     with atomic_directory(Path(out), overwrite=overwrite) as folder:  # an empty split is left out (datasets 5.2
         # writes no table for it, and cannot load one back)
         DatasetDict({split: Dataset.from_list(found) for split, found in rows.items() if found}) \
@@ -181,8 +206,9 @@ def counts_text(counts: dict) -> str:
     c = Counter(counts)
     return "\n".join([
         f"read       {c['questions']:,} questions, {c['answers']:,} answers",
-        f"pairs      {c['pairs']:,}: train {c['pairs_train']:,}, validation {c['pairs_validation']:,}, "
-        f"test {c['pairs_test']:,} ({c['answered_together']:,} questions answered together)",
+        f"pairs      {c['pairs']:,} ({c['pairs_written']:,} written, {c['pairs_oral']:,} oral): train "
+        f"{c['pairs_train']:,}, validation {c['pairs_validation']:,}, test {c['pairs_test']:,} "
+        f"({c['answered_together']:,} questions answered together)",
         f"unmatched  {c['unmatched_questions']:,} questions without an answer, {c['unmatched_answers']:,} answers "
         "without a question",
         f"dropped    {c['dropped_too_long']:,} too long, {c['dropped_duplicate']:,} duplicates, "

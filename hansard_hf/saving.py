@@ -20,8 +20,16 @@ from .tokenization import tokenizer_fingerprint
 
 
 class CrashSafeSaving(Trainer):
-    """The Trainer's saving, made safe against kills, full disks and divergence: HansardTrainer's base, whose
-    `exclude_from_throughput` keeps a checkpoint's time out of step time."""
+    """The Trainer's saving, made safe against kills, full disks and divergence: the base of HansardTrainer (whose
+    `exclude_from_throughput` keeps a checkpoint's time out of step time, and whose `save_every` tells interim
+    checkpoints to rotate) and of HansardSFTTrainer."""
+
+    def exclude_from_throughput(self, seconds: float) -> None:
+        """Time spent outside training steps: a trainer that measures its step time leaves it out."""
+
+    def save_every(self) -> int:
+        """The regular checkpoint interval; 0: every checkpoint is a regular one (none is saved by clock or signal)."""
+        return 0
 
     def _save_checkpoint(self, model, trial):
         """As Trainer's, made safe: the folder loses its marker before anything in it is rewritten, the marker (a
@@ -48,7 +56,7 @@ class CrashSafeSaving(Trainer):
         if self.args.should_save:
             share_as_umask(folder)
             mark_complete(folder, self.state.global_step, tokenizer_fingerprint(self.processing_class))
-            rotate(folder.parent, limit, keep=[self.state.best_model_checkpoint], save_every=self.args.checkpointing.save_every)
+            rotate(folder.parent, limit, keep=[self.state.best_model_checkpoint], save_every=self.save_every())
         self.exclude_from_throughput(time.perf_counter() - start)
 
     def save_model(self, output_dir=None, _internal_call=False):

@@ -220,6 +220,9 @@ class HansardTrainer(CrashSafeSaving):
         """Time spent outside training steps (evaluation, benchmarks, checkpoints) is not step time."""
         self.clock.exclude(seconds)
 
+    def save_every(self) -> int:
+        return self.args.checkpointing.save_every
+
     def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval") -> dict[str, float]:
         """Validation loss and, when `token_bytes` is known, bits per byte (`eval_bpb`)."""
         start = time.perf_counter()

@@ -3,7 +3,8 @@
 - `slow-marking FILE`: each checkpoint's marking first writes the checkpoint's folder to FILE and waits two seconds
   (a test sends a signal, or SIGKILL, while a checkpoint is being completed);
 - `killed-once STEP`: the first attempt under torchrun (TORCHELASTIC_RESTART_COUNT=0) SIGKILLs itself at the end of
-  step STEP, as a lost process dies (torchrun's --max-restarts starts it again).
+  step STEP, as a lost process dies (torchrun's --max-restarts starts it again);
+- `sft-killed STEP`: `hansard-hf sft` SIGKILLs itself as it starts the step after STEP.
 """
 
 import os
@@ -13,11 +14,13 @@ import time
 from pathlib import Path
 
 import hansard_hf.saving as saving
+from hansard_hf.finetuning import HansardSFTTrainer
 from hansard_hf.cli import main
 from hansard_hf.stopping import StopOnSignalOrSave
 
 FAULT, VALUE = sys.argv[1:3]
 MARK_COMPLETE, ON_STEP_END = saving.mark_complete, StopOnSignalOrSave.on_step_end
+SFT_STEP = HansardSFTTrainer.training_step
 
 
 def slow_mark_complete(folder, *args, **kwargs):
@@ -32,10 +35,18 @@ def killed_once(self, args, state, control, **kwargs):
     return ON_STEP_END(self, args, state, control, **kwargs)
 
 
+def sft_killed(self, *args, **kwargs):
+    if self.state.global_step == int(VALUE):
+        os.kill(os.getpid(), signal.SIGKILL)
+    return SFT_STEP(self, *args, **kwargs)
+
+
 if FAULT == "slow-marking":
     saving.mark_complete = slow_mark_complete
 elif FAULT == "killed-once":
     StopOnSignalOrSave.on_step_end = killed_once
+elif FAULT == "sft-killed":
+    HansardSFTTrainer.training_step = sft_killed
 else:
     raise SystemExit(f"faulty_cli.py: unknown fault {FAULT!r}")
 sys.exit(main(sys.argv[3:]))

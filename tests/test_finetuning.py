@@ -4,6 +4,10 @@ MuonAdamW, held-out answers' bits per byte falling, LoRA merged back to the same
 import copy
 import json
 import random
+import re
+import signal
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -130,6 +134,60 @@ def test_lora_trains_and_merges_back_to_the_same_logits(base, tmp_path):
         untouched = untouched(input_ids=ids).logits
     torch.testing.assert_close(merged, adapted, atol=1e-4, rtol=1e-4)  # fp32 rounding of W + BA
     assert (adapted - untouched).abs().max() > 100 * (merged - adapted).abs().max()  # the adapter learned something
+
+
+def sft_arguments(root, data, out, **settings) -> list[str]:
+    """`hansard-hf sft`'s arguments for the tiny run, with `settings` as --key=value."""
+    return [str(root / "base"), "--data", str(data), "--out", str(out),
+            *(f"--{key}={value}" for key, value in {**TINY, **settings}.items())]
+
+
+@pytest.mark.slow
+def test_a_killed_fine_tuning_resumes_from_its_last_checkpoint_to_the_uninterrupted_weights(base, tmp_path):
+    from safetensors.torch import load_file
+
+    from conftest import TESTS, offline_env
+
+    root, data = base
+    settings = {"save_steps": 8, "max_steps": 24}
+    assert cli("sft", *sft_arguments(root, data, tmp_path / "whole", **settings)).returncode == 0
+    killed = subprocess.run([sys.executable, f"{TESTS}/faulty_cli.py", "sft-killed", "17", "sft",
+                             *sft_arguments(root, data, tmp_path / "cut", **settings)], capture_output=True,
+                            text=True, env=offline_env(), stdin=subprocess.DEVNULL, timeout=600)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+    assert not (tmp_path / "cut" / "README.md").exists()  # no card: unfinished, and never taken for a model
+    again = cli("sft", *sft_arguments(root, data, tmp_path / "cut", **settings))
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert f"resuming from {tmp_path / 'cut' / 'checkpoint-16'}" in again.stdout
+    whole, resumed = (load_file(tmp_path / run / "model.safetensors") for run in ("whole", "cut"))
+    for name in whole:
+        torch.testing.assert_close(resumed[name], whole[name], rtol=1e-5, atol=1e-6)
+    assert (tmp_path / "cut" / "README.md").is_file() and not list((tmp_path / "cut").glob(".saving-*"))
+    rerun = cli("sft", *sft_arguments(root, data, tmp_path / "cut", **settings))
+    assert rerun.returncode == 1 and "holds a finished fine-tuning" in rerun.stderr
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("not a run")
+    foreign = cli("sft", *sft_arguments(root, data, tmp_path / "mine"))
+    assert foreign.returncode == 1 and "not a fine-tuning run's" in foreign.stderr
+    assert (tmp_path / "mine" / "notes.txt").read_text() == "not a run"
+
+
+@pytest.mark.slow
+def test_sft_through_accelerate_launch_on_two_processes(base, tmp_path):
+    from conftest import TESTS, launch_command, offline_env
+
+    root, data = base
+    result = subprocess.run(launch_command("accelerate", "--num_processes", 2, "--cpu", f"{TESTS}/../recipes/sft.py",
+                                           *sft_arguments(root, data, tmp_path / "ddp", max_steps=8,
+                                                          per_device_train_batch_size=4)),
+                            capture_output=True, text=True, env=offline_env(), stdin=subprocess.DEVNULL, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.count("held-out answers, bits per byte") == 1  # the main process speaks
+    before, after = map(float, re.search(r"base ([\d.]+) -> fine-tuned ([\d.]+)", result.stdout).groups())
+    assert after < before
+    state = json.loads((tmp_path / "ddp" / "checkpoint-8" / "trainer_state.json").read_text())
+    assert state["global_step"] == 8 and state["train_batch_size"] == 4  # per process, two of them: 8 a step
+    assert (tmp_path / "ddp" / "README.md").is_file()
 
 
 def test_bad_sft_settings_are_one_clear_error(base, tmp_path):

@@ -15,12 +15,13 @@ SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "hansard"
 HEAD = '<?xml version="1.0" encoding="ISO-8859-1"?>\n<publicwhip scrapeversion="a" latest="yes">\n'
 
 
-def turn(tag: str, speaker: str, *paragraphs: str) -> str:
-    return f'<{tag} speakername="{speaker}">' + "".join(f"<p>{p}</p>" for p in paragraphs) + f"</{tag}>\n"
+def turn(tag: str, speaker: str, *paragraphs: str, **attributes) -> str:
+    marks = "".join(f' {name.replace("_", "-")}="{value}"' for name, value in attributes.items())
+    return f'<{tag} speakername="{speaker}"{marks}>' + "".join(f"<p>{p}</p>" for p in paragraphs) + f"</{tag}>\n"
 
 
-def day_file(folder: Path, date: str, *elements: str) -> Path:
-    path = folder / "wrans" / f"answers{date}a.xml"
+def day_file(folder: Path, date: str, *elements: str, kind: str = "wrans/answers") -> Path:
+    path = folder / f"{kind}{date}a.xml"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(HEAD + "".join(elements) + "</publicwhip>\n", encoding="latin-1")
     return path
@@ -61,7 +62,8 @@ def test_questions_pair_with_the_next_answer_in_their_section_and_the_rest_is_co
     rows, counts = qa_rows(corpus, max_chars=300)
     assert {k: v for k, v in counts.items() if v} == {
         "questions": 7, "answers": 6, "answered_together": 2, "unmatched_answers": 1, "unmatched_questions": 1,
-        "dropped_duplicate": 1, "dropped_too_long": 1, "pairs": 4, "pairs_train": 3, "pairs_validation": 1}
+        "dropped_duplicate": 1, "dropped_too_long": 1, "pairs": 4, "pairs_written": 4, "pairs_train": 3,
+        "pairs_validation": 1}
     # every question is paired, dropped or unmatched; every answer answers some question or is unmatched
     assert counts["pairs"] + counts["dropped_duplicate"] + counts["dropped_too_long"] + counts["unmatched_questions"] \
         == counts["questions"]
@@ -77,12 +79,47 @@ def test_questions_pair_with_the_next_answer_in_their_section_and_the_rest_is_co
     assert rows["validation"][0]["answer"] == "The standard rate of VAT is 20%." and not rows["test"]
 
 
+def test_oral_questions_pair_by_their_marked_types_or_by_the_older_oral_qnum(tmp_path):
+    """Debates: TheyWorkForYou's speech types (late 2020 on: questions asked together, supplementaries, a speech of
+    another type passed over); the older markup (a question's oral-qnum, answered by the speech right after it; an
+    unmarked supplementary is not a question)."""
+    folder = tmp_path / "scrapedxml"
+    day_file(folder, "2020-12-14", heading("oral", "Oral Answers to Questions"), heading("major", "Home Department"),
+             heading("minor", "Police Officers"),
+             turn("speech", "Jack Lopresti", "What steps her Department is taking on police numbers.",
+                  type="Start Question"),
+             turn("speech", "Gordon Henderson", "What steps her Department is taking on police numbers in Kent.",
+                  type="Start Question"),
+             turn("speech", "Priti Patel", "We are recruiting 20,000 officers.", type="Start Answer"),
+             turn("speech", "Lindsay Hoyle", "Order.", type="Start Speech"),
+             turn("speech", "Jack Lopresti", "Will she visit Filton?", type="Start SupplementaryQuestion"),
+             turn("speech", "Priti Patel", "I will.", type="Start Answer"), kind="debates/debates")
+    day_file(folder, "2009-10-26", heading("oral", "ORAL ANSWERS TO QUESTIONS"), heading("major", "HOME DEPARTMENT"),
+             heading("minor", "Tasers"),
+             turn("speech", "Norman Baker", "What his policy is on the use of Taser guns.", oral_qnum="2"),
+             turn("speech", "David Hanson", "We are committed to providing the police with equipment."),
+             turn("speech", "Norman Baker", "Is the Minister aware of the risks?"),
+             turn("speech", "David Hanson", "I am."), kind="debates/debates")
+    rows, counts = qa_rows(Corpus(str(folder)), max_chars=8000)
+    pairs = [row for split in rows.values() for row in split]
+    assert sorted((row["asker"], row["answer"]) for row in pairs) == [
+        ("Gordon Henderson", "We are recruiting 20,000 officers."), ("Jack Lopresti", "I will."),
+        ("Jack Lopresti", "We are recruiting 20,000 officers."),
+        ("Norman Baker", "We are committed to providing the police with equipment.")]
+    assert {row["form"] for row in pairs} == {"oral"} and counts["pairs_oral"] == 4
+    assert counts["answered_together"] == 2 and not counts.get("unmatched_answers")
+    tasers = next(row for row in pairs if row["topic"] == "Tasers")
+    assert tasers["messages"][0]["content"] == ("An oral question in the House of Commons, answered on 2009-10-26. "
+                                                "Answering: Home Department. Topic: Tasers.")
+
+
 def test_the_command_writes_a_chat_dataset_and_refuses_what_it_cannot_do(wrans, tmp_path):
     out = tmp_path / "qa"
     done = cli("qa", f"--dataset={wrans}", f"--out={out}", "--validation-from=2021-05", "--test-from=2021-07",
                "--max-chars=300", HANSARD_HF_HOME=tmp_path / "home")
     assert done.returncode == 0, done.stderr
-    assert "pairs      4: train 3, validation 1, test 0 (2 questions answered together)" in done.stdout
+    assert "pairs      4 (4 written, 0 oral): train 3, validation 1, test 0 (2 questions answered together)" \
+        in done.stdout
     assert "unmatched  1 questions without an answer, 1 answers without a question" in done.stdout
     assert "dropped    1 too long, 1 duplicates, 0 empty" in done.stdout
     dataset = load_from_disk(str(out))
