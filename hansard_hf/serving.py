@@ -199,7 +199,9 @@ def _prompt_ids(body: dict, path: str, model: Served) -> list[int] | None:
             raise BadRequest(f"the messages do not fit the chat format: {error}") from None
     if path == "completions":
         prompt = body.get("prompt")
-        if not isinstance(prompt, str) or not prompt.strip():
+        if not isinstance(prompt, str):
+            raise BadRequest("prompt must be one string: the opening of a debate to continue.")
+        if not prompt.strip():
             raise BadRequest("the prompt is empty: give the opening of a debate to continue.")
         if len(prompt) > MAX_MESSAGE_CHARS:
             raise BadRequest(f"the prompt is longer than {MAX_MESSAGE_CHARS:,} characters ({len(prompt):,}).")

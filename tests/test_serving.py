@@ -199,6 +199,7 @@ BAD_REQUESTS = {  # what the request gets wrong -> (path, body bytes, words of t
     "a prompt over the model's context": ("chat/completions", {"messages": [{"role": "user", "content": "Order! " * 300}]},
                                           "reads at most 256"),
     "an empty prompt": ("completions", {"prompt": ""}, "prompt is empty"),
+    "a list of prompts": ("completions", {"prompt": ["Order.", "Order!"]}, "prompt must be one string"),
     "a non-UTF-8 body": ("chat/completions", b'{"messages": [{"role": "user", "content": "caf\xe9"}]}', "not UTF-8"),
     "a body that is not JSON": ("chat/completions", b"order, order", "not JSON"),
     "another model": ("chat/completions", {"model": "gpt-4", "messages": [{"role": "user", "content": "Hi"}]},
