@@ -21,10 +21,12 @@ from pathlib import Path
 import torch
 from trl import SFTConfig, SFTTrainer
 
+from .callbacks import RunStateFile
 from .checkpoints import LOCK_FILE, OutputDirLock, checkpoints, last_complete_checkpoint
 from .distributed import on_main_process
 from .files import share_as_umask
 from .optimization import muon_adamw, nanochat_schedule
+from .progress import RUN_COMPLETE, write_state
 from .recipe import find_recipe, parse_overrides
 from .saving import CrashSafeSaving
 from .settings import AdamW, Muon, Schedule, flat, group_field, into_groups
@@ -73,6 +75,14 @@ class HansardSFTConfig(SFTConfig):
 
     def to_dict(self) -> dict:
         return flat(super().to_dict(), SFT_CONCERNS)
+
+
+class FineTuningState(RunStateFile):
+    """The run's state file, as pretraining keeps it for `hansard-hf status`: running, and the step at every log."""
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if state.is_world_process_zero and "loss" in (logs or {}):
+            write_state(args.output_dir, state="running", reason="", step=state.global_step, max_steps=state.max_steps)
 
 
 class HansardSFTTrainer(CrashSafeSaving, SFTTrainer):
@@ -206,9 +216,10 @@ def resume_point(out: Path) -> Path | None:
     return last_complete_checkpoint(out) if out.is_dir() else None
 
 
-def save_final(out: Path, model, tokenizer, base, card: str) -> None:
-    """The fine-tuned model, its tokenizer, the base's token-bytes table and the card into `out`: each file written
-    under a hidden folder, then renamed into place, the card last (a folder without it is an unfinished run)."""
+def save_final(out: Path, model, tokenizer, base, card: str, steps: int) -> None:
+    """The fine-tuned model, its tokenizer, the base's token-bytes table, the mark of a finished run (`hansard-hf
+    status`) and the card into `out`: each file written under a hidden folder, then renamed into place, the card last
+    (a folder without it is an unfinished run)."""
     from .tokenization import TOKEN_BYTES_FILE
 
     tmp = Path(tempfile.mkdtemp(prefix=".saving-final-", dir=out))
@@ -217,6 +228,7 @@ def save_final(out: Path, model, tokenizer, base, card: str) -> None:
         tokenizer.save_pretrained(tmp)
         if (Path(base) / TOKEN_BYTES_FILE).is_file():  # bits per byte of the fine-tuned model (hansard-hf eval)
             shutil.copy(Path(base) / TOKEN_BYTES_FILE, tmp / TOKEN_BYTES_FILE)
+        (tmp / RUN_COMPLETE).write_text(json.dumps({"steps": steps}) + "\n")
         (tmp / "README.md").write_text(card)
         share_as_umask(tmp)
         for path in sorted(tmp.iterdir(), key=lambda path: path.name == "README.md"):
@@ -264,10 +276,14 @@ def run_sft(base, data, out, recipe: str = "sft", overrides: list[str] | dict | 
     try:
         before = answer_bits_per_byte(model, tokenizer, held_out)
         trainer = HansardSFTTrainer(model=model, args=args, train_dataset=dataset["train"].select_columns(["messages"]),
-                                    processing_class=tokenizer, peft_config=peft)
+                                    processing_class=tokenizer, peft_config=peft, callbacks=[FineTuningState()])
         if resume is not None and args.should_save:  # the main process says it
             print(f"resuming from {resume}", flush=True)
-        trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+        try:
+            trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+        except Exception as error:
+            RunStateFile.record(args, trainer.state, "crashed", f"{type(error).__name__}: {error}", args.should_save)
+            raise
         tuned = trainer.model.merge_and_unload() if peft is not None else trainer.model
         after = answer_bits_per_byte(tuned, tokenizer, held_out)
         tuned.generation_config.eos_token_id = tokenizer.convert_tokens_to_ids(END_OF_ANSWER)
@@ -275,7 +291,8 @@ def run_sft(base, data, out, recipe: str = "sft", overrides: list[str] | dict | 
         counts = json.loads(counts_file.read_text()) if counts_file.exists() else {}
         bpb = {"base": before, "finetuned": after}
         if args.should_save:
-            save_final(out, tuned, tokenizer, base, sft_card(out, str(base), str(data), counts, bpb))
+            save_final(out, tuned, tokenizer, base, sft_card(out, str(base), str(data), counts, bpb),
+                       trainer.state.global_step)
     finally:
         lock.release()
     state = PartialState()

@@ -156,6 +156,7 @@ def test_a_killed_fine_tuning_resumes_from_its_last_checkpoint_to_the_uninterrup
                             text=True, env=offline_env(), stdin=subprocess.DEVNULL, timeout=600)
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
     assert not (tmp_path / "cut" / "README.md").exists()  # no card: unfinished, and never taken for a model
+    assert "dead at step 16 of 24" in cli("status", str(tmp_path / "cut")).stdout  # logged every 4 steps
     again = cli("sft", *sft_arguments(root, data, tmp_path / "cut", **settings))
     assert again.returncode == 0, again.stderr[-2000:]
     assert f"resuming from {tmp_path / 'cut' / 'checkpoint-16'}" in again.stdout
@@ -163,6 +164,7 @@ def test_a_killed_fine_tuning_resumes_from_its_last_checkpoint_to_the_uninterrup
     for name in whole:
         torch.testing.assert_close(resumed[name], whole[name], rtol=1e-5, atol=1e-6)
     assert (tmp_path / "cut" / "README.md").is_file() and not list((tmp_path / "cut").glob(".saving-*"))
+    assert "finished: 24 steps" in cli("status", str(tmp_path / "cut")).stdout
     rerun = cli("sft", *sft_arguments(root, data, tmp_path / "cut", **settings))
     assert rerun.returncode == 1 and "holds a finished fine-tuning" in rerun.stderr
     (tmp_path / "mine").mkdir()
