@@ -381,8 +381,8 @@ def _finetuning_commands(commands) -> None:
     """qa, sft, serve: after pretraining."""
     from .qa import MAX_CHARS
 
-    qa = commands.add_parser("qa", help="written questions and their answers -> a chat dataset (messages) for "
-                             "fine-tuning, split by date or section, with counts of pairs, unmatched and dropped")
+    qa = commands.add_parser("qa", help="written and oral questions and their answers -> a chat dataset (messages) "
+                             "for fine-tuning, split by date or section, with counts of pairs, unmatched and dropped")
     _add_corpus_arguments(qa, default=None)
     qa.add_argument("--out", required=True, help="folder to write the dataset into (datasets.load_from_disk)")
     qa.add_argument("--max-chars", type=int, default=MAX_CHARS, help=f"drop pairs longer than this, question and "

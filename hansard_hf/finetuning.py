@@ -22,13 +22,14 @@ import torch
 from trl import SFTConfig, SFTTrainer
 
 from .callbacks import RunStateFile
-from .checkpoints import LOCK_FILE, OutputDirLock, checkpoints, last_complete_checkpoint
+from .checkpoints import OutputDirLock, last_complete_checkpoint
 from .distributed import on_main_process
 from .files import share_as_umask
 from .optimization import muon_adamw, nanochat_schedule
 from .progress import RUN_COMPLETE, write_state
 from .recipe import find_recipe, parse_overrides
 from .saving import CrashSafeSaving
+from .stopping import TrainingDiverged, refuse_non_finite
 from .settings import AdamW, Muon, Schedule, flat, group_field, into_groups
 
 CHAT_TEMPLATE = (
@@ -43,6 +44,7 @@ CHAT_TEMPLATE = (
 )
 END_OF_ANSWER = "<|assistant_end|>"
 SFT_CONCERNS = {"muon": Muon, "adamw": AdamW, "schedule": Schedule}
+RUN_FILE = "sft_run.json"  # written as a fine-tuning run starts: its base and data (a rerun resumes the same run)
 LORA_KEYS = {"lora_r": 0, "lora_alpha": 16, "lora_dropout": 0.0}  # lora_r > 0: train a LoRA adapter of that rank
 
 
@@ -150,6 +152,7 @@ def lora_config(settings: dict):
 
 
 @torch.no_grad()
+@torch.no_grad()
 def answer_bits_per_byte(model, tokenizer, rows) -> float:
     """Bits per byte of the answers of chat `rows` (their messages), given their questions: the summed loss over the
     tokens the fine-tuning trains on (the answer and its end mark), over the answers' UTF-8 bytes."""
@@ -175,7 +178,7 @@ base_model: {base}
 ---
 # {name}
 
-`{base}` fine-tuned with TRL's SFTTrainer on Parliament's written questions and answers (`{data}`:
+`{base}` fine-tuned with TRL's SFTTrainer on Parliament's questions and answers (`{data}`:
 {counts.get('pairs', '?')} pairs, made by `hansard-hf qa`; {counts.get('pairs_train', '?')} for training), the loss on
 the answers only, in nanochat's conversation format (the chat template saved with the tokenizer).
 
@@ -203,17 +206,30 @@ hansard-hf serve {name}    # http://localhost:8000: ask, pick temperature and le
 """
 
 
-def resume_point(out: Path) -> Path | None:
-    """Where a fine-tuning run into `out` starts: None for a new one (no folder, or an empty one), the last complete
-    checkpoint of an interrupted one; refuses a finished run and a folder holding something else."""
-    if (out / "README.md").is_file() and (out / "config.json").is_file():
+def begin_run(out: Path, base, data) -> Path | None:
+    """Start or resume the fine-tuning run in `out` (its lock held): a new one in no folder or an empty one (its
+    RUN_FILE written: what it fine-tunes, on what), else the last complete checkpoint (None before the first) of an
+    unfinished run of the same base and data; refuses a finished run and a folder holding anything else."""
+    same = {"base": str(Path(base).resolve()), "data": str(Path(data).resolve())}
+    if not any(not entry.name.startswith(".") for entry in out.iterdir()):  # our lock, a killed save's leftovers
+        (out / RUN_FILE).write_text(json.dumps(same, indent=1) + "\n")
+        return None
+    try:
+        started = json.loads((out / RUN_FILE).read_text())
+    except FileNotFoundError:
+        raise ValueError(f"{out} holds files that are not a fine-tuning run's (no {RUN_FILE}): give another "
+                         "--out.") from None
+    except ValueError as error:
+        raise ValueError(f"{out / RUN_FILE} is damaged ({error}): give another --out.") from None
+    if (out / "README.md").is_file():
         raise ValueError(f"{out} holds a finished fine-tuning (its card, README.md, is written last): give another "
                          "--out, or delete that folder to fine-tune again.")
-    if out.is_dir() and not checkpoints(out) and any(entry.name != LOCK_FILE and not entry.name.startswith(".saving-")
-                                                     for entry in out.iterdir()):
-        raise ValueError(f"{out} holds files that are not a fine-tuning run's (no checkpoint-N in it): give another "
-                         "--out.")
-    return last_complete_checkpoint(out) if out.is_dir() else None
+    if {key: started.get(key) for key in same} != same:
+        raise ValueError(f"{out} is the fine-tuning of {started.get('base')} on {started.get('data')}: give those "
+                         "to resume it, or another --out.")
+    for stale in out.glob(".saving-*"):  # a killed save's (the lock is ours: none is in progress)
+        shutil.rmtree(stale, ignore_errors=True)
+    return last_complete_checkpoint(out)
 
 
 def save_final(out: Path, model, tokenizer, base, card: str, steps: int) -> None:
@@ -231,7 +247,8 @@ def save_final(out: Path, model, tokenizer, base, card: str, steps: int) -> None
         (tmp / RUN_COMPLETE).write_text(json.dumps({"steps": steps}) + "\n")
         (tmp / "README.md").write_text(card)
         share_as_umask(tmp)
-        for path in sorted(tmp.iterdir(), key=lambda path: path.name == "README.md"):
+        last = [RUN_COMPLETE, "README.md"]  # the model's files first, then what says they are complete
+        for path in sorted(tmp.iterdir(), key=lambda path: last.index(path.name) if path.name in last else -1):
             os.replace(path, out / path.name)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -262,7 +279,6 @@ def run_sft(base, data, out, recipe: str = "sft", overrides: list[str] | dict | 
         raise ValueError(f"{base}: not a HansardGPT model folder (config.json model_type {model_type!r}): name a run "
                          "folder or a model folder hansard-hf wrote.")
     out = Path(out)
-    resume = on_main_process(lambda: resume_point(out))
     held_out = dataset["validation"] if "validation" in dataset else dataset["train"]
     tokenizer = chat_tokenizer(load_tokenizer(base))
     model = HansardGPTForCausalLM.from_pretrained(base)
@@ -274,25 +290,29 @@ def run_sft(base, data, out, recipe: str = "sft", overrides: list[str] | dict | 
     lock = OutputDirLock(out)
     on_main_process(lock.acquire)  # one live run per folder
     try:
-        before = answer_bits_per_byte(model, tokenizer, held_out)
+        resume = on_main_process(lambda: begin_run(out, base, data))
         trainer = HansardSFTTrainer(model=model, args=args, train_dataset=dataset["train"].select_columns(["messages"]),
                                     processing_class=tokenizer, peft_config=peft, callbacks=[FineTuningState()])
-        if resume is not None and args.should_save:  # the main process says it
-            print(f"resuming from {resume}", flush=True)
         try:
+            bpb = {"base": on_main_process(lambda: answer_bits_per_byte(trainer.model, tokenizer, held_out))}
+            if resume is not None and args.should_save:  # the main process says it
+                print(f"resuming from {resume}", flush=True)
             trainer.train(resume_from_checkpoint=str(resume) if resume else None)
-        except Exception as error:
-            RunStateFile.record(args, trainer.state, "crashed", f"{type(error).__name__}: {error}", args.should_save)
+            tuned = trainer.model.merge_and_unload() if peft is not None else trainer.model
+            bpb["finetuned"] = on_main_process(lambda: answer_bits_per_byte(tuned, tokenizer, held_out))
+            refuse_non_finite(tuned, trainer.state.global_step, "the fine-tuned weights are not finite (the model is "
+                              "not saved)", out)
+            tuned.generation_config.eos_token_id = tokenizer.convert_tokens_to_ids(END_OF_ANSWER)
+            counts_file = Path(data) / "qa_counts.json"
+            counts = json.loads(counts_file.read_text()) if counts_file.exists() else {}
+            if args.should_save:
+                save_final(out, tuned, tokenizer, base, sft_card(out, str(base), str(data), counts, bpb),
+                           trainer.state.global_step)
+        except BaseException as error:  # how it ended, for hansard-hf status
+            ending = ("stopped" if isinstance(error, KeyboardInterrupt | SystemExit)
+                      else "diverged" if isinstance(error, TrainingDiverged) else "crashed")
+            RunStateFile.record(args, trainer.state, ending, f"{type(error).__name__}: {error}", args.should_save)
             raise
-        tuned = trainer.model.merge_and_unload() if peft is not None else trainer.model
-        after = answer_bits_per_byte(tuned, tokenizer, held_out)
-        tuned.generation_config.eos_token_id = tokenizer.convert_tokens_to_ids(END_OF_ANSWER)
-        counts_file = Path(data) / "qa_counts.json"
-        counts = json.loads(counts_file.read_text()) if counts_file.exists() else {}
-        bpb = {"base": before, "finetuned": after}
-        if args.should_save:
-            save_final(out, tuned, tokenizer, base, sft_card(out, str(base), str(data), counts, bpb),
-                       trainer.state.global_step)
     finally:
         lock.release()
     state = PartialState()

@@ -138,7 +138,7 @@ def model_server(model, device: str = "auto", trust_remote_code: bool = False):
     """Runs `transformers serve` on the model (see `prepare_folder`) on a free local port; yields its URL and the
     `Served` model; stops it on exit, and removes what it wrote."""
     with tempfile.TemporaryDirectory(prefix="hansard-hf-serve-") as tmp:
-        folder = prepare_folder(model, Path(tmp) / Path(model).resolve().name, trust_remote_code)
+        folder = prepare_folder(Path(model).resolve(), Path(tmp) / Path(model).resolve().name, trust_remote_code)
         served = Served.load(folder, trust_remote_code)
         port, log = _free_port(), Path(tmp) / "transformers-serve.log"
         # run beside the folder, so the model's id in answers is its name, not a temporary path
@@ -177,8 +177,8 @@ def _json_body(raw: bytes) -> dict:
     return body
 
 
-def _prompt_ids(body: dict, path: str, model: Served) -> list[int] | None:
-    """The prompt's tokens, as the model's server will make them; None for an endpoint without a prompt."""
+def _prompt_ids(body: dict, path: str, model: Served) -> list[int]:
+    """The prompt's tokens, as the model's server will make them."""
     if path == "chat/completions":
         messages = body.get("messages")
         if not isinstance(messages, list) or not messages:
@@ -206,7 +206,8 @@ def _prompt_ids(body: dict, path: str, model: Served) -> list[int] | None:
         if len(prompt) > MAX_MESSAGE_CHARS:
             raise BadRequest(f"the prompt is longer than {MAX_MESSAGE_CHARS:,} characters ({len(prompt):,}).")
         return model.tokenizer(prompt)["input_ids"]
-    return None
+    raise BadRequest(f"/v1/{path} is not served here: POST /v1/chat/completions (a chat model) or /v1/completions "
+                     "(a prompt to continue).")
 
 
 def checked_body(raw: bytes, path: str, model: Served) -> dict:
@@ -218,12 +219,11 @@ def checked_body(raw: bytes, path: str, model: Served) -> dict:
     temperature = body.get("temperature")
     if temperature is not None and not (isinstance(temperature, int | float) and 0 <= temperature <= MAX_TEMPERATURE):
         raise BadRequest(f"temperature must be a number from 0 to {MAX_TEMPERATURE}.")
-    max_tokens = body.get("max_tokens", MAX_TOKENS)
+    # OpenAI's newer name first, as transformers serve reads them; sent on as max_tokens, checked and capped
+    max_tokens = body.pop("max_completion_tokens", None) or body.get("max_tokens", MAX_TOKENS)
     if not (isinstance(max_tokens, int) and 1 <= max_tokens <= MAX_MAX_TOKENS):
         raise BadRequest(f"max_tokens must be a whole number from 1 to {MAX_MAX_TOKENS}.")
     prompt = _prompt_ids(body, path, model)
-    if prompt is None:
-        return {**body, "model": model.name}
     if model.context is not None:
         if len(prompt) >= model.context:
             raise BadRequest(f"the prompt has {len(prompt):,} tokens, but the model reads at most {model.context:,}, "
@@ -238,7 +238,6 @@ def front(backend: str, model: Served):
     import httpx
     from fastapi import FastAPI, Request
     from fastapi.responses import HTMLResponse, JSONResponse, StreamingResponse
-    from starlette.background import BackgroundTask
 
     client = httpx.AsyncClient(base_url=backend, timeout=httpx.Timeout(None, connect=10))
     app = FastAPI(title=f"hansard-hf serve {model.name}")
@@ -255,12 +254,16 @@ def front(backend: str, model: Served):
 
     @app.get("/health")
     async def health():
-        answer = await client.get("/health")
+        try:
+            answer = await client.get("/health")
+        except httpx.HTTPError:
+            return JSONResponse({"status": "unhealthy", "reason": "the model's server does not answer"}, 503)
         return JSONResponse(answer.json(), status_code=answer.status_code)
 
     @app.get("/v1/models")
     def models():  # the one model (transformers serve 5.23 lists the Hub cache here, and can fail doing so)
-        return {"object": "list", "data": [{"id": model.name, "object": "model", "created": 0, "owned_by": "hansard-hf"}]}
+        return {"object": "list",
+                "data": [{"id": model.name, "object": "model", "created": 0, "owned_by": "hansard-hf"}]}
 
     @app.post("/v1/{path:path}")
     async def api(path: str, request: Request):
@@ -268,9 +271,21 @@ def front(backend: str, model: Served):
             body = checked_body(await request.body(), path, model)
         except BadRequest as error:
             return JSONResponse({"error": {"message": str(error), "type": "invalid_request_error"}}, status_code=400)
-        answer = await client.send(client.build_request("POST", f"/v1/{path}", json=body), stream=True)
-        return StreamingResponse(answer.aiter_raw(), status_code=answer.status_code,
-                                 media_type=answer.headers.get("content-type"), background=BackgroundTask(answer.aclose))
+        try:
+            answer = await client.send(client.build_request("POST", f"/v1/{path}", json=body), stream=True)
+        except httpx.HTTPError as error:
+            return JSONResponse({"error": {"message": f"the model's server did not answer ({error!r})",
+                                           "type": "server_error"}}, status_code=502)
+
+        async def relayed():
+            try:
+                async for chunk in answer.aiter_raw():
+                    yield chunk
+            finally:  # also when the client leaves: the model's server then stops generating
+                await answer.aclose()
+
+        return StreamingResponse(relayed(), status_code=answer.status_code,
+                                 media_type=answer.headers.get("content-type"))
 
     return app
 

@@ -5,6 +5,7 @@ import copy
 import json
 import random
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -147,6 +148,7 @@ def test_a_killed_fine_tuning_resumes_from_its_last_checkpoint_to_the_uninterrup
     from safetensors.torch import load_file
 
     from conftest import TESTS, offline_env
+    from hansard_hf.checkpoints import checkpoints
 
     root, data = base
     settings = {"save_steps": 8, "max_steps": 24}
@@ -167,6 +169,15 @@ def test_a_killed_fine_tuning_resumes_from_its_last_checkpoint_to_the_uninterrup
     assert "finished: 24 steps" in cli("status", str(tmp_path / "cut")).stdout
     rerun = cli("sft", *sft_arguments(root, data, tmp_path / "cut", **settings))
     assert rerun.returncode == 1 and "holds a finished fine-tuning" in rerun.stderr
+    early = subprocess.run([sys.executable, f"{TESTS}/faulty_cli.py", "sft-killed", "3", "sft",
+                            *sft_arguments(root, data, tmp_path / "early", **settings)], env=offline_env(),
+                           stdin=subprocess.DEVNULL, capture_output=True, timeout=600)
+    assert early.returncode == -signal.SIGKILL and not checkpoints(tmp_path / "early")
+    shutil.copytree(data, tmp_path / "other-data")
+    other = cli("sft", *sft_arguments(root, tmp_path / "other-data", tmp_path / "early", **settings))
+    assert other.returncode == 1 and f"is the fine-tuning of {root / 'base'} on {data}:" in other.stderr
+    again = cli("sft", *sft_arguments(root, data, tmp_path / "early", **settings))  # killed before any checkpoint
+    assert again.returncode == 0 and "resuming" not in again.stdout, again.stderr[-2000:]
     (tmp_path / "mine").mkdir()
     (tmp_path / "mine" / "notes.txt").write_text("not a run")
     foreign = cli("sft", *sft_arguments(root, data, tmp_path / "mine"))

@@ -84,6 +84,8 @@ def served(folder, tmp: Path, stop=signal.SIGTERM):
                     break
             except httpx.HTTPError:
                 time.sleep(0.5)
+        else:
+            raise AssertionError(f"hansard-hf serve did not answer in 2 minutes:\n{log.read_text()}")
         assert processes_in(scratch)  # the model's server, in the exported folder
         yield url
     finally:
@@ -156,8 +158,8 @@ def test_our_folder_is_served_as_native_nanochat_with_the_same_logits_and_nanoch
     assert (generation.do_sample, generation.temperature, generation.top_k) == (True, 0.8, 50)
     assert generation.eos_token_id == [end, bos]
     prepare_folder(folders["base"], tmp_path / "base")
-    assert AutoTokenizer.from_pretrained(tmp_path / "base").chat_template is None and AutoModelForCausalLM.from_pretrained(tmp_path / "base").generation_config \
-        .eos_token_id == [bos]
+    assert AutoTokenizer.from_pretrained(tmp_path / "base").chat_template is None
+    assert AutoModelForCausalLM.from_pretrained(tmp_path / "base").generation_config.eos_token_id == [bos]
 
 
 def test_a_chat_streams_the_answer_plain_generate_gives(folders, chat_url):
@@ -196,7 +198,8 @@ BAD_REQUESTS = {  # what the request gets wrong -> (path, body bytes, words of t
     "no messages": ("chat/completions", {"messages": []}, "at least one"),
     "a message over the limit": ("chat/completions", {"messages": [{"role": "user", "content": "Order! " * 2000}]},
                                  f"longer than {MAX_MESSAGE_CHARS:,} characters"),
-    "a prompt over the model's context": ("chat/completions", {"messages": [{"role": "user", "content": "Order! " * 300}]},
+    "a prompt over the model's context": ("chat/completions",
+                                          {"messages": [{"role": "user", "content": "Order! " * 300}]},
                                           "reads at most 256"),
     "an empty prompt": ("completions", {"prompt": ""}, "prompt is empty"),
     "a list of prompts": ("completions", {"prompt": ["Order.", "Order!"]}, "prompt must be one string"),
@@ -208,6 +211,10 @@ BAD_REQUESTS = {  # what the request gets wrong -> (path, body bytes, words of t
                                                         "temperature": 9}, "temperature must be"),
     "no tokens to answer with": ("chat/completions", {"messages": [{"role": "user", "content": "Hi"}],
                                                       "max_tokens": 0}, "max_tokens must be"),
+    "too many tokens, by OpenAI's newer name": ("chat/completions", {"messages": [{"role": "user", "content": "Hi"}],
+                                                                     "max_completion_tokens": 100_000},
+                                                "max_tokens must be"),
+    "an endpoint not served": ("responses", {"input": "Hi"}, "is not served here"),
 }
 
 
