@@ -12,7 +12,6 @@ running the model exported to native NanoChat), timed to its first content chunk
 
 import argparse
 import json
-import socket
 import subprocess
 import sys
 import tempfile
@@ -26,6 +25,7 @@ from transformers.generation.streamers import BaseStreamer
 from hansard_hf import HansardGPTForCausalLM
 from hansard_hf.finetuning import chat_tokenizer
 from hansard_hf.recipe import Recipe
+from hansard_hf.serving import free_port
 from hansard_hf.tokenization import train_tokenizer
 
 DEFAULT = Path(__file__).resolve().parents[2] / "shared" / "data" / "hansard" / "hansard_debates.jsonl"
@@ -68,9 +68,7 @@ def served(url: str, tokens: int) -> tuple[float, float, int]:
 
 
 def start_server(folder: Path, log: Path) -> tuple[subprocess.Popen, str]:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()
     server = subprocess.Popen([sys.executable, "-m", "hansard_hf.cli", "serve", str(folder), "--port", str(port),
                                "--device", "cpu"], stdin=subprocess.DEVNULL, stdout=open(log, "w"),
                               stderr=subprocess.STDOUT)

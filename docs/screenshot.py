@@ -6,7 +6,6 @@ generated written questions (so its answers read as sentences), served, and aske
 
 import random
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -20,6 +19,7 @@ from playwright.sync_api import sync_playwright
 
 from hansard_hf import HansardGPTConfig, HansardGPTForCausalLM
 from hansard_hf.finetuning import run_sft
+from hansard_hf.serving import free_port
 from hansard_hf.tokenization import save_tokenizer, train_tokenizer
 
 OFFICES = ["Home Department", "Treasury", "Health and Social Care", "Education", "Defence", "Transport"]
@@ -57,9 +57,7 @@ def main():
                 {"max_steps": 300, "per_device_train_batch_size": 16, "gradient_accumulation_steps": 1,
                  "matrix_lr": 0.02, "embedding_lr": 0.2, "unembedding_lr": 0.004, "use_cpu": True,
                  "disable_tqdm": True, "report_to": "none", "max_length": 128})
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            port = probe.getsockname()[1]
+        port = free_port()
         server = subprocess.Popen([sys.executable, "-m", "hansard_hf.cli", "serve", str(tmp / "hansard-qa-demo"),
                                    "--port", str(port), "--device", "cpu"], stdin=subprocess.DEVNULL)
         try:

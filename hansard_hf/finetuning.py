@@ -152,7 +152,6 @@ def lora_config(settings: dict):
 
 
 @torch.no_grad()
-@torch.no_grad()
 def answer_bits_per_byte(model, tokenizer, rows) -> float:
     """Bits per byte of the answers of chat `rows` (their messages), given their questions: the summed loss over the
     tokens the fine-tuning trains on (the answer and its end mark), over the answers' UTF-8 bytes."""

@@ -109,7 +109,8 @@ def _stop_with_parent() -> None:
         ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # 1: PR_SET_PDEATHSIG
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A local TCP port nothing listens on now."""
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
@@ -140,7 +141,7 @@ def model_server(model, device: str = "auto", trust_remote_code: bool = False):
     with tempfile.TemporaryDirectory(prefix="hansard-hf-serve-") as tmp:
         folder = prepare_folder(Path(model).resolve(), Path(tmp) / Path(model).resolve().name, trust_remote_code)
         served = Served.load(folder, trust_remote_code)
-        port, log = _free_port(), Path(tmp) / "transformers-serve.log"
+        port, log = free_port(), Path(tmp) / "transformers-serve.log"
         # run beside the folder, so the model's id in answers is its name, not a temporary path
         command = [str(Path(sys.executable).with_name("transformers")), "serve", folder.name,
                    "--host", "127.0.0.1", "--port", str(port), "--device", device, "--log-level", "warning"]

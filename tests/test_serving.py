@@ -4,7 +4,6 @@ those of plain `generate`, streamed; one clear error per bad request while the s
 import json
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -19,7 +18,7 @@ import torch
 from conftest import cli, offline_env, randomized
 from hansard_hf import HansardGPTConfig, HansardGPTForCausalLM
 from hansard_hf.finetuning import chat_tokenizer
-from hansard_hf.serving import MAX_MESSAGE_CHARS, prepare_folder
+from hansard_hf.serving import MAX_MESSAGE_CHARS, free_port, prepare_folder
 from hansard_hf.tokenization import load_tokenizer, save_tokenizer, train_tokenizer
 
 QUESTION = "To ask the Secretary of State for Health how many nurses there were in 1997."
@@ -45,12 +44,6 @@ def folders(tmp_path_factory):
     base = save_model(root / "base", load_tokenizer(root / "tokenizer"))
     chat = save_model(root / "chat", chat_tokenizer(load_tokenizer(root / "tokenizer")), seed=1)
     return {"base": base, "chat": chat}
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def processes_in(folder: Path) -> list[str]:
