@@ -39,8 +39,7 @@ def sft_killed(self, *args, **kwargs):
     return SFT_STEP(self, *args, **kwargs)
 
 
-SFT_STEP = None  # set by the fault: TRL is imported for it only (imported, it changes a resumed pretraining run's
-# weights by up to 1e-4 under accelerate 1.13, tests/test_pipeline.py's torchrun restart)
+SFT_STEP = None  # set by the fault, which alone imports TRL
 
 
 if FAULT == "slow-marking":

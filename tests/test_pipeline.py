@@ -135,10 +135,18 @@ def assert_same_weights(a, b, tolerance: float = 1e-6) -> None:
         torch.testing.assert_close(x, y, atol=tolerance, rtol=tolerance, msg=lambda m: f"{name}: {m}")
 
 
-def assert_near_weights(a, b, relative: float) -> None:
-    """Each tensor of `b` within `relative` of `a`'s norm: AdamW's eps of 1e-10 can turn a last-bit difference in a
-    near-zero gradient into a full-size step of one entry, so entry-wise equality is too strict for a resumed run
-    that is not bit-equal (a wrong resume, or checkpoint-8's weights, is off by far more)."""
+# How far a resumed run's weights may end from the uninterrupted run's, each tensor relative to its norm. A resumed
+# process is now and then not bit-equal (2 of about 55 local runs of the torchrun test under accelerate 1.13; twice
+# in CI's oldest pass; cause not found): its last bits differ from its first step on, its tensors end up to 1.2e-5
+# apart, and AdamW's eps of 1e-10 turns the last bits of a near-zero gradient into a step of up to 1.2e-4 in single
+# embedding entries, so entry-wise equality is too strict. Resume bugs injected into a resumed process end far
+# further apart: the Muon momentum schedule one step late 1.5e-3, the LR one step late 5e-2, AdamW's step counts
+# reset 7e-2, the Muon momentum buffers lost 0.7.
+RESUMED = 2e-4
+
+
+def assert_near_weights(a, b, relative: float = RESUMED) -> None:
+    """Each tensor of `b` within `relative` of `a`'s norm (see RESUMED)."""
     a, b = HansardGPTForCausalLM.from_pretrained(a), HansardGPTForCausalLM.from_pretrained(b)
     for (name, x), y in zip(a.named_parameters(), b.parameters()):
         apart = ((x - y).norm() / x.norm().clamp_min(1e-12)).item()
@@ -163,7 +171,7 @@ def test_sigkill_resumes_from_the_last_complete_checkpoint(env, uninterrupted):
     assert max(resumed) == 24 and min(resumed) <= 9
     for step in range(9, 25):
         assert resumed[step] == pytest.approx(reference[step], abs=1e-5), step
-    assert_near_weights(uninterrupted, killed, 1e-3)
+    assert_near_weights(uninterrupted, killed)
 
 
 def test_signals_stop_the_command_at_complete_checkpoints_and_reruns_end_at_the_uninterrupted_weights(env,
@@ -455,7 +463,6 @@ def test_kills_at_every_stage_never_lose_a_run(env):
     root, _, environment = env
     steps = dict(max_steps=8, save_every=2, eval_every=0, save_total_limit=2, final_lr_frac=0.1)  # LR > 0 at the end
     train(env, root / "kill_reference", **steps)
-    reference = HansardGPTForCausalLM.from_pretrained(root / "kill_reference")
     home, out = root / "kill_home", root / "killed_often"  # a fresh home: the tokenizer and data are built here too
     killing = {**environment, "HANSARD_HF_HOME": str(home)}
     run = command(env, out, **steps)
@@ -479,9 +486,7 @@ def test_kills_at_every_stage_never_lose_a_run(env):
     assert caught[:2] == ["tokenizer training", "data preparation"]  # the long windows are always hit
     done = subprocess.run(run, env=killing, cwd=root, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-4000:]
-    resumed = HansardGPTForCausalLM.from_pretrained(out)
-    for x, y in zip(reference.parameters(), resumed.parameters()):
-        torch.testing.assert_close(x, y, atol=1e-5, rtol=1e-5)
+    assert_near_weights(root / "kill_reference", out)
     assert json.loads((out / "run_complete.json").read_text()) == {"steps": 8}  # no step past the end (was 9)
     leftovers = [p for p in [*home.rglob(".*"), *out.rglob(".*")] if ".partial-" in p.name or ".saving-" in p.name]
     assert leftovers == []
@@ -489,18 +494,17 @@ def test_kills_at_every_stage_never_lose_a_run(env):
 
 def test_a_process_lost_mid_run_is_restarted_by_torchrun_and_resumes(env, uninterrupted):
     """torchrun --max-restarts=1: the first attempt dies by SIGKILL after step 10 (tests/faulty_cli.py); torchrun
-    starts it again, it resumes from checkpoint-8 and ends at the uninterrupted run's weights (bit-equal with
-    accelerate 1.16, within 1e-5 with 1.13)."""
+    starts it again, it resumes from checkpoint-8 and ends at the uninterrupted run's losses and weights."""
     out = env[0] / "restarted"
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--max-restarts=1", "--nproc-per-node=1",
                 "--rdzv-backend=c10d", "--rdzv-endpoint=127.0.0.1:0", str(ROOT / "tests" / "faulty_cli.py"),
                 "killed-once", "10", "train"]
     done = train(env, out, *torchrun, **STEPS)
     assert "Resuming from" in done.stderr and f"{out / 'checkpoint-8'} (step 8)" in done.stderr, done.stderr[-3000:]
-    resumed, reference = losses(out), losses(uninterrupted)  # accelerate 1.13: the last bits differ (~1e-7)
+    resumed, reference = losses(out), losses(uninterrupted)
     assert resumed.keys() == reference.keys() and all(resumed[s] == pytest.approx(reference[s], abs=1e-5)
                                                       for s in reference)
-    assert_same_weights(uninterrupted, out, 1e-5)
+    assert_near_weights(uninterrupted, out)
 
 
 def test_the_slurm_script_stops_before_its_time_limit_requeues_and_the_job_resumes(env, uninterrupted):
