@@ -1,7 +1,6 @@
 """Two real CPU processes (accelerate launch, gloo): Muon's work is split across ranks, the result is unchanged."""
 
 import json
-import socket
 import subprocess
 from pathlib import Path
 
@@ -10,6 +9,7 @@ import torch
 
 from conftest import launch_command, worker_env
 from distributed_worker import STEPS, train
+from hansard_hf.serving import free_port
 
 TESTS = Path(__file__).parent
 
@@ -64,9 +64,7 @@ def test_two_machines_match_one_process(tmp_path):
     """The multi-node config (accelerate_multinode.yaml: one `accelerate launch` per node, each with its
     --machine_rank and the head node's address, as train_hansard.sbatch runs it), here as two machine ranks on one
     host over loopback."""
-    with socket.socket() as probe:  # a free port for the head node's rendezvous
-        probe.bind(("127.0.0.1", 0))
-        port = str(probe.getsockname()[1])
+    port = str(free_port())  # for the head node's rendezvous
     nodes = [launch("--config_file", str(TESTS.parent / "accelerate_multinode.yaml"), "--num_processes", "2",
                     "--num_machines", "2", "--machine_rank", str(rank), "--main_process_ip", "127.0.0.1",
                     "--main_process_port", port, out=tmp_path / "nodes") for rank in (0, 1)]

@@ -8,7 +8,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import textwrap
@@ -23,6 +22,7 @@ from hansard_hf.checkpoints import COMPLETE_MARKER, last_complete_checkpoint, pr
 from hansard_hf.progress import read_state, status_text
 from hansard_hf.plan import checkpoints_text, describe_plan, plan, stall_text
 from hansard_hf.recipe import Recipe
+from hansard_hf.serving import free_port
 from trainer_helpers import losses, tiny_arguments
 from wandb_reader import logged
 from conftest import offline_env
@@ -514,9 +514,7 @@ def test_the_slurm_script_stops_before_its_time_limit_requeues_and_the_job_resum
     resumes and ends where one process does (2 ranks x 4 rows = 1 x 4 rows x 2 accumulation)."""
     root, corpus, environment = env
     out, requeued = root / "slurm", root / "requeued"
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     path = os.pathsep.join([str(ROOT / "tests" / "slurm_standin"), str(Path(sys.executable).parent), os.environ["PATH"]])
     job = {**environment, "PATH": path, "SLURM_JOB_ID": "4242", "SLURM_NNODES": "2", "SLURM_JOB_NODELIST": "node[0-1]",
            "SLURM_GPUS_ON_NODE": "1", "SLURM_SUBMIT_DIR": str(ROOT), "MASTER_PORT": str(port),
