@@ -25,8 +25,8 @@ from transformers import TrainerCallback, set_seed
 from hansard_hf import HansardGPTForCausalLM, HansardTrainer
 from hansard_hf.recipe import Recipe
 from hansard_hf.budget import peak_flops
-from hansard_hf.memory import fit_to_memory
-from hansard_hf.layout import check_launch, describe_layout
+from hansard_hf.memory import fit_to_memory, training_bytes
+from hansard_hf.layout import check_launch, current_layout, describe_layout
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from trainer_helpers import plain_loop  # noqa: E402
@@ -43,14 +43,33 @@ class RandomRows(torch.utils.data.Dataset):
         return {"input_ids": self.rows[i, :-1], "shift_labels": self.rows[i, 1:]}
 
 
-class Clock(TrainerCallback):
-    def __init__(self):
-        self.stamps = []
+class Clock:
+    """Stamps each step's end and prints that step's time, tokens/s and (on a GPU) peak memory as it goes, so that a
+    run stopped by a timeout still leaves its figures."""
+
+    def __init__(self, name: str, tokens_per_step: int, device: torch.device):
+        self.name, self.tokens, self.device, self.stamps = name, tokens_per_step, device, []
+
+    def tick(self):
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        self.stamps.append(time.perf_counter())
+        if len(self.stamps) > 1:
+            seconds = self.stamps[-1] - self.stamps[-2]
+            line = f"{self.name} step {len(self.stamps)}: {seconds * 1e3:.1f} ms, {self.tokens / seconds:,.0f} tokens/s"
+            if self.device.type == "cuda":
+                line += f", peak {torch.cuda.max_memory_allocated(self.device) / 1e9:.1f} GB"
+            print(line, flush=True)
+
+
+class StepClock(TrainerCallback):
+    """`clock` ticked at the end of each Trainer step."""
+
+    def __init__(self, clock: Clock):
+        self.clock = clock
 
     def on_step_end(self, args, state, control, **kwargs):
-        if torch.cuda.is_available():
-            torch.cuda.synchronize()
-        self.stamps.append(time.perf_counter())
+        self.clock.tick()
 
 
 def bench_recipe(path, steps: int, overrides: list[str]) -> Recipe:
@@ -100,19 +119,24 @@ def main():
           + (f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else ""))
     print(describe_layout(args))
 
-    clock = Clock()
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-    trainer = HansardTrainer(model=model, args=args, train_dataset=data, callbacks=[clock])
-    trainer.train()
-    trainer_seconds = median_step(clock.stamps, known.warmup)
-    print(report("HansardTrainer", trainer_seconds, args.budget.total_batch_size, flops_per_token, peak, gpus))
-    every = 0  # the activation checkpointing the Trainer chose (it picks one on a GPU when the micro-batch needs it)
+    every = 0  # the activation checkpointing fit_to_memory chose (on a GPU, when the micro-batch needs it)
     if args.activation_checkpointing:
         every = (args.activation_checkpointing_kwargs or {}).get("every_n_layers", 1)
     print(f"activation checkpointing: one layer in {every}" if every else "activation checkpointing: none")
+    estimate = training_bytes(config, args.per_device_train_batch_size, args.budget.max_seq_len, every,
+                              gpus if current_layout().sharded else 1)
+    print(f"peak memory estimate (hansard-hf plan's): {estimate / 1e9:.1f} GB")
+
+    clock = Clock("HansardTrainer", args.budget.total_batch_size, device)
     if device.type == "cuda":
-        print(f"peak memory {torch.cuda.max_memory_allocated(device) / 2**30:.1f} GiB")
+        torch.cuda.reset_peak_memory_stats(device)
+    trainer = HansardTrainer(model=model, args=args, train_dataset=data, callbacks=[StepClock(clock)])
+    trainer.train()
+    trainer_seconds = median_step(clock.stamps, known.warmup)
+    print(report("HansardTrainer", trainer_seconds, args.budget.total_batch_size, flops_per_token, peak, gpus))
+    if device.type == "cuda":
+        measured = torch.cuda.max_memory_allocated(device)
+        print(f"peak memory {measured / 1e9:.1f} GB, {measured / estimate:.2f} x the estimate")
         del trainer, model
         gc.collect()  # the trainer's callbacks refer back to it
         torch.cuda.empty_cache()
@@ -123,16 +147,10 @@ def main():
             reference.activation_checkpointing_enable(every_n_layers=every)
         if args.torch_compile:
             reference = torch.compile(reference, dynamic=False)
-        stamps = []
-
-        def tick():
-            if device.type == "cuda":
-                torch.cuda.synchronize()
-            stamps.append(time.perf_counter())
-
+        loop_clock = Clock("plain loop", args.budget.total_batch_size, device)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bool(args.bf16)):
-            plain_loop(reference, _OnDevice(data, device), args, known.steps, on_step=tick)
-        loop_seconds = median_step(stamps, known.warmup)
+            plain_loop(reference, _OnDevice(data, device), args, known.steps, on_step=loop_clock.tick)
+        loop_seconds = median_step(loop_clock.stamps, known.warmup)
         print(report("plain loop", loop_seconds, args.budget.total_batch_size, flops_per_token, peak, gpus))
         print(f"Trainer tokens/s as a share of the plain loop's: {loop_seconds / trainer_seconds:.3f}")
 

@@ -1,9 +1,12 @@
 """GPU-only checks (skipped without CUDA): a bf16 training step, torch.compile, peak memory at each recipe's
-micro-batch (d16 to d48) against 80 GB and the estimate.
+micro-batch (d16 to d48) against 80 GB and the estimate, and `hansard-hf train` on the GPU stopped by SIGTERM.
 
 Written without a GPU at hand (this project's CI has none): run them on a GPU machine with `pytest tests/test_gpu.py`.
 """
 
+import math
+import signal
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -15,7 +18,11 @@ from hansard_hf.optimization import MuonAdamW, param_groups
 from hansard_hf.plan import plan
 from hansard_hf.recipe import Recipe
 from hansard_hf.memory import checkpoint_to_fit
-from trainer_helpers import PackedRows, tiny_arguments
+from hansard_hf.checkpoints import problems
+from hansard_hf.progress import read_state, status_text
+from trainer_helpers import PackedRows, losses, tiny_arguments
+from cli_runs import command, logged_step, wait_until
+from conftest import offline_env
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 RECIPES = Path(__file__).resolve().parents[1] / "recipes"
@@ -75,3 +82,28 @@ def test_peak_memory_of_a_training_step_at_the_recipe_micro_batch_fits_80gb(dept
           f"estimate {estimate / 1e9:.1f} GB")
     assert peak < 80e9
     assert 0.7 * estimate < peak < 1.1 * estimate
+
+
+def test_sigterm_stops_the_command_on_the_gpu_at_a_complete_checkpoint_and_the_rerun_finishes(tmp_path, corpus):
+    """`hansard-hf train` of the tiny recipe in bf16 on the GPU (tokenizer, data, loader, steps, the benchmarks at
+    the end): SIGTERM mid-run stops it after one complete checkpoint with exit 143; the same command then resumes
+    from that checkpoint and finishes with finite losses."""
+    env = (tmp_path, corpus, offline_env(tmp_path / "home", PYTHONUNBUFFERED="1"))
+    out = tmp_path / "run"
+    train = command(env, out, bf16=True, max_steps=300, save_every=100, eval_every=0)
+    with open(tmp_path / "stdout.txt", "w") as stdout:  # a log line per step: more than a pipe holds
+        process = subprocess.Popen(train, env=env[2], cwd=tmp_path, stdout=stdout, stderr=subprocess.PIPE, text=True)
+        wait_until(process, lambda: logged_step(out) >= 3, "the signal")
+        process.send_signal(signal.SIGTERM)
+        stderr = process.communicate(timeout=300)[1]
+    step = read_state(out)["step"]
+    assert process.returncode == 128 + signal.SIGTERM, stderr[-3000:]
+    assert "on this CPU" not in (tmp_path / "stdout.txt").read_text()  # the plan's CPU notice: the run was on the GPU
+    assert f"stopped by SIGTERM at step {step}: {out / f'checkpoint-{step}'} is complete" in stderr
+    assert step < 300 and problems(out / f"checkpoint-{step}") == []
+    done = subprocess.run(train, env=env[2], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert f"Resuming from {out / f'checkpoint-{step}'} (step {step})" in done.stderr
+    assert status_text(out).splitlines()[1] == "state       finished: 300 steps; the model is in the folder"
+    logged = losses(out)
+    assert max(logged) == 300 and all(math.isfinite(loss) for loss in logged.values())

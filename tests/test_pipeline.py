@@ -26,8 +26,8 @@ from hansard_hf.serving import free_port
 from trainer_helpers import losses, tiny_arguments
 from wandb_reader import logged
 from conftest import offline_env
+from cli_runs import ROOT, command, logged_step, overrides, wait_until
 
-ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
 
 
@@ -36,20 +36,6 @@ def env(tmp_path_factory, corpus):
     root = tmp_path_factory.mktemp("pipeline")
     environment = offline_env(root / "home", WANDB_MODE="offline", WANDB_DIR=root / "wandb", PYTHONUNBUFFERED=1)
     return root, corpus, environment
-
-
-def overrides(corpus, out, **extra) -> list[str]:
-    values = dict(dataset=str(corpus), tokenizer_vocab_size=512, vocab_size=512, max_seq_len=64,
-                  device_batch_size=4, total_batch_size=512, eval_every=2, save_every=2, eval_tokens=2048,
-                  logging_steps=1, max_steps=4, output_dir=str(out), disable_tqdm=True)
-    values.update(extra)
-    return [f"--{k}={json.dumps(v) if not isinstance(v, str) else v}" for k, v in values.items()]
-
-
-def command(env, out, *command_prefix, **extra) -> list[str]:
-    """`hansard-hf train` (or `command_prefix`) of the tiny recipe into `out`, with overrides."""
-    return [*(command_prefix or [sys.executable, "-m", "hansard_hf.cli", "train"]), str(ROOT / "recipes" / "tiny.json"),
-            *overrides(env[1], out, **extra)]
 
 
 def train(env, out, *command_prefix, **extra) -> subprocess.CompletedProcess:
@@ -116,17 +102,6 @@ def start(env, out, *command_prefix, **extra) -> subprocess.Popen:
     """`command` of STEPS, started, its stderr piped (the caller communicates)."""
     return subprocess.Popen(command(env, out, *command_prefix, **{**STEPS, **extra}), env=env[2], cwd=env[0],
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-
-
-def wait_until(process: subprocess.Popen, ready, what: str) -> None:
-    deadline = time.time() + 300
-    while not ready():
-        assert process.poll() is None and time.time() < deadline, f"the run ended before {what}"
-        time.sleep(0.02)
-
-
-def logged_step(out) -> int:
-    return read_state(out).get("step", -1) if read_state(out).get("state") == "running" else -1
 
 
 def assert_same_weights(a, b, tolerance: float = 1e-6) -> None:
