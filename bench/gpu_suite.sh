@@ -15,7 +15,7 @@
 #       lower bound for the recipes' accumulation) and print every step, so a part cut short still leaves figures.
 #
 # Wheels in .whl (carried: the device image lacks datasets and has transformers 5.17, see bench/RESULTS.md) are
-# installed into /tmp/site first.
+# installed into /tmp/site first, then this checkout (editable, no dependencies, offline).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 out=${OUT:-bench/gpu_logs}
@@ -26,7 +26,10 @@ if [ -d .whl ]; then
         || exit
     export PYTHONPATH="/tmp/site${PYTHONPATH:+:$PYTHONPATH}"
 fi
-export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"  # hansard_hf from this checkout, installed or not
+# hansard_hf from this checkout, installed as the README says but offline (the shipped recipes are a subpackage);
+# where that fails, from the checkout on the path
+python3 -m pip install -q --no-deps --no-build-isolation --no-index -e . \
+    || export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 run() {  # run NAME COMMAND...: the command's output on the console and in $out/NAME.log
     local name=$1
     shift

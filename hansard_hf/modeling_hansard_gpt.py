@@ -71,7 +71,9 @@ class _RMSNorm(torch.autograd.Function):
         x32 = x.to(torch.promote_types(x.dtype, torch.float32))
         rstd = torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + eps)
         ctx.save_for_backward(x, rstd)
-        return (x32 * rstd).to(dtype)
+        y = x32 * rstd
+        return y if y.dtype == dtype else y.to(dtype)  # torch.compile of torch 2.11 cuts an output made by a .to()
+        # that changes nothing off from its backward: every gradient came out zero (2.13 is right)
 
     @staticmethod
     def backward(ctx, grad):
@@ -462,7 +464,8 @@ class _ChunkedSoftcapCrossEntropy(torch.autograd.Function):
         grad_enabled = grad_enabled and not per_token
         grad_hidden = torch.empty_like(hidden) if grad_enabled and ctx.needs_input_grad[0] else None
         grad_weight = torch.zeros_like(weight, dtype=torch.float32) if grad_enabled and ctx.needs_input_grad[1] else None
-        total = torch.zeros(labels.shape if per_token else (), dtype=torch.float32, device=hidden.device)
+        total = []  # the chunks' losses, joined at the end: torch.compile of torch 2.11 cuts the Function's output off
+        # from its backward when the forward writes that output in place (every gradient came out zero; 2.13 is right)
         for start in range(0, hidden.shape[0], chunk_size):
             h, y = hidden[start : start + chunk_size], labels[start : start + chunk_size]
             logits = (h @ weight_c.T).float()
@@ -473,10 +476,7 @@ class _ChunkedSoftcapCrossEntropy(torch.autograd.Function):
             target = y.masked_fill(~valid, 0)
             lse = torch.logsumexp(logits, dim=-1)
             nats = (lse - logits.gather(1, target[:, None]).squeeze(1)) * valid
-            if per_token:
-                total[start : start + chunk_size] = nats
-            else:
-                total += nats.sum()
+            total.append(nats if per_token else nats.sum())
             if grad_hidden is None and grad_weight is None:
                 continue
             dlogits = logits.sub_(lse[:, None]).exp_()  # softmax, in place
@@ -491,7 +491,7 @@ class _ChunkedSoftcapCrossEntropy(torch.autograd.Function):
                 grad_weight += (dlogits.T @ h).float()
         ctx.weight_dtype = weight.dtype
         ctx.save_for_backward(grad_hidden, grad_weight)
-        return total
+        return torch.cat(total) if per_token else sum(total)
 
     @staticmethod
     def backward(ctx, grad_output):
