@@ -25,8 +25,8 @@ from transformers import TrainerCallback, set_seed
 from hansard_hf import HansardGPTForCausalLM, HansardTrainer
 from hansard_hf.recipe import Recipe
 from hansard_hf.budget import peak_flops
-from hansard_hf.memory import fit_to_memory, training_bytes
-from hansard_hf.layout import check_launch, current_layout, describe_layout
+from hansard_hf.memory import fit_to_memory, state_shards, training_bytes
+from hansard_hf.layout import check_launch, describe_layout
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from trainer_helpers import plain_loop  # noqa: E402
@@ -124,7 +124,7 @@ def main():
         every = (args.activation_checkpointing_kwargs or {}).get("every_n_layers", 1)
     print(f"activation checkpointing: one layer in {every}" if every else "activation checkpointing: none")
     estimate = training_bytes(config, args.per_device_train_batch_size, args.budget.max_seq_len, every,
-                              gpus if current_layout().sharded else 1)
+                              state_shards(args))
     print(f"peak memory estimate (hansard-hf plan's): {estimate / 1e9:.1f} GB")
 
     clock = Clock("HansardTrainer", args.budget.total_batch_size, device)

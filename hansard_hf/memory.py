@@ -122,6 +122,11 @@ def checkpointing_to_fit(config: HansardGPTConfig, micro_batch: int, seq: int, m
                 None)
 
 
+def state_shards(args) -> int:
+    """How many GPUs the training state is divided among: the processes under FSDP2, else 1."""
+    return args.world_size if current_layout().sharded else 1
+
+
 def fit_to_memory(model, args, train_dataset=None) -> None:
     """What `hansard-hf train` does between resolving the batch (`args.resolve`) and building the HansardTrainer:
     with `auto_activation_checkpointing` (a GPU, bf16, DDP or FSDP2) the checkpointing that fits the GPU's memory
@@ -129,11 +134,9 @@ def fit_to_memory(model, args, train_dataset=None) -> None:
     `auto_micro_batch` the largest micro-batch that runs one step without running out of memory."""
     import torch
 
-    layout = current_layout()
-    shards = args.world_size if layout.sharded else 1  # FSDP2 divides the state among the GPUs
     if args.fitting.auto_activation_checkpointing and not args.activation_checkpointing and args.bf16 and \
-            layout != Layout.DEEPSPEED and args.device.type == "cuda":  # the estimate is for bf16 autocast, DDP or FSDP2
-        checkpoint_to_fit(model, args, torch.cuda.get_device_properties(args.device).total_memory, shards)
+            current_layout() != Layout.DEEPSPEED and args.device.type == "cuda":  # the estimate: bf16, DDP or FSDP2
+        checkpoint_to_fit(model, args, torch.cuda.get_device_properties(args.device).total_memory, state_shards(args))
     if args.fitting.auto_micro_batch and train_dataset is not None:
         fit_micro_batch(model, args, train_dataset)
     args.fitted_to_memory = True  # HansardTrainer warns when the automatic choices were asked for and never made
